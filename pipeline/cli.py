@@ -1,0 +1,127 @@
+"""The `voxhear` command: a thin layer over the library functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import yaml
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from voxhear.config import load_config
+    from voxhear.runner import run_pipeline
+
+    overrides = [a for a in args.inputs if _is_override(a)]
+    inputs = [a for a in args.inputs if not _is_override(a)]
+    if inputs:
+        overrides.append("inputs=" + yaml.safe_dump(inputs, default_flow_style=True).strip())
+    for flag, key in ((args.run_dir, "run_dir"), (args.runner, "runner"), (args.ray_address, "ray.address")):
+        if flag:
+            overrides.append(f"{key}={flag}")
+    if args.retry_failed:
+        overrides.append("retry_failed=true")
+    config = load_config(args.config, overrides)
+    summary = run_pipeline(config, show_progress=not args.quiet)
+    print(summary.format())
+    return 0
+
+
+def _is_override(arg: str) -> bool:
+    """`key=value` (dotted identifier on the left) is an override; anything else is an input."""
+    key, sep, _ = arg.partition("=")
+    return bool(sep) and all(part.isidentifier() for part in key.split("."))
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from voxhear.config import load_config
+    from voxhear.models import ModelStore, ModelStoreError
+
+    store = ModelStore.from_config(load_config(args.config, args.overrides).models)
+    verify = args.action == "verify"
+    bad = 0
+    width = max(len(n) for n in store.registry)
+    for name, spec in sorted(store.registry.items()):
+        if verify:
+            try:
+                resolved = store.resolve(name) if not args.no_download else None
+                state, detail = ("ok", f"{resolved.path} (via {resolved.where})") if resolved else store.status(name)
+            except ModelStoreError as error:
+                state, detail = "error", str(error)
+        else:
+            state, detail = store.status(name, verify=False)
+            state = "found" if state == "ok" else state
+        bad += state not in ("ok", "found")
+        size = sum(f.size for f in spec.files) / 1e6
+        print(f"{name:<{width}}  {state:<8} {size:8.1f} MB  {spec.licence:<12.12}  {detail}")
+    if verify and bad:
+        print(f"{bad} model(s) did not verify", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from voxhear.config import config_to_dict, load_config
+
+    print(yaml.safe_dump(config_to_dict(load_config(args.config, args.overrides)), sort_keys=False), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voxhear", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the pipeline (resumes an existing run directory)")
+    run.add_argument("inputs", nargs="*", metavar="INPUT|KEY=VALUE",
+                     help="files, directories, globs, list files or URIs (default: the config's inputs, "
+                     "i.e. the bundled sample), and key=value config overrides such as shards.max_samples=100")
+    run.add_argument("--config", help="run YAML (default: the embedded defaults)")
+    run.add_argument("--run-dir", help="where shards, manifests and the work area go")
+    run.add_argument("--runner", choices=["ray", "local"], help="Ray Data (default) or in-process")
+    run.add_argument("--ray-address", help="join a Ray cluster (else RAY_ADDRESS, else a local Ray)")
+    run.add_argument("--retry-failed", action="store_true", help="process inputs that failed before again")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_cmd_run)
+
+    models = sub.add_parser("models", help="list or verify the models in the model store")
+    models.add_argument("action", choices=["list", "verify"])
+    models.add_argument("--config")
+    models.add_argument("--no-download", action="store_true", help="verify only what is present")
+    models.add_argument("overrides", nargs="*", default=[])
+    models.set_defaults(func=_cmd_models)
+
+    config = sub.add_parser("config", help="print the resolved configuration")
+    config.add_argument("--config")
+    config.add_argument("overrides", nargs="*", default=[])
+    config.set_defaults(func=_cmd_config)
+
+    from voxhear import evaluation, synth
+
+    for name, module, help_text in (("synth", synth, "compose interview videos with exact ground truth"),
+                                    ("eval", evaluation, "score a run against ground truth")):
+        if hasattr(module, "add_arguments"):
+            command = sub.add_parser(name, help=help_text)
+            module.add_arguments(command)
+            command.set_defaults(func=module.run_from_args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from voxhear.config import ConfigError
+    from voxhear.models import ModelStoreError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, ModelStoreError) as error:
+        print(f"voxhear: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Executors: who schedules the stages. Both call `apply_stage` and feed the same sink."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Protocol
+
+import pyarrow as pa
+
+from voxhear.config import RayConfig
+from voxhear.records import Record
+from voxhear.sink import DatasetSink
+from voxhear.stage import Stage, apply_stage
+
+log = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    def execute(self, stages: list[Stage], rows: list[Record], sink: DatasetSink) -> None: ...
+
+
+class LocalExecutor:
+    """In-process, one source at a time: for debugging and for machines without Ray."""
+
+    def execute(self, stages: list[Stage], rows: list[Record], sink: DatasetSink) -> None:
+        for stage in stages:
+            stage.setup()
+        for row in rows:
+            batch = [row]
+            for stage in stages:
+                batch = apply_stage(stage, batch)
+            sink.consume(batch)
+
+
+def _apply_to_table(table: pa.Table, stage: Stage) -> pa.Table:
+    """Ray task body for stages without models."""
+    stage.setup()
+    return _run_on_table(stage, table)
+
+
+def _run_on_table(stage: Stage, table: pa.Table) -> pa.Table:
+    rows = stage.input_type.from_table(table)
+    return stage.output_type.to_table(apply_stage(stage, rows))
+
+
+class _StageActor:
+    """Ray actor body for stages that load models: setup() once per actor."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        stage.setup()
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return _run_on_table(self.stage, table)
+
+
+class RayExecutor:
+    """Ray Data: each stage a streaming map over Arrow blocks; model stages as actor pools."""
+
+    def __init__(self, config: RayConfig, show_progress: bool = True) -> None:
+        self.config = config
+        self.show_progress = show_progress
+
+    def connect(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        address = self.config.address or os.environ.get("RAY_ADDRESS")
+        kwargs = dict(include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=self.config.num_cpus, **kwargs)
+
+    def execute(self, stages: list[Stage], rows: list[Record], sink: DatasetSink) -> None:
+        import ray
+        import ray.data
+
+        if not rows:
+            return
+        self.connect()
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = self.show_progress
+        # One row per block so that sources spread over workers from the start.
+        table = type(rows[0]).to_table(rows)
+        dataset = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)])
+        for stage in stages:
+            dataset = self._map(dataset, stage)
+        out_type = stages[-1].output_type
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            sink.consume(out_type.from_table(batch))
+
+    def _map(self, dataset, stage: Stage):
+        import ray.data
+
+        res = stage.resources
+        remote_args = dict(num_cpus=res.cpus, num_gpus=res.gpus or None,
+                           memory=res.memory_gb * 2**30 if res.memory_gb else None)
+        remote_args = {k: v for k, v in remote_args.items() if v is not None}
+        if stage.uses_models:
+            pool = ray.data.ActorPoolStrategy(min_size=1, max_size=self.config.max_actors_per_stage)
+            return dataset.map_batches(_StageActor, fn_constructor_kwargs={"stage": stage}, compute=pool,
+                                       batch_format="pyarrow", batch_size=stage.batch_size, **remote_args)
+        return dataset.map_batches(_apply_to_table, fn_kwargs={"stage": stage}, batch_format="pyarrow",
+                                   batch_size=stage.batch_size, **remote_args)
+
+
+def make_executor(runner: str, ray_config: RayConfig, show_progress: bool = True) -> Executor:
+    if runner == "local":
+        return LocalExecutor()
+    return RayExecutor(ray_config, show_progress=show_progress)
+

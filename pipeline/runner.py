@@ -1,0 +1,123 @@
+"""Run the pipeline: expand inputs, skip what is committed, execute the stages, consolidate."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from voxhear.config import ConfigError, RunConfig, config_to_dict, save_config
+from voxhear.executors import make_executor
+from voxhear.inputs import expand_inputs
+from voxhear.manifests import Ledger, consolidate
+from voxhear.models import ModelStore
+from voxhear.records import STATUS_FAILED, SourceRecord
+from voxhear.sink import DatasetSink
+from voxhear.stage import RunContext, Stage
+
+log = logging.getLogger(__name__)
+
+
+def build_stages(config: RunConfig, context: RunContext) -> list[Stage]:
+    """The stage graph, in order. Imported here so `voxhear models` works without stage deps."""
+    from voxhear.stages.ingest import IngestStage
+    from voxhear.stages.scene_cut import SceneCutStage
+    from voxhear.stages.shot_media import ShotMediaStage
+
+    return [
+        IngestStage(config.ingest, context),
+        SceneCutStage(config.scene_cut, context),
+        ShotMediaStage(config.ingest, context),
+    ]
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    inputs: int = 0
+    skipped: int = 0
+    status_counts: dict[str, int] = field(default_factory=dict)
+    reason_counts: dict[str, int] = field(default_factory=dict)
+    clips: int = 0
+    clip_hours: float = 0.0
+    input_hours: float = 0.0
+    wall_s: float = 0.0
+    shards: int = 0
+
+    @property
+    def real_time_factor(self) -> float:
+        """Wall seconds of this attempt per second of input video processed in it."""
+        return self.wall_s / (self.input_hours * 3600) if self.input_hours else 0.0
+
+    def format(self) -> str:
+        lines = [f"run directory: {self.run_dir}",
+                 f"inputs: {self.inputs} ({self.skipped} already done in an earlier attempt)",
+                 "status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items()))]
+        for reason, count in sorted(self.reason_counts.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {reason}: {count}")
+        lines += [f"clips: {self.clips} ({self.clip_hours:.4f} h) in {self.shards} shards",
+                  f"input video: {self.input_hours:.4f} h; wall time {self.wall_s:.1f} s; "
+                  f"real-time factor {self.real_time_factor:.3f}",
+                  f"manifests: {self.run_dir / 'manifests'}",
+                  f"shards: {self.run_dir / 'shards'}"]
+        return "\n".join(lines)
+
+
+def check_resume_compatible(config: RunConfig, run_dir: Path) -> None:
+    """Refuse to mix outputs of different processing settings in one run directory."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    current = config.processing_sections()
+    for section, values in current.items():
+        if saved.get(section) != values:
+            raise ConfigError(
+                f"run directory {run_dir} was made with different '{section}' settings "
+                f"({saved.get(section)} vs {values}); use a new run_dir, or the same settings to resume")
+
+
+def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
+    started = time.perf_counter()
+    run_dir = Path(config.run_dir).expanduser().absolute()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_resume_compatible(config, run_dir)
+    save_config(config, run_dir / "config.yaml")
+    context = RunContext(run_dir=run_dir, model_store=ModelStore.from_config(config.models))
+    stages = build_stages(config, context)
+    ledger = Ledger(run_dir)
+    state = ledger.recover()
+    inputs = expand_inputs(config.inputs)
+    todo = [uri for uri in inputs if uri not in state.status_by_uri
+            or (config.retry_failed and state.status_by_uri[uri] == STATUS_FAILED)]
+    log.info("%d inputs, %d to process", len(inputs), len(todo))
+    sink = DatasetSink(config, run_dir, ledger, state, total_sources=len(todo), show_progress=show_progress)
+    executor = make_executor(config.runner, config.ray, show_progress=show_progress)
+    try:
+        executor.execute(stages, [SourceRecord(source_uri=uri) for uri in todo], sink)
+        sink.finish()
+    finally:
+        consolidate(run_dir)
+    return summarize_run(run_dir, inputs_total=len(inputs), skipped=len(inputs) - len(todo),
+                         wall_s=time.perf_counter() - started, processed=set(todo))
+
+
+def summarize_run(run_dir: Path, inputs_total: int, skipped: int, wall_s: float, processed: set[str]) -> RunSummary:
+    from voxhear.manifests import read_manifests
+
+    sources, clips = read_manifests(run_dir)
+    summary = RunSummary(run_dir=run_dir, inputs=inputs_total, skipped=skipped, wall_s=wall_s)
+    rows = sources.to_pylist()
+    summary.status_counts = dict(collections.Counter(r["status"] for r in rows))
+    summary.reason_counts = dict(collections.Counter(
+        f"{r['status']}/{r['stage']}/{r['reason']}" for r in rows if r["status"] != "ok"))
+    kept = [c for c in clips.to_pylist() if c["status"] == "ok"]
+    summary.clips = len(kept)
+    summary.clip_hours = sum(c["end_s"] - c["start_s"] for c in kept) / 3600
+    summary.input_hours = sum(r["duration_s"] for r in rows if r["source_uri"] in processed) / 3600
+    summary.shards = len({c["shard"] for c in kept})
+    return summary

@@ -1,0 +1,188 @@
+"""The dataset sink: receives final rows in any order, writes shards, commits the ledger.
+
+A source is complete when the shares of its rows add up to one (see `records.Record`). Only
+complete sources are written, and shards are published only at source boundaries, so a commit
+never holds part of a source.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from tqdm import tqdm
+
+from voxhear import __version__
+from voxhear.config import RunConfig
+from voxhear.manifests import ClipManifestRow, Ledger, LedgerState, SourceManifestRow
+from voxhear.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, ShotRecord
+from voxhear.shards import ShardWriter
+
+
+class RunAbortedError(RuntimeError):
+    """Too many inputs failed: the cause is likely not the data (see the failed rows)."""
+
+
+@dataclass
+class _Waiting:
+    """A complete source whose samples are not all published yet."""
+
+    source: SourceManifestRow
+    shards: set[str] = field(default_factory=set)
+    clips: list[ClipManifestRow] = field(default_factory=list)  # rejected clips, recorded with the source
+
+
+@dataclass
+class _Pending:
+    share: Fraction = Fraction(0)
+    rows: list[ShotRecord] = field(default_factory=list)
+
+
+class DatasetSink:
+    def __init__(self, config: RunConfig, run_dir: Path, ledger: Ledger, state: LedgerState,
+                 total_sources: int, show_progress: bool = True) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.state = state
+        self.writer = ShardWriter(ledger.shards_dir, config.shards.max_samples,
+                                  int(config.shards.max_megabytes * 1e6), next_number=state.next_shard)
+        self.commit_seq = state.next_commit
+        self.incomplete: dict[str, _Pending] = {}
+        # Sources complete but not yet committed, and the kept clips of each unpublished shard.
+        self.waiting: list[_Waiting] = []
+        self.clips_by_shard: dict[str, list[ClipManifestRow]] = {}
+        self.last_commit = time.monotonic()
+        self.completed = 0
+        self.failed = 0
+        self.progress = tqdm(total=total_sources, desc="sources", unit="src", disable=not show_progress,
+                             dynamic_ncols=True)
+
+    def consume(self, rows: list[ShotRecord]) -> None:
+        for row in rows:
+            pending = self.incomplete.setdefault(row.source_uri, _Pending())
+            pending.rows.append(row)
+            pending.share += Fraction(1, row.share_den)
+            if pending.share > 1:
+                raise RuntimeError(f"source {row.source_uri} received more than its rows (share {pending.share})")
+            if pending.share == 1:
+                del self.incomplete[row.source_uri]
+                self._complete(pending.rows)
+
+    def _complete(self, rows: list[ShotRecord]) -> None:
+        source = summarize_source(rows)
+        owner = self.state.source_ids.get(source.source_id)
+        if source.status == STATUS_OK and owner not in (None, source.source_uri):
+            source.mark(STATUS_FILTERED, "sink", "duplicate_content",
+                        message=f"same content (source_id {source.source_id}) as {owner}")
+            for row in rows:
+                if row.status == STATUS_OK:
+                    row.mark(STATUS_FILTERED, "sink", "duplicate_content", message=source.error_message)
+            source.n_clips_filtered += source.n_clips_ok
+            source.n_clips_ok, source.clip_seconds = 0, 0.0
+        elif source.status == STATUS_OK:
+            self.state.source_ids[source.source_id] = source.source_uri
+        waiting = _Waiting(source=source)
+        for row in sorted((r for r in rows if r.shot_index >= 0), key=lambda r: r.key):
+            clip = ClipManifestRow.from_parent(row)
+            if row.status != STATUS_OK:
+                waiting.clips.append(clip)
+            elif row.key not in self.state.published_keys:  # else an earlier attempt published it
+                clip.shard = self.writer.add(row.key, sample_members(row))
+                self.clips_by_shard.setdefault(clip.shard, []).append(clip)
+                waiting.shards.add(clip.shard)
+        self.waiting.append(waiting)
+        self.completed += 1
+        self.failed += source.status == STATUS_FAILED
+        self.progress.update(1)
+        self.progress.set_postfix(failed=self.failed, refresh=False)
+        due = time.monotonic() - self.last_commit > self.config.shards.commit_every_s
+        if self.writer.has_closed or due:
+            self.commit(close_open=due)
+        self._check_failure_rate()
+
+    def commit(self, close_open: bool = False) -> None:
+        """Publish closed shards and record them, and every source now fully published, in the ledger.
+
+        Args:
+            close_open: also close the shard being filled (at the end, or when a commit is due).
+        """
+        if close_open:
+            self.writer.close_current()
+        published = self.writer.publish()
+        clips = [clip for name in published for clip in self.clips_by_shard.pop(name)]
+        for name in published:
+            for waiting in self.waiting:
+                waiting.shards.discard(name)
+        ready = [w for w in self.waiting if not w.shards]
+        self.waiting = [w for w in self.waiting if w.shards]
+        if not clips and not ready:
+            return
+        sources = [w.source for w in ready]
+        clips += [clip for w in ready for clip in w.clips]
+        self.ledger.commit(self.commit_seq, sources, clips)
+        for source in sources:
+            self.state.status_by_uri[source.source_uri] = source.status
+        self.state.published_keys.update(clip.key for clip in clips if clip.shard)
+        self.commit_seq += 1
+        self.last_commit = time.monotonic()
+
+    def _check_failure_rate(self) -> None:
+        cfg = self.config
+        if self.completed >= cfg.min_inputs_for_failure_rate and self.failed / self.completed > cfg.max_failure_rate:
+            self.commit(close_open=True)
+            raise RunAbortedError(
+                f"{self.failed} of {self.completed} inputs failed (> max_failure_rate={cfg.max_failure_rate}); "
+                f"stopping. Read the failed rows' error_message in manifests/sources.parquet.")
+
+    def finish(self) -> None:
+        self.commit(close_open=True)
+        self.progress.close()
+        if self.incomplete:
+            raise RuntimeError(f"{len(self.incomplete)} sources never completed: {sorted(self.incomplete)[:5]}")
+
+
+def summarize_source(rows: list[ShotRecord]) -> SourceManifestRow:
+    """One manifest row for a source from all of its final rows."""
+    first = rows[0]
+    source = SourceManifestRow.from_parent(first, wall_s={}, cpu_s={}, share_den=1)
+    for row in rows:
+        for stage, seconds in row.wall_s.items():
+            source.wall_s[stage] = source.wall_s.get(stage, 0.0) + seconds
+        for stage, seconds in row.cpu_s.items():
+            source.cpu_s[stage] = source.cpu_s.get(stage, 0.0) + seconds
+    source.total_wall_s = sum(source.wall_s.values())
+    source.total_cpu_s = sum(source.cpu_s.values())
+    shots = [r for r in rows if r.shot_index >= 0]
+    source.n_shots = len(shots)
+    kept = [r for r in shots if r.status == STATUS_OK]
+    source.n_clips_ok = len(kept)
+    source.n_clips_filtered = len(shots) - len(kept)
+    source.clip_seconds = sum(r.end_s - r.start_s for r in kept)
+    if not shots:  # the source ended before the scene cut: its one row says why
+        source.mark(first.status, first.stage, first.reason, first.error_type, first.error_message)
+    elif kept:
+        source.mark(STATUS_OK, "", "")
+    else:
+        reasons = collections.Counter(r.reason for r in shots)
+        summary = ", ".join(f"{reason} x{count}" for reason, count in reasons.most_common())
+        source.mark(STATUS_FILTERED, "sink", "no_clip_kept", message=f"every clip was rejected: {summary}")
+    return source
+
+
+def sample_members(row: ShotRecord) -> dict[str, bytes]:
+    meta = {
+        "key": row.key, "source_uri": row.source_uri, "source_id": row.source_id,
+        "shot_index": row.shot_index, "start_frame": row.start_frame, "end_frame": row.end_frame,
+        "start_s": row.start_s, "end_s": row.end_s, "fps": row.norm_fps,
+        "width": row.norm_width, "height": row.norm_height,
+        "pipeline": "voxhear", "pipeline_version": __version__,
+    }
+    return {
+        "json": json.dumps(meta, sort_keys=True).encode(),
+        "mp4": Path(row.segment_video_uri).read_bytes(),
+        "flac": Path(row.segment_audio_uri).read_bytes(),
+    }

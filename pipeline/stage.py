@@ -1,0 +1,200 @@
+"""The one stage interface, and the one function that applies a stage to rows.
+
+Both runners (Ray Data and in-process) call `apply_stage`, so per-row error isolation, timing
+and resume bookkeeping behave identically whoever schedules the work.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from voxhear.config import ConfigError
+from voxhear.models import ModelStore, ModelStoreError
+from voxhear.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record
+
+In = TypeVar("In", bound=Record)
+Out = TypeVar("Out", bound=Record)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage needs; the Ray runner turns this into scheduling requests."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_gb: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a run lives and how models are found; pickled to every worker."""
+
+    run_dir: Path
+    model_store: ModelStore
+
+    @property
+    def work_dir(self) -> Path:
+        return self.run_dir / "work"
+
+    def source_work_dir(self, source_id: str) -> Path:
+        path = self.work_dir / source_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class FilteredError(Exception):
+    """Raised by a stage to filter the whole input row with a reason (not a failure)."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+class InputError(Exception):
+    """Raised by a stage when the input itself is broken (corrupt, truncated, unreadable)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Stage(Generic[In, Out]):
+    """A pipeline stage.
+
+    Subclasses declare `name`, `input_type`, `output_type` and `resources`, take their config
+    section in `__init__`, load models in `setup()` (once per worker) and implement `process`
+    (one input row to any number of output rows) or, to batch on a GPU, `process_batch`.
+    """
+
+    name: ClassVar[str]
+    input_type: ClassVar[type[Record]]
+    output_type: ClassVar[type[Record]]
+    resources: ClassVar[Resources] = Resources()
+    # Stages that load models run as Ray actor pools so setup() happens once per worker.
+    uses_models: ClassVar[bool] = False
+    batch_size: ClassVar[int] = 1
+
+    def __init__(self, config: Any, context: RunContext) -> None:
+        self.config = config
+        self.context = context
+
+    def setup(self) -> None:
+        """Load models; called once per worker before the first batch."""
+
+    def process_batch(self, rows: list[In]) -> list[list[Out]]:
+        """Return, for every input row, the list of rows it becomes (possibly empty)."""
+        return [self.process(row) for row in rows]
+
+    def process(self, row: In) -> list[Out]:
+        raise NotImplementedError(f"stage {self.name} implements neither process nor process_batch")
+
+
+# Errors that are about the installation or the machine, not the row: they stop the run.
+FATAL_ERRORS: tuple[type[BaseException], ...] = (
+    ImportError, ModelStoreError, ConfigError, MemoryError, NotImplementedError, KeyboardInterrupt,
+)
+
+
+def _is_fatal(error: BaseException) -> bool:
+    # torch.cuda.OutOfMemoryError without importing torch here.
+    return isinstance(error, FATAL_ERRORS) or type(error).__name__ == "OutOfMemoryError"
+
+
+def _clock() -> tuple[float, float]:
+    times = os.times()
+    # Children's CPU counts too: most stages spend it in ffmpeg subprocesses.
+    cpu = times.user + times.system + times.children_user + times.children_system
+    return time.perf_counter(), cpu
+
+
+def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
+    """Run `stage` on `rows`, isolating failures per row and keeping resume bookkeeping exact.
+
+    Rows that are not `ok` pass through unchanged (converted to the output type). A data error in
+    a batch is retried row by row so that one bad row fails alone. An input that yields no output
+    rows becomes one `filtered` row, so that the sink still sees its share of the source.
+    """
+    out_type = stage.output_type
+    results: list[list[Record] | BaseException | None] = [None] * len(rows)
+    active = [i for i, row in enumerate(rows) if row.status == STATUS_OK]
+    seconds: dict[int, tuple[float, float]] = {}
+
+    def run(indices: list[int]) -> None:
+        wall0, cpu0 = _clock()
+        outputs = stage.process_batch([rows[i] for i in indices])
+        wall1, cpu1 = _clock()
+        if len(outputs) != len(indices):
+            raise RuntimeError(f"stage {stage.name} returned {len(outputs)} lists for {len(indices)} rows")
+        for i, produced in zip(indices, outputs):
+            results[i] = list(produced)
+            seconds[i] = ((wall1 - wall0) / len(indices), (cpu1 - cpu0) / len(indices))
+
+    if active:
+        try:
+            run(active)
+        except BaseException as error:  # noqa: BLE001 - sorted into fatal vs data below
+            if _is_fatal(error):
+                raise
+            if len(active) == 1:
+                results[active[0]] = error
+                seconds[active[0]] = (0.0, 0.0)
+            else:
+                for i in active:
+                    try:
+                        run([i])
+                    except BaseException as row_error:  # noqa: BLE001
+                        if _is_fatal(row_error):
+                            raise
+                        results[i] = row_error
+                        seconds[i] = (0.0, 0.0)
+
+    emitted: list[Record] = []
+    for i, row in enumerate(rows):
+        outcome = results[i]
+        if row.status != STATUS_OK:
+            emitted.append(row if isinstance(row, out_type) else out_type.from_parent(row))
+            continue
+        wall, cpu = seconds.get(i, (0.0, 0.0))
+        if isinstance(outcome, BaseException):
+            child = out_type.from_parent(row)
+            if isinstance(outcome, FilteredError):
+                child.mark(STATUS_FILTERED, stage.name, outcome.reason, "", str(outcome))
+            else:
+                reason = getattr(outcome, "reason", None) or type(outcome).__name__
+                child.mark(STATUS_FAILED, stage.name, reason, type(outcome).__name__, _full_message(outcome))
+            children = [child]
+        elif not outcome:
+            child = out_type.from_parent(row)
+            child.mark(STATUS_FILTERED, stage.name, "no_output", "", f"stage {stage.name} produced no rows")
+            children = [child]
+        else:
+            children = outcome
+        _split_share(row, children, stage.name, wall, cpu)
+        emitted.extend(children)
+    return emitted
+
+
+def _split_share(parent: Record, children: list[Record], stage_name: str, wall: float, cpu: float) -> None:
+    n = len(children)
+    for child in children:
+        child.source_uri = parent.source_uri
+        child.source_id = child.source_id or parent.source_id
+        child.share_den = parent.share_den * n
+        # Each child carries 1/n of everything spent on its ancestors, so summing a source's
+        # final rows gives exactly its total time.
+        child.wall_s = {k: v / n for k, v in parent.wall_s.items()}
+        child.cpu_s = {k: v / n for k, v in parent.cpu_s.items()}
+        child.wall_s[stage_name] = child.wall_s.get(stage_name, 0.0) + wall / n
+        child.cpu_s[stage_name] = child.cpu_s.get(stage_name, 0.0) + cpu / n
+
+
+def _full_message(error: BaseException) -> str:
+    message = f"{type(error).__name__}: {error}"
+    cause = error.__cause__ or error.__context__
+    if cause is not None and cause is not error:
+        message += f" (caused by {type(cause).__name__}: {cause})"
+    return message

@@ -1,0 +1,168 @@
+"""Ingest: fetch, hash, probe and normalize every input once.
+
+After this stage every source is a constant-fps H.264 video, a mono 16 kHz WAV and (for
+separators that want it) the audio at its original rate, all in the run's work area, so that no
+later stage has to care about containers, variable frame rates or odd sample rates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+import soundfile as sf
+
+from voxhear.config import IngestConfig
+from voxhear.inputs import is_remote, open_input
+from voxhear.io import atomic_path, sha256_file
+from voxhear.records import SourceRecord
+from voxhear.stage import FilteredError, InputError, Resources, Stage
+
+# Peak level below which audio counts as silent (about -80 dBFS).
+SILENCE_PEAK = 1e-4
+# A normalized video shorter than this share of the probed duration means the input is truncated.
+MIN_DECODED_SHARE = 0.9
+
+
+class IngestStage(Stage[SourceRecord, SourceRecord]):
+    name = "ingest"
+    input_type = SourceRecord
+    output_type = SourceRecord
+    resources = Resources(cpus=1.0)
+
+    config: IngestConfig
+
+    def process(self, row: SourceRecord) -> list[SourceRecord]:
+        local = self._localize(row.source_uri)
+        row.size_bytes = local.stat().st_size
+        if row.size_bytes == 0:
+            raise InputError("empty_file", f"{row.source_uri} is a zero-byte file")
+        row.source_id = sha256_file(local)[:16]
+        self._probe(local, row)
+        self._check_probe(row)
+        work = self.context.source_work_dir(row.source_id)
+        self._normalize(local, row, work)
+        return [row]
+
+    def _localize(self, uri: str) -> Path:
+        """Local inputs are read in place; remote ones are copied into the work area once."""
+        if not is_remote(uri):
+            path = Path(uri.removeprefix("file://"))
+            if not path.exists():
+                raise InputError("not_found", f"input {uri} does not exist")
+            with open(path, "rb"):  # raises PermissionError for unreadable paths
+                pass
+            return path
+        digest = hashlib.sha1(uri.encode()).hexdigest()[:16]
+        target = self.context.work_dir / "_fetched" / digest / Path(uri.split("?")[0]).name
+        if not target.exists():
+            with atomic_path(target) as tmp, open_input(uri) as src, open(tmp, "wb") as dst:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+        return target
+
+    def _probe(self, path: Path, row: SourceRecord) -> None:
+        try:
+            info = ffmpeg.probe(str(path))
+        except ffmpeg.Error as error:
+            raise InputError("probe_failed", f"ffprobe cannot read {row.source_uri}: "
+                             f"{_last_lines(error.stderr)}") from None
+        fmt = info.get("format", {})
+        row.container = fmt.get("format_name", "")
+        row.duration_s = float(fmt.get("duration") or 0.0)
+        video = [s for s in info.get("streams", []) if s.get("codec_type") == "video"
+                 and not s.get("disposition", {}).get("attached_pic")]
+        audio = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
+        row.has_video, row.has_audio = bool(video), bool(audio)
+        if video:
+            v = video[0]
+            row.video_codec = v.get("codec_name", "")
+            row.width, row.height = int(v.get("width") or 0), int(v.get("height") or 0)
+            row.fps = _frame_rate(v)
+            row.duration_s = row.duration_s or float(v.get("duration") or 0.0)
+        if audio:
+            a = audio[0]
+            row.audio_codec = a.get("codec_name", "")
+            row.audio_sample_rate = int(a.get("sample_rate") or 0)
+            row.audio_channels = int(a.get("channels") or 0)
+
+    def _check_probe(self, row: SourceRecord) -> None:
+        cfg = self.config
+        if not row.has_video:
+            raise FilteredError("no_video_stream", f"{row.source_uri} has no video stream (audio only?)")
+        if not row.has_audio:
+            raise FilteredError("no_audio_stream", f"{row.source_uri} has no audio stream")
+        if row.width <= 0 or row.height <= 0:
+            raise InputError("bad_frame_size", f"video stream reports {row.width}x{row.height}")
+        if row.width * row.height > cfg.max_pixels:
+            raise FilteredError("frame_too_large", f"frame {row.width}x{row.height} exceeds "
+                                f"ingest.max_pixels={cfg.max_pixels}")
+        if not cfg.min_fps <= row.fps <= cfg.max_fps:
+            raise FilteredError("unsupported_frame_rate", f"frame rate {row.fps:.3f} is outside "
+                                f"[{cfg.min_fps}, {cfg.max_fps}] (broken metadata?)")
+        if row.duration_s < cfg.min_duration_s:
+            raise FilteredError("too_short", f"duration {row.duration_s:.2f}s < ingest.min_duration_s={cfg.min_duration_s}")
+        if row.duration_s > cfg.max_duration_s:
+            raise FilteredError("too_long", f"duration {row.duration_s:.0f}s > ingest.max_duration_s={cfg.max_duration_s}")
+
+    def _normalize(self, path: Path, row: SourceRecord, work: Path) -> None:
+        cfg = self.config
+        threads = str(max(1, int(self.resources.cpus)))
+        video_out, audio_out, orig_out = work / "video.mp4", work / "audio16k.wav", work / "audio_orig.flac"
+        # Height is capped and rounded to even numbers because yuv420p needs even dimensions.
+        scale = f"scale=-2:'trunc(min({cfg.max_height},ih)/2)*2'"
+        with atomic_path(video_out) as tmp:
+            _ffmpeg(["-i", str(path), "-map", "0:v:0", "-vf", f"fps={cfg.fps},{scale}",
+                     "-c:v", "libx264", "-preset", cfg.x264_preset, "-crf", str(cfg.video_crf),
+                     "-pix_fmt", "yuv420p", "-an", "-threads", threads, "-f", "mp4", str(tmp)], row.source_uri)
+        with atomic_path(audio_out) as tmp:
+            _ffmpeg(["-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(cfg.sample_rate),
+                     "-c:a", "pcm_s16le", "-f", "wav", str(tmp)], row.source_uri)
+        if cfg.keep_original_audio:
+            with atomic_path(orig_out) as tmp:
+                _ffmpeg(["-i", str(path), "-map", "0:a:0", "-c:a", "flac", "-f", "flac", str(tmp)], row.source_uri)
+            row.audio_orig_uri = str(orig_out)
+        norm = ffmpeg.probe(str(video_out), count_packets=None, select_streams="v:0")["streams"][0]
+        row.n_frames = int(norm.get("nb_read_packets") or 0)
+        row.norm_width, row.norm_height = int(norm["width"]), int(norm["height"])
+        row.norm_fps = float(cfg.fps)
+        decoded_s = row.n_frames / cfg.fps
+        if decoded_s < MIN_DECODED_SHARE * row.duration_s - 0.5:
+            raise InputError("truncated", f"only {decoded_s:.2f}s of video decoded out of the "
+                             f"{row.duration_s:.2f}s the container declares (truncated or corrupt)")
+        audio = sf.read(audio_out, dtype="float32")[0]
+        if audio.size == 0:
+            raise InputError("truncated", "the audio stream decoded to no samples")
+        if float(np.max(np.abs(audio))) < SILENCE_PEAK:
+            raise FilteredError("silent_audio", "the audio track is digital silence")
+        row.video_uri, row.audio_uri = str(video_out), str(audio_out)
+
+
+def _frame_rate(stream: dict) -> float:
+    for key in ("avg_frame_rate", "r_frame_rate"):
+        value = stream.get(key, "0/0")
+        try:
+            rate = Fraction(value)
+        except (ValueError, ZeroDivisionError):
+            continue
+        if rate > 0:
+            return float(rate)
+    return 0.0
+
+
+def _ffmpeg(args: list[str], uri: str) -> None:
+    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise InputError("decode_failed", f"ffmpeg could not decode {uri}: {_last_lines(result.stderr)}")
+
+
+def _last_lines(stderr: bytes | str | None, n: int = 3) -> str:
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", "replace")
+    lines = [line for line in (stderr or "").strip().splitlines() if line.strip()]
+    return " | ".join(lines[-n:]) or "no error output"

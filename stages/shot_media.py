@@ -1,0 +1,46 @@
+"""Shot media: cut each shot's video and audio out of the normalized source.
+
+Segments are re-encoded rather than stream-copied because a copy can only cut on keyframes,
+which would put frames of the neighbouring shot into this one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import soundfile as sf
+
+from voxhear.config import IngestConfig
+from voxhear.io import atomic_path
+from voxhear.records import ShotRecord
+from voxhear.stage import Resources, Stage
+
+
+class ShotMediaStage(Stage[ShotRecord, ShotRecord]):
+    name = "shot_media"
+    input_type = ShotRecord
+    output_type = ShotRecord
+    resources = Resources(cpus=1.0)
+
+    config: IngestConfig
+
+    def process(self, row: ShotRecord) -> list[ShotRecord]:
+        shot_dir = self.context.source_work_dir(row.source_id) / "shots"
+        video_out, audio_out = shot_dir / f"{row.key}.mp4", shot_dir / f"{row.key}.flac"
+        n_frames = row.end_frame - row.start_frame
+        with atomic_path(video_out) as tmp:
+            command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+                       "-ss", f"{row.start_s:.6f}", "-i", row.video_uri, "-frames:v", str(n_frames),
+                       "-c:v", "libx264", "-preset", self.config.x264_preset, "-crf", str(self.config.video_crf),
+                       "-pix_fmt", "yuv420p", "-an", "-threads", "1", "-f", "mp4", str(tmp)]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"ffmpeg could not cut shot {row.key}: {result.stderr.strip()[-500:]}")
+        info = sf.info(row.audio_uri)
+        start = round(row.start_s * info.samplerate)
+        stop = round(row.end_s * info.samplerate)
+        audio, rate = sf.read(row.audio_uri, start=start, stop=min(stop, info.frames), dtype="int16")
+        with atomic_path(audio_out) as tmp:
+            sf.write(tmp, audio, rate, format="FLAC", subtype="PCM_16")
+        row.segment_video_uri, row.segment_audio_uri = str(video_out), str(audio_out)
+        return [row]
