@@ -194,7 +194,7 @@ def _split_share(parent: Record, children: list[Record], stage_name: str, wall: 
 
 def _full_message(error: BaseException) -> str:
     message = f"{type(error).__name__}: {error}"
-    cause = error.__cause__ or error.__context__
+    cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     if cause is not None and cause is not error:
         message += f" (caused by {type(cause).__name__}: {cause})"
     return message

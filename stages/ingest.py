@@ -8,6 +8,7 @@ later stage has to care about containers, variable frame rates or odd sample rat
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -164,5 +165,7 @@ def _ffmpeg(args: list[str], uri: str) -> None:
 def _last_lines(stderr: bytes | str | None, n: int = 3) -> str:
     if isinstance(stderr, bytes):
         stderr = stderr.decode("utf-8", "replace")
-    lines = [line for line in (stderr or "").strip().splitlines() if line.strip()]
+    # Decoder context addresses ("[mov @ 0x55d1...]") differ per process; keep messages comparable.
+    stderr = re.sub(r" @ 0x[0-9a-f]+", "", stderr or "")
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return " | ".join(lines[-n:]) or "no error output"

@@ -1,0 +1,44 @@
+# Quick start: `make demo` (run the pipeline on the bundled sample) and `make test`.
+# Both install what they need first, idempotently, into .venv/ at the repository root.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.voxhear-installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# The shared offline model store beside the checkout (as in CI) when it exists.
+ifneq ($(wildcard ../shared/models/MODELS.tsv),)
+export VOXHEAR_MODEL_DIR ?= $(abspath ../shared/models)
+endif
+
+.PHONY: install demo test test-fast lock clean-runs
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v ffmpeg >/dev/null 2>&1 || { echo "ffmpeg missing: installing it with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
+	@test -x $(PY) || python3.11 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip check
+	@touch $@
+
+demo: install
+	$(VENV)/bin/voxhear run --run-dir runs/demo
+
+test: install
+	HF_HUB_OFFLINE=1 VOXHEAR_OFFLINE=1 $(PY) -m pytest -q
+
+test-fast: install
+	HF_HUB_OFFLINE=1 VOXHEAR_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+# Regenerate the pinned set after changing dependencies in pyproject.toml.
+lock:
+	rm -rf .lockenv && python3.11 -m venv .lockenv && .lockenv/bin/pip install -q -e ".[test]"
+	(echo "# Exact, tested dependency set (pip freeze of a fresh install; regenerate with 'make lock')."; \
+	 .lockenv/bin/pip freeze --exclude-editable | grep -v '^voxhear') > requirements.lock
+	rm -rf .lockenv
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,71 @@
+"""Shared fixtures: small real videos generated with ffmpeg's test sources."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from voxhear.config import load_config
+
+SHARED_MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
+
+
+def make_video(path: Path, seconds: float = 2.0, size: str = "160x120", fps: str = "25",
+               cuts: int = 1, audio: str | None = "sine", video: bool = True) -> Path:
+    """A video of `cuts` visually different segments (real hard cuts) with a tone or silence.
+
+    Args:
+        audio: "sine" for a tone, "silence" for digital silence, None for no audio stream.
+    """
+    sources = ["testsrc", "mandelbrot", "smptebars", "rgbtestsrc"]
+    args: list[str] = []
+    if video:
+        seg = seconds / cuts
+        for i in range(cuts):
+            args += ["-t", f"{seg}", "-f", "lavfi", "-i", f"{sources[i % len(sources)]}=size={size}:rate={fps}"]
+    if audio == "sine":
+        args += ["-f", "lavfi", "-i", f"sine=frequency=330:sample_rate=44100:duration={seconds}"]
+    elif audio == "silence":
+        args += ["-f", "lavfi", "-i", f"anullsrc=r=44100:cl=mono:d={seconds}"]
+    maps: list[str] = []
+    if video:
+        chain = "".join(f"[{i}:v]" for i in range(cuts))
+        args += ["-filter_complex", f"{chain}concat=n={cuts}:v=1:a=0[v]"]
+        maps += ["-map", "[v]", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    if audio:
+        maps += ["-map", f"{cuts if video else 0}:a", "-c:a", "aac", "-t", str(seconds)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ffmpeg(*args, *maps, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def good_videos(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("good")
+    return [make_video(folder / "two_cuts.mp4", seconds=4.0, cuts=2),
+            make_video(folder / "one_shot.mkv", seconds=2.0, cuts=1, size="200x150", fps="30")]
+
+
+@pytest.fixture
+def run_config(tmp_path):
+    """A config factory writing into tmp_path/run with test-friendly settings."""
+
+    def factory(inputs, *overrides: str, runner: str = "local"):
+        listed = "[" + ",".join(f"'{p}'" for p in inputs) + "]"
+        return load_config(None, [f"inputs={listed}", f"run_dir={tmp_path / 'run'}", f"runner={runner}",
+                                  "ray.num_cpus=2", *overrides])
+
+    return factory
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VOXHEAR_OFFLINE", "1")
