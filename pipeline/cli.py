@@ -110,7 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Positionals after options (`run --run-dir R a.mp4 k=v`) are left over by argparse, which
+    # cannot intermix them with subcommands; they are inputs or overrides like the leading ones.
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-")]
+    if stray or (extra and not hasattr(args, "inputs") and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        if hasattr(args, "inputs"):
+            args.inputs = list(args.inputs) + extra
+        else:
+            args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from voxhear.config import ConfigError

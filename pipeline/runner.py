@@ -91,7 +91,8 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
     stages = build_stages(config, context)
     ledger = Ledger(run_dir)
     state = ledger.recover()
-    inputs = expand_inputs(config.inputs)
+    # A run directory inside an input folder must not feed its own work files back in.
+    inputs = [uri for uri in expand_inputs(config.inputs) if not uri.startswith(str(run_dir) + "/")]
     todo = [uri for uri in inputs if uri not in state.status_by_uri
             or (config.retry_failed and state.status_by_uri[uri] == STATUS_FAILED)]
     log.info("%d inputs, %d to process", len(inputs), len(todo))
