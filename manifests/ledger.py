@@ -85,12 +85,12 @@ class Ledger:
                 state.next_shard = max(state.next_shard, int(match.group(1)) + 1)
         return state
 
-    def commit(self, seq: int, sources: list[SourceManifestRow], clips: list[ClipManifestRow]) -> None:
+    def commit(self, seq: int, sources: list[SourceManifestRow], clips: list, clip_type: type) -> None:
         for row in sources:
             row.commit = seq
         for row in clips:
             row.commit = seq
-        atomic_write_table(self.ledger_dir / f"{seq:06d}-clips.parquet", ClipManifestRow.to_table(clips))
+        atomic_write_table(self.ledger_dir / f"{seq:06d}-clips.parquet", clip_type.to_table(clips))
         atomic_write_table(self.ledger_dir / f"{seq:06d}-sources.parquet", SourceManifestRow.to_table(sources))
 
 
@@ -103,8 +103,8 @@ def consolidate(run_dir: Path) -> tuple[pa.Table, pa.Table]:
     ledger = Ledger(run_dir)
     sources_parts, clip_parts = ledger._parts("sources"), ledger._parts("clips")
     source_tables = [pq.read_table(sources_parts[s], schema=SourceManifestRow.schema()) for s in sorted(sources_parts)]
-    clip_tables = [pq.read_table(clip_parts[s], schema=ClipManifestRow.schema())
-                   for s in sorted(clip_parts) if s in sources_parts]
+    # Clip parts keep the schema they were written with (that of the pipeline's final record).
+    clip_tables = [pq.read_table(clip_parts[s]) for s in sorted(clip_parts) if s in sources_parts]
     sources = pa.concat_tables(source_tables) if source_tables else SourceManifestRow.to_table([])
     clips = pa.concat_tables(clip_tables) if clip_tables else ClipManifestRow.to_table([])
     sources = _keep_latest(sources, ["source_uri"]).sort_by("source_uri")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 from voxhear.records import ShotRecord, SourceRecord
@@ -21,9 +23,19 @@ class SourceManifestRow(SourceRecord):
     commit: int = 0
 
 
-@dataclass(slots=True)
-class ClipManifestRow(ShotRecord):
-    """One per shot/clip, kept or rejected; `shard` names the tar holding a kept clip."""
+@functools.cache
+def clip_row_type(final_type: type[ShotRecord]) -> type[ShotRecord]:
+    """The clips.parquet row for a pipeline whose last stage emits `final_type`.
 
-    shard: str = ""
-    commit: int = 0
+    Every field of the final record, plus `shard` (the tar holding a kept clip) and `commit`.
+    Built from the record type so that adding a stage never needs a second schema to edit.
+    """
+    return dataclasses.make_dataclass(
+        f"{final_type.__name__}ManifestRow",
+        [("shard", str, dataclasses.field(default="")), ("commit", int, dataclasses.field(default=0))],
+        bases=(final_type,), slots=True,
+        namespace={"__doc__": f"One row per {final_type.__name__} in clips.parquet, kept or rejected.",
+                   "__module__": __name__})
+
+
+ClipManifestRow = clip_row_type(ShotRecord)

@@ -12,8 +12,10 @@ complete when the shares of the rows it has received add up to exactly one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -160,6 +162,26 @@ class ShotRecord(SourceRecord):
     key: str = ""
     segment_video_uri: str = ""
     segment_audio_uri: str = ""
+
+    def sample_metadata(self) -> dict[str, Any]:
+        """The sample's `json` member; subclasses extend it."""
+        from voxhear import __version__
+
+        return {
+            "key": self.key, "source_uri": self.source_uri, "source_id": self.source_id,
+            "shot_index": self.shot_index, "start_frame": self.start_frame, "end_frame": self.end_frame,
+            "start_s": self.start_s, "end_s": self.end_s, "fps": self.norm_fps,
+            "width": self.norm_width, "height": self.norm_height,
+            "pipeline": "voxhear", "pipeline_version": __version__,
+        }
+
+    def shard_members(self) -> dict[str, bytes]:
+        """The WebDataset members of this sample (`{key}.{ext}`), in order; the only place bytes are read."""
+        return {
+            "json": json.dumps(self.sample_metadata(), sort_keys=True).encode(),
+            "mp4": Path(self.segment_video_uri).read_bytes(),
+            "flac": Path(self.segment_audio_uri).read_bytes(),
+        }
 
 
 def sample_key(source_id: str, start_ms: int, track: str | None = None) -> str:

@@ -96,7 +96,8 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
     todo = [uri for uri in inputs if uri not in state.status_by_uri
             or (config.retry_failed and state.status_by_uri[uri] == STATUS_FAILED)]
     log.info("%d inputs, %d to process", len(inputs), len(todo))
-    sink = DatasetSink(config, run_dir, ledger, state, total_sources=len(todo), show_progress=show_progress)
+    sink = DatasetSink(config, ledger, state, final_type=stages[-1].output_type, total_sources=len(todo),
+                       show_progress=show_progress)
     executor = make_executor(config.runner, config.ray, show_progress=show_progress)
     try:
         executor.execute(stages, [SourceRecord(source_uri=uri) for uri in todo], sink)

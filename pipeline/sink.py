@@ -8,17 +8,14 @@ never holds part of a source.
 from __future__ import annotations
 
 import collections
-import json
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 
 from tqdm import tqdm
 
-from voxhear import __version__
 from voxhear.config import RunConfig
-from voxhear.manifests import ClipManifestRow, Ledger, LedgerState, SourceManifestRow
+from voxhear.manifests import Ledger, LedgerState, SourceManifestRow, clip_row_type
 from voxhear.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, ShotRecord
 from voxhear.shards import ShardWriter
 
@@ -33,7 +30,7 @@ class _Waiting:
 
     source: SourceManifestRow
     shards: set[str] = field(default_factory=set)
-    clips: list[ClipManifestRow] = field(default_factory=list)  # rejected clips, recorded with the source
+    clips: list[ShotRecord] = field(default_factory=list)  # rejected clips, recorded with the source
 
 
 @dataclass
@@ -43,9 +40,10 @@ class _Pending:
 
 
 class DatasetSink:
-    def __init__(self, config: RunConfig, run_dir: Path, ledger: Ledger, state: LedgerState,
+    def __init__(self, config: RunConfig, ledger: Ledger, state: LedgerState, final_type: type[ShotRecord],
                  total_sources: int, show_progress: bool = True) -> None:
         self.config = config
+        self.clip_type = clip_row_type(final_type)
         self.ledger = ledger
         self.state = state
         self.writer = ShardWriter(ledger.shards_dir, config.shards.max_samples,
@@ -54,7 +52,7 @@ class DatasetSink:
         self.incomplete: dict[str, _Pending] = {}
         # Sources complete but not yet committed, and the kept clips of each unpublished shard.
         self.waiting: list[_Waiting] = []
-        self.clips_by_shard: dict[str, list[ClipManifestRow]] = {}
+        self.clips_by_shard: dict[str, list[ShotRecord]] = {}
         self.last_commit = time.monotonic()
         self.completed = 0
         self.failed = 0
@@ -87,11 +85,11 @@ class DatasetSink:
             self.state.source_ids[source.source_id] = source.source_uri
         waiting = _Waiting(source=source)
         for row in sorted((r for r in rows if r.shot_index >= 0), key=lambda r: r.key):
-            clip = ClipManifestRow.from_parent(row)
+            clip = self.clip_type.from_parent(row)
             if row.status != STATUS_OK:
                 waiting.clips.append(clip)
             elif row.key not in self.state.published_keys:  # else an earlier attempt published it
-                clip.shard = self.writer.add(row.key, sample_members(row))
+                clip.shard = self.writer.add(row.key, row.shard_members())
                 self.clips_by_shard.setdefault(clip.shard, []).append(clip)
                 waiting.shards.add(clip.shard)
         self.waiting.append(waiting)
@@ -123,7 +121,7 @@ class DatasetSink:
             return
         sources = [w.source for w in ready]
         clips += [clip for w in ready for clip in w.clips]
-        self.ledger.commit(self.commit_seq, sources, clips)
+        self.ledger.commit(self.commit_seq, sources, clips, self.clip_type)
         for source in sources:
             self.state.status_by_uri[source.source_uri] = source.status
         self.state.published_keys.update(clip.key for clip in clips if clip.shard)
@@ -172,17 +170,3 @@ def summarize_source(rows: list[ShotRecord]) -> SourceManifestRow:
         source.mark(STATUS_FILTERED, "sink", "no_clip_kept", message=f"every clip was rejected: {summary}")
     return source
 
-
-def sample_members(row: ShotRecord) -> dict[str, bytes]:
-    meta = {
-        "key": row.key, "source_uri": row.source_uri, "source_id": row.source_id,
-        "shot_index": row.shot_index, "start_frame": row.start_frame, "end_frame": row.end_frame,
-        "start_s": row.start_s, "end_s": row.end_s, "fps": row.norm_fps,
-        "width": row.norm_width, "height": row.norm_height,
-        "pipeline": "voxhear", "pipeline_version": __version__,
-    }
-    return {
-        "json": json.dumps(meta, sort_keys=True).encode(),
-        "mp4": Path(row.segment_video_uri).read_bytes(),
-        "flac": Path(row.segment_audio_uri).read_bytes(),
-    }
