@@ -68,6 +68,23 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from voxhear.config import load_config
+    from voxhear.manifests import SourceManifestRow, clip_row_type
+    from voxhear.models import ModelStore
+    from voxhear.runner import build_stages
+    from voxhear.stage import RunContext
+
+    config = load_config(args.config, [])
+    stages = build_stages(config, RunContext(run_dir=config.run_dir, model_store=ModelStore()))
+    tables = {"sources": SourceManifestRow, "clips": clip_row_type(stages[-1].output_type)}
+    for name in args.tables or list(tables):
+        print(f"manifests/{name}.parquet")
+        for column in tables[name].schema():
+            print(f"  {column.name:<22} {column.type}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxhear", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -91,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--no-download", action="store_true", help="verify only what is present")
     models.add_argument("overrides", nargs="*", default=[])
     models.set_defaults(func=_cmd_models)
+
+    schema = sub.add_parser("schema", help="print the declared Arrow schemas of the manifests")
+    schema.add_argument("tables", nargs="*", choices=["sources", "clips"], default=[])
+    schema.add_argument("--config")
+    schema.set_defaults(func=_cmd_schema)
 
     config = sub.add_parser("config", help="print the resolved configuration")
     config.add_argument("--config")
