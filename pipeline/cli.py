@@ -123,10 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, module, help_text in (("synth", synth, "compose interview videos with exact ground truth"),
                                     ("eval", evaluation, "score a run against ground truth")):
-        if hasattr(module, "add_arguments"):
-            command = sub.add_parser(name, help=help_text)
-            module.add_arguments(command)
-            command.set_defaults(func=module.run_from_args)
+        command = sub.add_parser(name, help=help_text)
+        module.add_arguments(command)
+        command.set_defaults(func=module.run_from_args)
     return parser
 
 
