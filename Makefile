@@ -18,6 +18,10 @@ install: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@command -v ffmpeg >/dev/null 2>&1 || { echo "ffmpeg missing: installing it with apt-get"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
+	@# Headless chromium for the QC dashboard's browser test (tests/qc).
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "chromium missing: installing chromium and chromium-driver with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	@test -x $(PY) || python3.11 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
