@@ -20,6 +20,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_SAMPLE = REPO_ROOT / "sample" / "videos"
 
 
+# Every stage of the pipeline, in the order they run (see runner.build_stages).
+STAGE_NAMES = ("ingest", "separation", "diarization", "asr", "scene_cut", "shot_media", "faces")
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message says which key and why."""
 
@@ -117,10 +121,187 @@ class ModelsConfig:
 
 
 @dataclass
+class FaceConfig:
+    """Face stage: detection, tracking, landmarks, crop video and identity (docs/benchmarks/faces.md)."""
+
+    # "yunet" (MIT) or "insightface" (SCRFD det_500m; non-commercial research licence).
+    detector: str = "yunet"
+    # Run the detector on every k-th frame (and the shot's last); tracks interpolate in between.
+    # 5 lost nothing against 1 on the tuning benchmark (docs/benchmarks/faces.md); fast motion may want 2-3.
+    detect_every: int = 5
+    # Frames are shrunk so their longer side is at most this before detection.
+    detect_max_side: int = 640
+    # Detections above score_threshold extend tracks; only those above new_track_score start one.
+    score_threshold: float = 0.5
+    new_track_score: float = 0.7
+    nms_threshold: float = 0.3
+    track_iou: float = 0.3
+    # Gaps up to this long are bridged (interpolated); longer ones end the track.
+    max_gap_s: float = 0.5
+    # Tracks shorter than this are dropped (reason track_too_short).
+    min_track_s: float = 1.0
+    # Tracks whose median face height is below this are dropped (reason face_too_small).
+    min_face_px: float = 48.0
+    # Tracks whose median |yaw| exceeds this are dropped (reason profile_view).
+    max_abs_yaw: float = 60.0
+    # Tracks with landmarks on fewer than this share of frames are dropped (reason landmarks_lost).
+    min_landmark_fraction: float = 0.5
+    crop_size: int = 512
+    # Crop side as a multiple of the face box's larger side; the centre is smoothed over crop_smooth_s.
+    crop_scale: float = 1.6
+    crop_smooth_s: float = 0.2
+    crop_crf: int = 20
+    crop_preset: str = "veryfast"
+    # "dlib" (128-d) or "arcface" (needs an insightface-arcface model in the store).
+    embedder: str = "dlib"
+    embed_samples: int = 1
+    # Clusters of tracks merge while their average embedding distance is below this (dlib,
+    # tuned between same-person and different-person track distances on the tuning seeds).
+    identity_threshold: float = 0.47
+    # onnxruntime threads of the detector per worker.
+    threads: int = 1
+    # GPUs per face worker on a cluster (0: CPU). Above 0 the worker asks Ray for that share of
+    # a GPU and SCRFD runs on onnxruntime's CUDA provider when onnxruntime-gpu is installed.
+    gpus: float = 0.0
+
+    def validate(self) -> None:
+        _require(self.detector in ("yunet", "insightface"), "faces.detector", "must be 'yunet' or 'insightface'")
+        _require(self.detect_every >= 1, "faces.detect_every", "must be >= 1")
+        _require(self.detect_max_side >= 64, "faces.detect_max_side", "must be >= 64")
+        _require(0 < self.score_threshold <= self.new_track_score <= 1, "faces.score_threshold",
+                 "must satisfy 0 < score_threshold <= new_track_score <= 1")
+        _require(0 < self.nms_threshold < 1, "faces.nms_threshold", "must be in (0, 1)")
+        _require(0 < self.track_iou < 1, "faces.track_iou", "must be in (0, 1)")
+        _require(self.max_gap_s >= 0, "faces.max_gap_s", "must be >= 0")
+        _require(self.min_track_s >= 0, "faces.min_track_s", "must be >= 0")
+        _require(self.min_face_px >= 0, "faces.min_face_px", "must be >= 0")
+        _require(0 < self.max_abs_yaw <= 180, "faces.max_abs_yaw", "must be in (0, 180]")
+        _require(0 <= self.min_landmark_fraction <= 1, "faces.min_landmark_fraction", "must be in [0, 1]")
+        _require(self.crop_size >= 64 and self.crop_size % 2 == 0, "faces.crop_size", "must be even and >= 64")
+        _require(self.crop_scale >= 1.0, "faces.crop_scale", "must be >= 1")
+        _require(self.crop_smooth_s >= 0, "faces.crop_smooth_s", "must be >= 0")
+        _require(0 <= self.crop_crf <= 51, "faces.crop_crf", "must be in [0, 51]")
+        _require(self.embedder in ("dlib", "arcface"), "faces.embedder", "must be 'dlib' or 'arcface'")
+        _require(self.embed_samples >= 1, "faces.embed_samples", "must be >= 1")
+        _require(self.identity_threshold > 0, "faces.identity_threshold", "must be positive")
+        _require(self.threads >= 1, "faces.threads", "must be >= 1")
+        _require(self.gpus >= 0, "faces.gpus", "must be >= 0")
+
+
+@dataclass
+class SeparationConfig:
+    """Speech/background separation (docs/benchmarks/audio.md)."""
+
+    # "deepfilternet" (DeepFilterNet3, CPU, the offline default) or "demucs" (htdemucs family; needs
+    # its weights in the model store).
+    backend: str = "deepfilternet"
+    # DeepFilterNet: attenuation limit in dB (100: none) and post-filter strength (0: off).
+    atten_lim_db: float = 100.0
+    post_filter_beta: float = 0.0
+    # Demucs: model name in the store, chunk overlap, chunk length in s (0: the model's own).
+    demucs_model: str = "htdemucs"
+    demucs_overlap: float = 0.25
+    demucs_segment_s: float = 0.0
+    # torch threads per worker (Demucs; more than the worker's CPUs thrash); GPUs per worker on a
+    # cluster (Demucs only; 0: CPU).
+    threads: int = 1
+    gpus: float = 0.0
+
+    def validate(self) -> None:
+        _require(self.backend in ("deepfilternet", "demucs"), "separation.backend",
+                 "must be 'deepfilternet' or 'demucs'")
+        _require(self.atten_lim_db > 0, "separation.atten_lim_db", "must be positive")
+        _require(0 <= self.post_filter_beta <= 1, "separation.post_filter_beta", "must be in [0, 1]")
+        _require(0 <= self.demucs_overlap < 1, "separation.demucs_overlap", "must be in [0, 1)")
+        _require(self.demucs_segment_s >= 0, "separation.demucs_segment_s", "must be >= 0")
+        _require(self.threads >= 1, "separation.threads", "must be >= 1")
+        _require(self.gpus >= 0, "separation.gpus", "must be >= 0")
+
+
+@dataclass
+class DiarizationConfig:
+    """pyannote diarization of the separated speech (docs/benchmarks/audio.md)."""
+
+    # "campplus": pyannote SpeakerDiarization with the store's CAM++ embedding; "official": the
+    # store's pyannote-speaker-diarization-3.1 pipeline unchanged (needs its WeSpeaker model).
+    pipeline: str = "campplus"
+    # Step between 10 s segmentation windows, as a share of the window.
+    segmentation_step: float = 0.5
+    # Agglomerative clustering (centroid linkage, cosine distance) of the CAM++ embeddings.
+    threshold: float = 0.6
+    min_cluster_size: int = 2
+    min_duration_off: float = 0.0
+    # Each (window, speaker) embedding uses at most this much of the speaker's active audio.
+    embedding_max_s: float = 4.0
+    # Turns re-labelled by their own embedding (k-means from pyannote's labels, this many rounds;
+    # 0: off); turns shorter than refine_min_s keep their label.
+    refine_iterations: int = 3
+    refine_min_s: float = 0.5
+    # Known speaker count bounds (0: unknown).
+    min_speakers: int = 0
+    max_speakers: int = 0
+    # Turns shorter than this are dropped; sources with less speech than min_speech_s are filtered.
+    min_turn_s: float = 0.1
+    min_speech_s: float = 0.5
+    # torch threads per worker: one per CPU the worker asks for (oversubscribed OpenMP thrashes).
+    threads: int = 1
+    gpus: float = 0.0
+
+    def validate(self) -> None:
+        _require(self.pipeline in ("campplus", "official"), "diarization.pipeline", "must be 'campplus' or 'official'")
+        _require(0 < self.segmentation_step <= 1, "diarization.segmentation_step", "must be in (0, 1]")
+        _require(0 < self.threshold < 2, "diarization.threshold", "must be in (0, 2)")
+        _require(self.min_cluster_size >= 1, "diarization.min_cluster_size", "must be >= 1")
+        _require(self.min_duration_off >= 0, "diarization.min_duration_off", "must be >= 0")
+        _require(self.embedding_max_s >= 0.5, "diarization.embedding_max_s", "must be >= 0.5")
+        _require(self.refine_iterations >= 0, "diarization.refine_iterations", "must be >= 0")
+        _require(self.refine_min_s >= 0.1, "diarization.refine_min_s", "must be >= 0.1")
+        _require(self.min_speakers >= 0 and self.max_speakers >= 0, "diarization.min_speakers", "must be >= 0")
+        _require(not (self.min_speakers and self.max_speakers) or self.min_speakers <= self.max_speakers,
+                 "diarization.max_speakers", "must be >= min_speakers")
+        _require(self.min_turn_s >= 0 and self.min_speech_s >= 0, "diarization.min_speech_s", "must be >= 0")
+        _require(self.threads >= 1, "diarization.threads", "must be >= 1")
+        _require(self.gpus >= 0, "diarization.gpus", "must be >= 0")
+
+
+@dataclass
+class AsrConfig:
+    """whisperx/faster-whisper speech recognition (docs/benchmarks/audio.md)."""
+
+    model: str = "faster-whisper-tiny.en"
+    compute_type: str = "int8"
+    batch_size: int = 8
+    beam_size: int = 5
+    # Seconds of context added around every diarized turn before decoding.
+    pad_s: float = 0.2
+    # Neighbouring turns are decoded together while their clip stays this short (at most 30 s).
+    clip_s: float = 5.0
+    # "auto": whisperx forced alignment when its model is cached locally, else faster-whisper's word
+    # timings; "off": always faster-whisper's.
+    align: str = "auto"
+    threads: int = 1
+    gpus: float = 0.0
+
+    def validate(self) -> None:
+        _require(self.compute_type in ("int8", "int8_float16", "float16", "float32", "default"),
+                 "asr.compute_type", "must be int8, int8_float16, float16, float32 or default")
+        _require(self.batch_size >= 1, "asr.batch_size", "must be >= 1")
+        _require(self.beam_size >= 1, "asr.beam_size", "must be >= 1")
+        _require(self.pad_s >= 0, "asr.pad_s", "must be >= 0")
+        _require(0 < self.clip_s <= 30, "asr.clip_s", "must be in (0, 30]")
+        _require(self.align in ("auto", "off"), "asr.align", "must be 'auto' or 'off'")
+        _require(self.threads >= 1, "asr.threads", "must be >= 1")
+        _require(self.gpus >= 0, "asr.gpus", "must be >= 0")
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs; saved resolved into the run directory."""
 
     inputs: list[str] = field(default_factory=lambda: [str(BUNDLED_SAMPLE)])
+    # Which stages run, in pipeline order; leaving out later stages stops the pipeline early
+    # (e.g. [ingest, scene_cut, shot_media] writes one sample per shot).
+    stages: list[str] = field(default_factory=lambda: list(STAGE_NAMES))
     run_dir: str = "runs/default"
     runner: str = "ray"
     # Retry inputs that failed in an earlier attempt of this run directory.
@@ -130,6 +311,10 @@ class RunConfig:
     min_inputs_for_failure_rate: int = 10
     ingest: IngestConfig = field(default_factory=IngestConfig)
     scene_cut: SceneCutConfig = field(default_factory=SceneCutConfig)
+    separation: SeparationConfig = field(default_factory=SeparationConfig)
+    diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    faces: FaceConfig = field(default_factory=FaceConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -138,13 +323,21 @@ class RunConfig:
         _require(len(self.inputs) > 0, "inputs", "needs at least one path, glob, directory or list file")
         _require(self.runner in ("ray", "local"), "runner", "must be 'ray' or 'local'")
         _require(0 < self.max_failure_rate <= 1, "max_failure_rate", "must be in (0, 1]")
-        for section in (self.ingest, self.scene_cut, self.shards, self.ray, self.models):
+        unknown = [name for name in self.stages if name not in STAGE_NAMES]
+        _require(not unknown, "stages", f"has unknown stages {unknown}; known, in order: {list(STAGE_NAMES)}")
+        _require(list(self.stages) == [n for n in STAGE_NAMES if n in self.stages], "stages",
+                 f"must list stages once each in pipeline order {list(STAGE_NAMES)}")
+        _require(self.stages[:1] == ["ingest"], "stages", "must start with 'ingest'")
+        _require("shot_media" in self.stages, "stages", "must include 'shot_media' (it writes the samples)")
+        for section in (self.ingest, self.separation, self.diarization, self.asr, self.scene_cut, self.faces,
+                        self.shards, self.ray, self.models):
             section.validate()
 
     def processing_sections(self) -> dict[str, Any]:
         """The parts of the config that change what a run produces (resume must not mix them)."""
-        return {name: dataclasses.asdict(getattr(self, name))
-                for name in ("ingest", "scene_cut")}
+        sections = {name: dataclasses.asdict(getattr(self, name))
+                    for name in ("ingest", "separation", "diarization", "asr", "scene_cut", "faces")}
+        return {"stages": list(self.stages), **sections}
 
 
 def _require(condition: bool, key: str, message: str) -> None:

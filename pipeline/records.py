@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,19 @@ class SourceRecord(Record):
     norm_height: int = 0
     norm_fps: float = 0.0
     n_frames: int = 0
+    # Audio stages (separation, diarization, ASR), files in the work area: 16 kHz 24-bit FLAC stems
+    # with speech + background == audio_uri exactly, RTTM turns, words.parquet (word, start_s,
+    # end_s, speaker, probability); audio_rtf: wall seconds per audio second of each audio stage.
+    speech_uri: str = ""
+    background_uri: str = ""
+    separation_backend: str = ""
+    rttm_uri: str = ""
+    n_speakers: int = 0
+    speech_s: float = 0.0
+    words_uri: str = ""
+    n_words: int = 0
+    asr_word_timing: str = ""
+    audio_rtf: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -191,3 +205,72 @@ def sample_key(source_id: str, start_ms: int, track: str | None = None) -> str:
     if "." in key:
         raise ValueError(f"sample key {key!r} contains a dot")
     return key
+
+
+@dataclass(slots=True)
+class FaceTrackRecord(ShotRecord):
+    """One face track of a shot: its media, per-frame arrays, embedding and quality facts.
+
+    Frames are on the normalized timeline (end exclusive); a track lies within its shot, whose
+    bounds stay in `start_frame`/`end_frame`. Per-frame arrays (boxes, landmarks, blendshapes,
+    pose, confidence) are in the `.npz` at `frames_uri`. `identity_id` stays empty here: ids are
+    assigned across the whole run after the shards are written (`manifests/identities.parquet`,
+    keyed by `key`).
+    """
+
+    # -1 marks a shot-level row (the shot was filtered before tracks were made).
+    track_index: int = -1
+    n_tracks: int = 0
+    track_start_frame: int = 0
+    track_end_frame: int = 0
+    track_start_s: float = 0.0
+    track_end_s: float = 0.0
+    detector: str = ""
+    frames_uri: str = ""
+    crop_video_uri: str = ""
+    track_audio_uri: str = ""
+    crop_size: int = 0
+    embedder: str = ""
+    embedding: list[float] = field(default_factory=list)
+    identity_id: str = ""
+    # Quality facts for later filtering: medians over the track unless named otherwise.
+    face_width_px: float = 0.0
+    face_height_px: float = 0.0
+    yaw_deg: float = 0.0
+    pitch_deg: float = 0.0
+    roll_deg: float = 0.0
+    abs_yaw_p90_deg: float = 0.0
+    blur_var: float = 0.0
+    det_score: float = 0.0
+    detected_fraction: float = 0.0
+    landmark_fraction: float = 0.0
+    landmark_confidence: float = 0.0
+    # Milliseconds per video frame of the shot spent in each step of the face stage (wall, CPU).
+    ms_per_frame: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_frame: dict[str, float] = field(default_factory=dict)
+
+    def sample_metadata(self) -> dict[str, Any]:
+        # dataclass(slots=True) rebuilds the class, which breaks zero-argument super().
+        meta = ShotRecord.sample_metadata(self)
+        meta.update({
+            "track_index": self.track_index, "n_tracks": self.n_tracks,
+            "track_start_frame": self.track_start_frame, "track_end_frame": self.track_end_frame,
+            "track_start_s": self.track_start_s, "track_end_s": self.track_end_s,
+            "detector": self.detector, "crop_size": self.crop_size, "embedder": self.embedder,
+            "embedding": self.embedding,
+            "identity": "assigned after writing: join manifests/identities.parquet on key",
+            # NaN (no landmarks anywhere) is not JSON: null instead.
+            "quality": {name: (getattr(self, name) if math.isfinite(getattr(self, name)) else None) for name in (
+                "face_width_px", "face_height_px", "yaw_deg", "pitch_deg", "roll_deg", "abs_yaw_p90_deg",
+                "blur_var", "det_score", "detected_fraction", "landmark_fraction", "landmark_confidence")},
+        })
+        return meta
+
+    def shard_members(self) -> dict[str, bytes]:
+        """mp4: the face crop video; flac: the track's span of the source audio; frames.npz: per-frame arrays."""
+        return {
+            "mp4": Path(self.crop_video_uri).read_bytes(),
+            "flac": Path(self.track_audio_uri).read_bytes(),
+            "frames.npz": Path(self.frames_uri).read_bytes(),
+            "json": json.dumps(self.sample_metadata(), sort_keys=True).encode(),
+        }

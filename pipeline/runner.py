@@ -24,15 +24,27 @@ log = logging.getLogger(__name__)
 
 def build_stages(config: RunConfig, context: RunContext) -> list[Stage]:
     """The stage graph, in order. Imported here so `voxhear models` works without stage deps."""
+    from voxhear.stages.audio.stages import AsrStage, DiarizationStage, SeparationStage
     from voxhear.stages.ingest import IngestStage
     from voxhear.stages.scene_cut import SceneCutStage
+    from voxhear.stages.faces.stage import FaceStage
     from voxhear.stages.shot_media import ShotMediaStage
 
-    return [
-        IngestStage(config.ingest, context),
-        SceneCutStage(config.scene_cut, context),
-        ShotMediaStage(config.ingest, context),
-    ]
+    factories = {
+        "ingest": lambda: IngestStage(config.ingest, context),
+        "separation": lambda: SeparationStage(config.separation, context),
+        "diarization": lambda: DiarizationStage(config.diarization, context),
+        "asr": lambda: AsrStage(config.asr, context),
+        "scene_cut": lambda: SceneCutStage(config.scene_cut, context),
+        "shot_media": lambda: ShotMediaStage(config.ingest, context),
+        "faces": lambda: FaceStage(config.faces, context),
+    }
+    stages = [factories[name]() for name in config.stages]
+    for before, after in zip(stages, stages[1:]):
+        if not issubclass(before.output_type, after.input_type):
+            raise ConfigError(f"stage {after.name} takes {after.input_type.__name__} rows but {before.name} "
+                              f"emits {before.output_type.__name__}; check the config's 'stages'")
+    return stages
 
 
 @dataclass
@@ -104,6 +116,11 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
         sink.finish()
     finally:
         consolidate(run_dir)
+    if "faces" in config.stages:
+        # Identities need every face track of the run, so they are clustered after consolidation.
+        from voxhear.stages.faces.identity import assign_identities
+
+        assign_identities(run_dir, config.faces.identity_threshold)
     return summarize_run(run_dir, inputs_total=len(inputs), skipped=len(inputs) - len(todo),
                          wall_s=time.perf_counter() - started, processed=set(todo))
 

@@ -10,6 +10,9 @@ import pytest
 
 from voxhear.config import load_config
 
+# The foundation's tests use ffmpeg test patterns (no faces, no speech): they stop after the shot
+# stages, which write one sample per shot.
+SHOT_STAGES = "stages=[ingest, scene_cut, shot_media]"
 SHARED_MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
 
 
@@ -60,7 +63,7 @@ def run_config(tmp_path):
     def factory(inputs, *overrides: str, runner: str = "local"):
         listed = "[" + ",".join(f"'{p}'" for p in inputs) + "]"
         return load_config(None, [f"inputs={listed}", f"run_dir={tmp_path / 'run'}", f"runner={runner}",
-                                  "ray.num_cpus=2", *overrides])
+                                  "ray.num_cpus=2", SHOT_STAGES, *overrides])
 
     return factory
 

@@ -7,6 +7,7 @@ run lacks the output it scores, and append the class here.
 
 from __future__ import annotations
 
+from voxhear.evaluation.audio import AudioSpeedMetric, DiarizationMetric, SeparationMetric, WordErrorMetric
 from voxhear.evaluation.base import EvalSettings, Metric
 from voxhear.evaluation.faces import FaceMetric, StageTimeMetric
 from voxhear.evaluation.shots import ShotBoundaryMetric
@@ -15,6 +16,10 @@ METRICS: list[type] = [
     ShotBoundaryMetric,
     FaceMetric,
     StageTimeMetric,
+    SeparationMetric,
+    DiarizationMetric,
+    WordErrorMetric,
+    AudioSpeedMetric,
 ]
 
 

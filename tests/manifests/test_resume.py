@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from tests.conftest import make_video
+from tests.conftest import SHOT_STAGES, make_video
 from tests.pipeline.test_runners import comparable
 from voxhear.config import load_config
 from voxhear.runner import run_pipeline
 
-SETTINGS = ["runner=local", "shards.max_samples=3"]
+SETTINGS = ["runner=local", "shards.max_samples=3", SHOT_STAGES]
 
 
 def shard_contents(run_dir):

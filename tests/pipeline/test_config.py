@@ -35,3 +35,13 @@ def test_yaml_file_and_unknown_key_suggestion(tmp_path):
 def test_invalid_values_are_refused(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_stage_selection_is_validated():
+    assert load_config(None, ["stages=[ingest, scene_cut, shot_media]"]).stages == ["ingest", "scene_cut", "shot_media"]
+    with pytest.raises(ConfigError, match="unknown stages"):
+        load_config(None, ["stages=[ingest, shot_media, lipsync]"])
+    with pytest.raises(ConfigError, match="pipeline order"):
+        load_config(None, ["stages=[ingest, shot_media, scene_cut]"])
+    with pytest.raises(ConfigError, match="must include 'shot_media'"):
+        load_config(None, ["stages=[ingest, scene_cut]"])

@@ -7,6 +7,7 @@ import pytest
 import ray
 import webdataset as wds
 
+from tests.conftest import SHOT_STAGES
 from voxhear.runner import run_pipeline
 
 VOLATILE = {"wall_s", "cpu_s", "total_wall_s", "total_cpu_s", "commit", "shard"}
@@ -35,7 +36,8 @@ def local_run(inputs, tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("local") / "run"
     listed = "[" + ",".join(inputs) + "]"
-    run_pipeline(load_config(None, [f"inputs={listed}", f"run_dir={run_dir}", "runner=local"]), show_progress=False)
+    run_pipeline(load_config(None, [f"inputs={listed}", f"run_dir={run_dir}", "runner=local", SHOT_STAGES]),
+                 show_progress=False)
     return run_dir
 
 

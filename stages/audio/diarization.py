@@ -1,0 +1,230 @@
+"""Speaker diarization with pyannote.audio 4.x: its segmentation, its clustering, our embedding.
+
+The official pipelines (speaker-diarization-3.1, community-1) need a WeSpeaker embedding that the
+offline store does not hold. `campplus` plugs the store's CAM++ embedding into pyannote's own
+`SpeakerDiarization` (segmentation-3.0 from the store, agglomerative clustering on cosine
+distance). `official` runs the store's `pyannote-speaker-diarization-3.1` pipeline unchanged, for
+machines where pyannote can load its WeSpeaker model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from voxhear.models import ModelStore, ModelStoreError
+from voxhear.stages.audio.campplus import EMBED_DIM, SAMPLE_RATE, fbank, load_campplus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One stretch of one speaker's speech, in seconds."""
+
+    start: float
+    end: float
+    speaker: str
+
+
+def _embedding_model_class():
+    """A pyannote `Model` around CAM++, built lazily so that importing this module stays cheap."""
+    from pyannote.audio import Model
+
+    class CamPlusPlusEmbedding(Model):
+        """CAM++ as a pyannote embedding model: waveforms (+ frame weights) -> 192-d embeddings.
+
+        pyannote passes each (chunk, local speaker) as the whole chunk and a per-frame activity
+        weight. Only the samples where the speaker is active are embedded (CAM++ pools over time,
+        so this is what the speaker sounds like alone), cropped to `max_s` around their middle to
+        bound the cost; fewer than `min_s` of them give NaN, which pyannote's clustering skips.
+        """
+
+        def __init__(self, campplus, max_s: float = 4.0, min_s: float = 0.4) -> None:
+            super().__init__(sample_rate=SAMPLE_RATE, num_channels=1)
+            self.campplus = campplus
+            self.max_samples = int(max_s * SAMPLE_RATE)
+            self.min_samples = int(min_s * SAMPLE_RATE)
+
+        @property
+        def dimension(self) -> int:
+            return EMBED_DIM
+
+        def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+            batch, _, n = waveforms.shape
+            out = torch.full((batch, EMBED_DIM), float("nan"))
+            keep = torch.ones(batch, n, dtype=torch.bool)
+            if weights is not None:
+                keep = F.interpolate(weights[:, None].float(), size=n, mode="nearest")[:, 0] > 0.5
+            for i in range(batch):
+                active = waveforms[i, 0][keep[i]]
+                if active.numel() < self.min_samples:
+                    if weights is None:
+                        raise ValueError(f"{active.numel()} samples are too few for a CAM++ embedding")
+                    continue
+                if active.numel() > self.max_samples:
+                    start = (active.numel() - self.max_samples) // 2
+                    active = active[start:start + self.max_samples]
+                out[i] = self.campplus(fbank(active.cpu())[None].to(waveforms.device))[0].cpu()
+            return out
+
+    return CamPlusPlusEmbedding
+
+
+class Diarizer:
+    """pyannote `SpeakerDiarization` with CAM++ embeddings (or the official pipeline)."""
+
+    def __init__(self, store: ModelStore, pipeline: str = "campplus", segmentation_step: float = 0.5,
+                 threshold: float = 0.6, min_cluster_size: int = 2, min_duration_off: float = 0.0,
+                 embedding_max_s: float = 4.0, min_speakers: int | None = None, max_speakers: int | None = None,
+                 refine_iterations: int = 3, refine_min_s: float = 0.5, device: str | None = None) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.min_speakers, self.max_speakers = min_speakers, max_speakers
+        self.refine_iterations, self.refine_min_s = refine_iterations, refine_min_s
+        self.embed = None
+        if pipeline == "official":
+            self.pipeline = _official_pipeline(store)
+        else:
+            self.pipeline = _campplus_pipeline(store, segmentation_step, threshold, min_cluster_size,
+                                               min_duration_off, embedding_max_s)
+            self.embed = self.pipeline._embedding.model_
+        self.pipeline.to(self.device)
+
+    def __call__(self, audio: np.ndarray, rate: int) -> list[Turn]:
+        """Speaker turns of mono `audio`, sorted by start (speaker labels `SPEAKER_00`, ...)."""
+        waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+        kwargs = {k: v for k, v in (("min_speakers", self.min_speakers), ("max_speakers", self.max_speakers)) if v}
+        output = self.pipeline({"waveform": waveform, "sample_rate": rate}, **kwargs)
+        annotation = getattr(output, "speaker_diarization", output)
+        turns = [Turn(round(seg.start, 3), round(seg.end, 3), str(label))
+                 for seg, _, label in annotation.itertracks(yield_label=True)]
+        turns = sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
+        if self.refine_iterations and self.embed is not None and len({t.speaker for t in turns}) > 1:
+            turns = self.refine(waveform[0], rate, turns)
+        return turns
+
+    def refine(self, waveform: torch.Tensor, rate: int, turns: list[Turn]) -> list[Turn]:
+        """Re-label whole turns by their own embedding (k-means from pyannote's labels).
+
+        pyannote's segmentation model sometimes gives two people one local label inside a 10 s
+        window, and clustering cannot undo that. Turns are separated by pauses, so one embedding
+        per turn (without the parts where another turn overlaps it) moved to the nearest speaker
+        centroid fixes those windows; the speakers themselves stay pyannote's.
+        """
+        if rate != SAMPLE_RATE:
+            raise ValueError(f"refinement expects {SAMPLE_RATE} Hz audio, got {rate}")
+        n = waveform.shape[-1]
+        vectors: dict[int, np.ndarray] = {}
+        for i, turn in enumerate(turns):
+            if turn.end - turn.start < self.refine_min_s:
+                continue
+            keep = torch.zeros(n, dtype=torch.bool)
+            keep[int(turn.start * rate):int(turn.end * rate)] = True
+            for other in turns:
+                if other is not turn and other.end > turn.start and other.start < turn.end:
+                    keep[int(other.start * rate):int(other.end * rate)] = False
+            with torch.inference_mode():
+                e = self.embed(waveform[None, None, :].to(self.device), weights=keep[None].float().to(self.device))[0]
+            if torch.isfinite(e).all():
+                vectors[i] = F.normalize(e, dim=0).cpu().numpy()
+        labels = {i: turns[i].speaker for i in vectors}
+        speakers = sorted({t.speaker for t in turns})
+        for _ in range(self.refine_iterations):
+            centroids = {}
+            for s in speakers:
+                members = [vectors[i] * (turns[i].end - turns[i].start) for i in vectors if labels[i] == s]
+                if members:
+                    c = np.sum(members, axis=0)
+                    centroids[s] = c / (np.linalg.norm(c) or 1.0)
+            if len(centroids) < 2:
+                break
+            new = {i: max(centroids, key=lambda s: float(vectors[i] @ centroids[s])) for i in vectors}
+            if new == labels:
+                break
+            labels = new
+        refined = [Turn(t.start, t.end, labels.get(i, t.speaker)) for i, t in enumerate(turns)]
+        return _merge_touching(refined)
+
+
+def _campplus_pipeline(store: ModelStore, segmentation_step: float, threshold: float, min_cluster_size: int,
+                       min_duration_off: float, embedding_max_s: float):
+    from pyannote.audio import Model
+    from pyannote.audio.pipelines import SpeakerDiarization
+
+    segmentation = Model.from_pretrained(str(store.resolve("pyannote-segmentation-3.0").path))
+    campplus = load_campplus(store.resolve("campplus").file())
+    embedding = _embedding_model_class()(campplus, max_s=embedding_max_s)
+    # Agglomerative clustering needs no PLDA; an empty dict stands for "none" without a hub lookup.
+    pipeline = SpeakerDiarization(segmentation=segmentation, segmentation_step=segmentation_step,
+                                  embedding=embedding, embedding_exclude_overlap=True,
+                                  clustering="AgglomerativeClustering", plda=_NoPlda(),
+                                  embedding_batch_size=8, segmentation_batch_size=8)
+    pipeline.instantiate({
+        "segmentation": {"min_duration_off": min_duration_off},
+        "clustering": {"method": "centroid", "min_cluster_size": min_cluster_size, "threshold": threshold},
+    })
+    return pipeline
+
+
+def _official_pipeline(store: ModelStore):
+    from pyannote.audio import Pipeline
+
+    folder = store.resolve("pyannote-speaker-diarization-3.1").path
+    try:
+        return Pipeline.from_pretrained(str(folder))
+    except Exception as error:  # noqa: BLE001 - any failure here means the models are not there
+        raise ModelStoreError(
+            f"the official pyannote pipeline ({folder}/config.yaml) could not load its models "
+            f"(pyannote/wespeaker-voxceleb-resnet34-LM and segmentation-3.0 through pyannote's cache or "
+            f"HF_TOKEN): {type(error).__name__}: {error}. Use diarization.pipeline=campplus.") from None
+
+
+def _merge_touching(turns: list[Turn], gap: float = 1e-3) -> list[Turn]:
+    """Join consecutive turns of one speaker that touch (re-labelling can make them neighbours)."""
+    out: list[Turn] = []
+    for t in sorted(turns, key=lambda t: (t.speaker, t.start)):
+        if out and out[-1].speaker == t.speaker and t.start <= out[-1].end + gap:
+            out[-1] = Turn(out[-1].start, max(out[-1].end, t.end), t.speaker)
+        else:
+            out.append(t)
+    return sorted(out, key=lambda t: (t.start, t.end, t.speaker))
+
+
+def _NoPlda():
+    """A PLDA placeholder: pyannote 4 loads one for every clustering, but only VBx uses it."""
+    from pyannote.audio.core.plda import PLDA
+
+    return PLDA.__new__(PLDA)
+
+
+def speech_seconds(turns: list[Turn]) -> float:
+    """Seconds during which at least one speaker talks."""
+    total, end = 0.0, -math.inf
+    for t in sorted(turns, key=lambda t: t.start):
+        if t.end <= end:
+            continue
+        total += t.end - max(t.start, end)
+        end = t.end
+    return total
+
+
+def rttm_text(uri: str, turns: list[Turn]) -> str:
+    """NIST RTTM lines for `turns`."""
+    return "".join(f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
+                   for t in turns)
+
+
+def read_rttm(path) -> list[Turn]:
+    turns = []
+    with open(path) as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 8 and parts[0] == "SPEAKER":
+                start, dur = float(parts[3]), float(parts[4])
+                turns.append(Turn(start, start + dur, parts[7]))
+    return turns

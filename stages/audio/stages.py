@@ -1,0 +1,192 @@
+"""The audio stages: source in, source out, between ingest and scene cut.
+
+- `SeparationStage`: speech and background stems (`speech + background == audio16k` exactly).
+- `DiarizationStage`: speaker turns of the separated speech as RTTM; a source without speech is
+  filtered (`no_speech`).
+- `AsrStage`: words with times and speakers (`words.parquet`).
+
+Every stage records its real-time factor (wall seconds of the stage per second of audio) in
+`SourceRecord.audio_rtf`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from voxhear.io import atomic_path, atomic_write_text
+from voxhear.records import SourceRecord
+from voxhear.stage import FilteredError, InputError, Resources, Stage
+
+WORDS_SCHEMA = pa.schema([
+    pa.field("word", pa.string(), nullable=False),
+    pa.field("start_s", pa.float64(), nullable=False),
+    pa.field("end_s", pa.float64(), nullable=False),
+    pa.field("speaker", pa.string(), nullable=False),
+    pa.field("probability", pa.float64(), nullable=False),
+])
+
+
+def _gpu_resources(cpus: float, gpus: float) -> Resources:
+    return Resources(cpus=cpus, gpus=gpus)
+
+
+def _torch_threads(n: int) -> None:
+    import torch
+
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+class SeparationStage(Stage[SourceRecord, SourceRecord]):
+    """Speech/background separation (`separation.backend`: deepfilternet or demucs)."""
+
+    name = "separation"
+    input_type = SourceRecord
+    output_type = SourceRecord
+    uses_models = True
+
+    def __init__(self, config, context) -> None:
+        super().__init__(config, context)
+        # DeepFilterNet's C runtime is CPU-only; Demucs uses a GPU when the config asks for one.
+        self.resources = _gpu_resources(float(config.threads), config.gpus if config.backend == "demucs" else 0.0)
+        self.backend = None
+
+    def setup(self) -> None:
+        from voxhear.stages.audio.separation import DeepFilterNetBackend, DemucsBackend
+
+        cfg = self.config
+        if cfg.backend == "demucs":
+            _torch_threads(cfg.threads)
+            self.backend = DemucsBackend.from_store(self.context.model_store, cfg.demucs_model,
+                                                    overlap=cfg.demucs_overlap,
+                                                    segment_s=cfg.demucs_segment_s or None)
+        else:
+            model = self.context.model_store.resolve("deepfilternet3").file()
+            self.backend = DeepFilterNetBackend(model, atten_lim_db=cfg.atten_lim_db,
+                                                post_filter_beta=cfg.post_filter_beta)
+
+    def process(self, row: SourceRecord) -> list[SourceRecord]:
+        from voxhear.stages.audio.separation import estimate_speech, read_mono, split_exact, write_flac24
+
+        if self.backend is None:
+            self.setup()
+        started = time.perf_counter()
+        mix, rate = read_mono(row.audio_uri)
+        if mix.size == 0:
+            raise InputError("empty_audio", f"{row.audio_uri} has no samples")
+        # The original-rate audio is the better input for a 44.1/48 kHz model (it has the high band).
+        source, source_rate = (read_mono(row.audio_orig_uri) if row.audio_orig_uri else (mix, rate))
+        speech = estimate_speech(self.backend, source, source_rate)
+        if source_rate != rate:
+            from voxhear.stages.audio.separation import resample
+
+            speech = resample(speech, source_rate, rate)
+        speech = np.pad(speech, (0, max(0, len(mix) - len(speech))))[:len(mix)]
+        speech_i, background_i = split_exact(mix, speech)
+        work = self.context.source_work_dir(row.source_id)
+        write_flac24(work / "speech.flac", speech_i, rate)
+        write_flac24(work / "background.flac", background_i, rate)
+        row.speech_uri = str(work / "speech.flac")
+        row.background_uri = str(work / "background.flac")
+        row.separation_backend = self.backend.name
+        row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, len(mix) / rate)}
+        return [row]
+
+
+class DiarizationStage(Stage[SourceRecord, SourceRecord]):
+    """pyannote diarization of the separated speech; RTTM in the work area."""
+
+    name = "diarization"
+    input_type = SourceRecord
+    output_type = SourceRecord
+    uses_models = True
+
+    def __init__(self, config, context) -> None:
+        super().__init__(config, context)
+        self.resources = _gpu_resources(float(config.threads), config.gpus)
+        self.diarizer = None
+
+    def setup(self) -> None:
+        from voxhear.stages.audio.diarization import Diarizer
+
+        cfg = self.config
+        _torch_threads(cfg.threads)
+        self.diarizer = Diarizer(self.context.model_store, pipeline=cfg.pipeline,
+                                 segmentation_step=cfg.segmentation_step, threshold=cfg.threshold,
+                                 min_cluster_size=cfg.min_cluster_size, min_duration_off=cfg.min_duration_off,
+                                 embedding_max_s=cfg.embedding_max_s, min_speakers=cfg.min_speakers or None,
+                                 max_speakers=cfg.max_speakers or None, refine_iterations=cfg.refine_iterations,
+                                 refine_min_s=cfg.refine_min_s)
+
+    def process(self, row: SourceRecord) -> list[SourceRecord]:
+        from voxhear.stages.audio.diarization import rttm_text, speech_seconds
+        from voxhear.stages.audio.separation import read_mono
+
+        if self.diarizer is None:
+            self.setup()
+        started = time.perf_counter()
+        speech, rate = read_mono(row.speech_uri or row.audio_uri)
+        turns = [t for t in self.diarizer(speech, rate) if t.end - t.start >= self.config.min_turn_s]
+        row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, len(speech) / rate)}
+        row.speech_s = round(speech_seconds(turns), 3)
+        row.n_speakers = len({t.speaker for t in turns})
+        if row.speech_s < self.config.min_speech_s:
+            raise FilteredError("no_speech", f"diarization found {row.speech_s:.2f} s of speech "
+                                f"(< diarization.min_speech_s={self.config.min_speech_s}) in the separated speech")
+        path = self.context.source_work_dir(row.source_id) / "turns.rttm"
+        atomic_write_text(path, rttm_text(row.source_id, turns))
+        row.rttm_uri = str(path)
+        return [row]
+
+
+class AsrStage(Stage[SourceRecord, SourceRecord]):
+    """whisperx/faster-whisper words of the separated speech inside the diarized turns."""
+
+    name = "asr"
+    input_type = SourceRecord
+    output_type = SourceRecord
+    uses_models = True
+
+    def __init__(self, config, context) -> None:
+        super().__init__(config, context)
+        self.resources = _gpu_resources(float(config.threads), config.gpus)
+        self.transcriber = None
+
+    def setup(self) -> None:
+        from voxhear.stages.audio.asr import Transcriber
+
+        cfg = self.config
+        self.transcriber = Transcriber(self.context.model_store, model_name=cfg.model, compute_type=cfg.compute_type,
+                                       batch_size=cfg.batch_size, beam_size=cfg.beam_size, threads=cfg.threads,
+                                       pad_s=cfg.pad_s, chunk_s=cfg.clip_s, align=cfg.align)
+
+    def process(self, row: SourceRecord) -> list[SourceRecord]:
+        from voxhear.stages.audio.diarization import read_rttm
+        from voxhear.stages.audio.separation import read_mono, resample
+
+        if self.transcriber is None:
+            self.setup()
+        started = time.perf_counter()
+        speech, rate = read_mono(row.speech_uri or row.audio_uri)
+        duration = len(speech) / rate
+        speech = resample(speech, rate, 16000)
+        turns = read_rttm(row.rttm_uri) if row.rttm_uri else []
+        words, _ = self.transcriber(speech, turns)
+        table = pa.Table.from_pylist([{"word": w.word, "start_s": w.start, "end_s": w.end, "speaker": w.speaker,
+                                       "probability": w.probability} for w in words], schema=WORDS_SCHEMA)
+        path = self.context.source_work_dir(row.source_id) / "words.parquet"
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        row.words_uri = str(path)
+        row.n_words = len(words)
+        row.asr_word_timing = self.transcriber.word_timing
+        row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, duration)}
+        return [row]
+
+
+def _rtf(started: float, seconds: float) -> float:
+    return round((time.perf_counter() - started) / seconds, 4) if seconds > 0 else 0.0

@@ -1,0 +1,83 @@
+"""Face-centred square crops and the crop video writer (H.264 through an ffmpeg pipe)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def crop_square(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """The square `box` (x1, y1, x2, y2; may reach past the frame) resampled to size x size.
+
+    Parts outside the frame are black: replicating edge pixels would smear streaks into the crop.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    scale = size / max(x2 - x1, 1e-6)
+    matrix = np.array([[scale, 0.0, -x1 * scale], [0.0, scale, -y1 * scale]], np.float64)
+    # Shrinking by more than 2x with bilinear sampling aliases; area-average first.
+    if scale < 0.5:
+        return cv2.resize(_cut(frame, box), (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def _cut(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The integer box out of the frame, padded with black where it leaves the frame."""
+    h, w = frame.shape[:2]
+    x1, y1 = int(np.floor(box[0])), int(np.floor(box[1]))
+    side = max(1, int(round(box[2] - box[0])))
+    out = np.zeros((side, side) + frame.shape[2:], frame.dtype)
+    sx1, sy1 = max(0, x1), max(0, y1)
+    sx2, sy2 = min(w, x1 + side), min(h, y1 + side)
+    if sx2 > sx1 and sy2 > sy1:
+        out[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = frame[sy1:sy2, sx1:sx2]
+    return out
+
+
+def blur_score(gray: np.ndarray) -> float:
+    """Variance of the Laplacian (higher is sharper); compare only at one crop size."""
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+
+class CropVideoWriter:
+    """Write BGR frames of one size into an H.264 mp4 (yuv420p, constant frame rate, no audio)."""
+
+    def __init__(self, path: Path, size: int, fps: float, crf: int = 20, preset: str = "veryfast") -> None:
+        self.path = Path(path)
+        self.size = size
+        command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+                   "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size}x{size}", "-r", f"{fps:g}", "-i", "-",
+                   "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+                   "-threads", "1", "-x264-params", "threads=1:lookahead-threads=1",
+                   "-movflags", "+faststart", "-f", "mp4", str(self.path)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:
+            self.close()
+            raise
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.process.stdin and not self.process.stdin.closed:
+            self.process.stdin.close()
+        stderr = self.process.stderr.read().decode("utf-8", "replace") if self.process.stderr else ""
+        code = self.process.wait()
+        if code != 0:
+            raise RuntimeError(f"ffmpeg could not write the face crop {self.path}: {stderr.strip()[-500:]}")
+
+    def abort(self) -> None:
+        """Stop without caring for the output (on an error elsewhere)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stderr):
+            if stream and not stream.closed:
+                stream.close()
