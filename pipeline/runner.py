@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from voxhear.config import ConfigError, RunConfig, config_to_dict, save_config
+from voxhear.config import ConfigError, RunConfig, save_config
 from voxhear.executors import make_executor
 from voxhear.inputs import expand_inputs
 from voxhear.manifests import Ledger, consolidate

@@ -73,7 +73,6 @@ def histogram(kept: Sequence[float], rejected: Sequence[float], title: str,
     count_r, _ = np.histogram(finite_r, edges)
     peak = max(int((count_k + count_r).max()), 1)
     x_of = lambda v: left + (v - lo) / (hi - lo) * plot_w  # noqa: E731
-    y_of = lambda c: top + plot_h - c / peak * plot_h  # noqa: E731
     parts.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
                  f'stroke="{COLORS["axis"]}"/>')
     parts.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="{COLORS["axis"]}"/>')

@@ -297,7 +297,7 @@ def build_datasheet(run_dir: str | Path, info: dict[str, Any] | None = None,
         mappings.append((_display_path(run_mapping), load_mapping(run_mapping)))
     licences = resolve_licences(data, mappings)
     facts = headline(data)
-    sources, clips = data.sources, data.clips
+    clips = data.clips
     ok = kept(clips)
     config = data.config
     stages = [row["stage"] for row in stage_timings(data)[:-1]]

@@ -15,9 +15,8 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from voxhear.io import atomic_path, atomic_write_text
+from voxhear.io import atomic_write_table, atomic_write_text
 from voxhear.records import SourceRecord
 from voxhear.stage import FilteredError, InputError, Resources, Stage
 
@@ -28,10 +27,6 @@ WORDS_SCHEMA = pa.schema([
     pa.field("speaker", pa.string(), nullable=False),
     pa.field("probability", pa.float64(), nullable=False),
 ])
-
-
-def _gpu_resources(cpus: float, gpus: float) -> Resources:
-    return Resources(cpus=cpus, gpus=gpus)
 
 
 def _torch_threads(n: int) -> None:
@@ -52,7 +47,7 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
     def __init__(self, config, context) -> None:
         super().__init__(config, context)
         # DeepFilterNet's C runtime is CPU-only; Demucs uses a GPU when the config asks for one.
-        self.resources = _gpu_resources(float(config.threads), config.gpus if config.backend == "demucs" else 0.0)
+        self.resources = Resources(cpus=float(config.threads), gpus=config.gpus if config.backend == "demucs" else 0.0)
         self.backend = None
 
     def setup(self) -> None:
@@ -107,7 +102,7 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
 
     def __init__(self, config, context) -> None:
         super().__init__(config, context)
-        self.resources = _gpu_resources(float(config.threads), config.gpus)
+        self.resources = Resources(cpus=float(config.threads), gpus=config.gpus)
         self.diarizer = None
 
     def setup(self) -> None:
@@ -153,7 +148,7 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
 
     def __init__(self, config, context) -> None:
         super().__init__(config, context)
-        self.resources = _gpu_resources(float(config.threads), config.gpus)
+        self.resources = Resources(cpus=float(config.threads), gpus=config.gpus)
         self.transcriber = None
 
     def setup(self) -> None:
@@ -179,8 +174,7 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
         table = pa.Table.from_pylist([{"word": w.word, "start_s": w.start, "end_s": w.end, "speaker": w.speaker,
                                        "probability": w.probability} for w in words], schema=WORDS_SCHEMA)
         path = self.context.source_work_dir(row.source_id) / "words.parquet"
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
+        atomic_write_table(path, table)
         row.words_uri = str(path)
         row.n_words = len(words)
         row.asr_word_timing = self.transcriber.word_timing
