@@ -21,7 +21,7 @@ BUNDLED_SAMPLE = REPO_ROOT / "sample" / "videos"
 
 
 # Every stage of the pipeline, in the order they run (see runner.build_stages).
-STAGE_NAMES = ("ingest", "separation", "diarization", "asr", "scene_cut", "shot_media", "faces")
+STAGE_NAMES = ("ingest", "separation", "diarization", "asr", "scene_cut", "shot_media", "faces", "talk")
 
 
 class ConfigError(ValueError):
@@ -86,9 +86,16 @@ class ShardConfig:
     max_megabytes: float = 1024.0
     # Commit at least this often (closing a shard early) so a killed run loses little work.
     commit_every_s: float = 120.0
+    # Identity-disjoint splits (voxhear.splits): target shares of clip time for val and test
+    # (train gets the rest), and the seed that orders identities.
+    val_share: float = 0.1
+    test_share: float = 0.1
+    split_seed: int = 0
 
     def validate(self) -> None:
         _require(self.max_samples >= 1, "shards.max_samples", "must be >= 1")
+        _require(self.val_share >= 0 and self.test_share >= 0 and self.val_share + self.test_share < 1,
+                 "shards.val_share", "and test_share must be >= 0 and leave a share for train")
         _require(self.max_megabytes > 0, "shards.max_megabytes", "must be positive")
         _require(self.commit_every_s > 0, "shards.commit_every_s", "must be positive")
 
@@ -154,7 +161,8 @@ class FaceConfig:
     crop_preset: str = "veryfast"
     # "dlib" (128-d) or "arcface" (needs an insightface-arcface model in the store).
     embedder: str = "dlib"
-    embed_samples: int = 1
+    # Embeddings per track (best-detected frame of each part); their spread flags identity switches.
+    embed_samples: int = 3
     # Clusters of tracks merge while their average embedding distance is below this (dlib,
     # tuned between same-person and different-person track distances on the tuning seeds).
     identity_threshold: float = 0.47
@@ -295,6 +303,61 @@ class AsrConfig:
 
 
 @dataclass
+class TalkConfig:
+    """Talk/listen stage: active speaker, attribution, self/other/background tracks, clips and the
+    quality filter (docs/benchmarks/talk.md). Every threshold below names the reject reason it sets."""
+
+    # Clips are windows of one face track: tracks shorter than min_clip_s give no clip; longer
+    # than max_clip_s are cut into equal windows.
+    min_clip_s: float = 2.0
+    max_clip_s: float = 20.0
+    # Attribution (stages/talk/attribution.py): a diarized speaker is the on-screen person when
+    # the face's mean Light-ASD logit over that speaker's solo speech reaches asd_threshold; a
+    # mean within asd_band of the threshold, or a runner-up speaker within asd_runner_up_margin
+    # of the best, makes the track `ambiguous_speaker`.
+    asd_threshold: float = 1.5
+    asd_band: float = 0.75
+    asd_runner_up_margin: float = 1.0
+    # Evidence needs at least this much of a speaker's solo speech inside the track.
+    min_evidence_s: float = 0.4
+    # Turns are widened by this much on each side before they become frame states and audio
+    # masks (diarization clips word onsets), with raised-cosine edges of mask_ramp_s.
+    turn_pad_s: float = 0.1
+    mask_ramp_s: float = 0.02
+    # Quality filter (reasons in parentheses).
+    min_face_px: float = 64.0            # face_too_small: median face box height in source pixels
+    max_abs_yaw: float = 45.0            # pose_not_frontal: 90th percentile |yaw| in degrees
+    max_abs_pitch: float = 35.0          # pose_not_frontal: median |pitch|
+    min_blur_var: float = 8.0            # blurry: variance of Laplacian of the 256 px crop
+    min_landmark_confidence: float = 0.5  # low_landmark_confidence: mean per-frame mesh/box IoU
+    min_landmark_fraction: float = 0.8   # low_landmark_confidence: share of frames with a mesh
+    min_speech_share: float = 0.3        # too_little_speech: share of frames with anyone talking
+    require_listening: bool = False      # no_listening: clips must contain listening
+    min_listen_s: float = 1.0
+    max_overlap_share: float = 0.3       # overlap_too_high: overlapped share of speech frames
+    max_background_excess_db: float = 10.0  # separation_leakage: see ClipRecord.background_excess_db
+    max_embedding_spread: float = 0.6    # identity_switch: largest distance between a track's embeddings
+    # torch threads per worker; GPUs per worker on a cluster (Light-ASD).
+    threads: int = 1
+    gpus: float = 0.0
+
+    def validate(self) -> None:
+        _require(0 < self.min_clip_s, "talk.min_clip_s", "must be positive")
+        _require(self.max_clip_s >= 2 * self.min_clip_s, "talk.max_clip_s",
+                 "must be at least twice min_clip_s (so long tracks split into windows within range)")
+        _require(self.asd_band >= 0 and self.asd_runner_up_margin >= 0, "talk.asd_band",
+                 "and asd_runner_up_margin must be >= 0")
+        _require(self.min_evidence_s > 0, "talk.min_evidence_s", "must be positive")
+        _require(self.turn_pad_s >= 0 and self.mask_ramp_s >= 0, "talk.turn_pad_s", "must be >= 0")
+        for key in ("min_speech_share", "max_overlap_share", "min_landmark_fraction", "min_landmark_confidence"):
+            _require(0 <= getattr(self, key) <= 1, f"talk.{key}", "must be in [0, 1]")
+        _require(0 < self.max_abs_yaw <= 180 and 0 < self.max_abs_pitch <= 180, "talk.max_abs_yaw",
+                 "and max_abs_pitch must be in (0, 180]")
+        _require(self.threads >= 1, "talk.threads", "must be >= 1")
+        _require(self.gpus >= 0, "talk.gpus", "must be >= 0")
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs; saved resolved into the run directory."""
 
@@ -315,6 +378,7 @@ class RunConfig:
     diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     faces: FaceConfig = field(default_factory=FaceConfig)
+    talk: TalkConfig = field(default_factory=TalkConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -330,13 +394,13 @@ class RunConfig:
         _require(self.stages[:1] == ["ingest"], "stages", "must start with 'ingest'")
         _require("shot_media" in self.stages, "stages", "must include 'shot_media' (it writes the samples)")
         for section in (self.ingest, self.separation, self.diarization, self.asr, self.scene_cut, self.faces,
-                        self.shards, self.ray, self.models):
+                        self.talk, self.shards, self.ray, self.models):
             section.validate()
 
     def processing_sections(self) -> dict[str, Any]:
         """The parts of the config that change what a run produces (resume must not mix them)."""
         sections = {name: dataclasses.asdict(getattr(self, name))
-                    for name in ("ingest", "separation", "diarization", "asr", "scene_cut", "faces")}
+                    for name in ("ingest", "separation", "diarization", "asr", "scene_cut", "faces", "talk")}
         return {"stages": list(self.stages), **sections}
 
 

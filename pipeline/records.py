@@ -274,3 +274,106 @@ class FaceTrackRecord(ShotRecord):
             "frames.npz": Path(self.frames_uri).read_bytes(),
             "json": json.dumps(self.sample_metadata(), sort_keys=True).encode(),
         }
+
+
+# Per-frame state of the on-screen person (frames.npz `state`), as small integer codes.
+STATE_NAMES = ("silence", "talk", "listen", "both")
+STATE_SILENCE, STATE_TALK, STATE_LISTEN, STATE_BOTH = range(4)
+AUDIO_TRACKS = ("mix", "self", "other", "background")
+
+
+@dataclass(slots=True)
+class ClipRecord(FaceTrackRecord):
+    """One clip: a window of one face track, with the on-screen person's talk/listen labels and
+    their own speech, the other party's speech and the background as separate tracks.
+
+    The clip spans frames [clip_start_frame, clip_end_frame) of the normalized timeline, inside
+    its track; `key` is `{source_id}-face{track_index}-{clip start ms}`. Work files: the crop
+    video window, the four 16 kHz FLAC tracks (self + other + background == mix sample for
+    sample), per-frame arrays and words. `split` and `identity_id` are filled after the run,
+    when every clip's identity is known (voxhear.splits).
+    """
+
+    # -1 marks a track-level row (the track was filtered before clips were cut).
+    clip_index: int = -1
+    n_clips: int = 0
+    clip_start_frame: int = 0
+    clip_end_frame: int = 0
+    clip_start_s: float = 0.0
+    clip_end_s: float = 0.0
+    clip_video_uri: str = ""
+    clip_frames_uri: str = ""
+    words_json_uri: str = ""
+    mix_uri: str = ""
+    self_uri: str = ""
+    other_uri: str = ""
+    background_clip_uri: str = ""
+    # Attribution: the diarized speaker who is the on-screen person ("" when they never speak
+    # here), the others, and the evidence (mean smoothed Light-ASD logit during each speaker's
+    # solo turns inside the track; margin = best minus runner-up or minus the absolute threshold).
+    self_speaker: str = ""
+    other_speakers: list[str] = field(default_factory=list)
+    speaker_asd: dict[str, float] = field(default_factory=dict)
+    attribution_margin: float = 0.0
+    asd_mean: float = 0.0
+    # Seconds of the clip in each state of the on-screen person, and derived shares.
+    talk_s: float = 0.0
+    listen_s: float = 0.0
+    both_s: float = 0.0
+    silence_s: float = 0.0
+    speech_share: float = 0.0
+    overlap_share: float = 0.0
+    # Background energy while anyone speaks over background energy in pauses (dB): speech
+    # left in the background track shows up as a positive excess. NaN without pauses.
+    background_excess_db: float = 0.0
+    # Largest distance between the track's per-part identity embeddings (identity switch).
+    embedding_spread: float = 0.0
+    n_words_self: int = 0
+    n_words_other: int = 0
+    # Every reason the quality filter found (status/reason hold the first).
+    filter_reasons: list[str] = field(default_factory=list)
+    # Provenance: the source's licence and attribution (from a sidecar, see docs/shard-format.md),
+    # sha256 of every model file the clip went through, and a hash of the processing config.
+    source_licence: str = ""
+    source_attribution: str = ""
+    model_hashes: dict[str, str] = field(default_factory=dict)
+    config_hash: str = ""
+    split: str = ""
+
+    def sample_metadata(self) -> dict[str, Any]:
+        meta = ShotRecord.sample_metadata(self)
+        finite = lambda v: v if isinstance(v, (int, str)) or math.isfinite(v) else None  # noqa: E731
+        meta.update({
+            "track_index": self.track_index, "track_start_frame": self.track_start_frame,
+            "track_end_frame": self.track_end_frame, "clip_index": self.clip_index, "n_clips": self.n_clips,
+            "clip_start_frame": self.clip_start_frame, "clip_end_frame": self.clip_end_frame,
+            "clip_start_s": self.clip_start_s, "clip_end_s": self.clip_end_s,
+            "n_frames": self.clip_end_frame - self.clip_start_frame, "sample_rate": 16000,
+            "identity_id": self.identity_id, "split": self.split,
+            "self_speaker": self.self_speaker, "other_speakers": list(self.other_speakers),
+            "state_seconds": {"talk": self.talk_s, "listen": self.listen_s, "both": self.both_s,
+                              "silence": self.silence_s},
+            "quality": {name: finite(getattr(self, name)) for name in (
+                "face_width_px", "face_height_px", "yaw_deg", "pitch_deg", "roll_deg", "abs_yaw_p90_deg",
+                "blur_var", "landmark_fraction", "landmark_confidence", "attribution_margin", "asd_mean",
+                "speech_share", "overlap_share", "background_excess_db", "embedding_spread")},
+            "speaker_asd": {k: finite(v) for k, v in self.speaker_asd.items()},
+            "provenance": {"source_uri": self.source_uri, "licence": self.source_licence,
+                           "attribution": self.source_attribution},
+            "models": dict(self.model_hashes), "config_hash": self.config_hash,
+            "shard_format": 1,
+        })
+        return meta
+
+    def shard_members(self) -> dict[str, bytes]:
+        """The sample as docs/shard-format.md specifies it."""
+        return {
+            "mp4": Path(self.clip_video_uri).read_bytes(),
+            "mix.flac": Path(self.mix_uri).read_bytes(),
+            "self.flac": Path(self.self_uri).read_bytes(),
+            "other.flac": Path(self.other_uri).read_bytes(),
+            "background.flac": Path(self.background_clip_uri).read_bytes(),
+            "frames.npz": Path(self.clip_frames_uri).read_bytes(),
+            "words.json": Path(self.words_json_uri).read_bytes(),
+            "json": json.dumps(self.sample_metadata(), sort_keys=True).encode(),
+        }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from voxhear.config import ConfigError, RunConfig, save_config
 from voxhear.executors import make_executor
 from voxhear.inputs import expand_inputs
 from voxhear.manifests import Ledger, consolidate
-from voxhear.models import ModelStore
+from voxhear.models import ModelStore, UnknownModelError
 from voxhear.records import STATUS_FAILED, SourceRecord
 from voxhear.sink import DatasetSink
 from voxhear.stage import RunContext, Stage
@@ -29,6 +31,7 @@ def build_stages(config: RunConfig, context: RunContext) -> list[Stage]:
     from voxhear.stages.scene_cut import SceneCutStage
     from voxhear.stages.faces.stage import FaceStage
     from voxhear.stages.shot_media import ShotMediaStage
+    from voxhear.stages.talk.stage import TalkStage
 
     factories = {
         "ingest": lambda: IngestStage(config.ingest, context),
@@ -38,6 +41,7 @@ def build_stages(config: RunConfig, context: RunContext) -> list[Stage]:
         "scene_cut": lambda: SceneCutStage(config.scene_cut, context),
         "shot_media": lambda: ShotMediaStage(config.ingest, context),
         "faces": lambda: FaceStage(config.faces, context),
+        "talk": lambda: TalkStage(config.talk, context),
     }
     stages = [factories[name]() for name in config.stages]
     for before, after in zip(stages, stages[1:]):
@@ -45,6 +49,35 @@ def build_stages(config: RunConfig, context: RunContext) -> list[Stage]:
             raise ConfigError(f"stage {after.name} takes {after.input_type.__name__} rows but {before.name} "
                               f"emits {before.output_type.__name__}; check the config's 'stages'")
     return stages
+
+
+def models_in_use(config: RunConfig) -> list[str]:
+    """Registry names of the models the configured stages load (for every sample's provenance)."""
+    used = {
+        "separation": ["deepfilternet3"] if config.separation.backend == "deepfilternet" else
+                      [config.separation.demucs_model],
+        "diarization": ["pyannote-segmentation-3.0", "campplus"] if config.diarization.pipeline == "campplus"
+                       else ["pyannote-speaker-diarization-3.1"],
+        "asr": [config.asr.model],
+        "faces": [{"yunet": "yunet", "insightface": "insightface-scrfd"}[config.faces.detector],
+                  "mediapipe-face-landmarker"] + (["dlib-shape-predictor-5", "dlib-face-recognition"]
+                                                  if config.faces.embedder == "dlib" else ["insightface-arcface"]),
+        "talk": ["light-asd"],
+    }
+    return [name for stage in config.stages for name in used.get(stage, [])]
+
+
+def run_provenance(config: RunConfig, store: ModelStore) -> dict:
+    """Model file hashes (as the store verifies them before loading) and a hash of the settings."""
+    hashes = {}
+    for name in models_in_use(config):
+        try:
+            hashes.update({f.path: f.sha256 for f in store.spec(name).files})
+        except UnknownModelError:
+            # Models of stage-local registries (e.g. Demucs) are verified where they are loaded.
+            hashes[name] = "see the stage's registry"
+    settings = json.dumps(config.processing_sections(), sort_keys=True, default=str)
+    return {"model_hashes": hashes, "config_hash": hashlib.sha256(settings.encode()).hexdigest()[:16]}
 
 
 @dataclass
@@ -99,7 +132,8 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
     run_dir.mkdir(parents=True, exist_ok=True)
     check_resume_compatible(config, run_dir)
     save_config(config, run_dir / "config.yaml")
-    context = RunContext(run_dir=run_dir, model_store=ModelStore.from_config(config.models))
+    store = ModelStore.from_config(config.models)
+    context = RunContext(run_dir=run_dir, model_store=store, provenance=run_provenance(config, store))
     stages = build_stages(config, context)
     ledger = Ledger(run_dir)
     state = ledger.recover()
@@ -121,6 +155,10 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
         from voxhear.stages.faces.identity import assign_identities
 
         assign_identities(run_dir, config.faces.identity_threshold)
+    if "talk" in config.stages:
+        from voxhear.splits import write_splits
+
+        write_splits(run_dir, config.shards.val_share, config.shards.test_share, config.shards.split_seed)
     return summarize_run(run_dir, inputs_total=len(inputs), skipped=len(inputs) - len(todo),
                          wall_s=time.perf_counter() - started, processed=set(todo))
 

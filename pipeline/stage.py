@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -35,6 +35,8 @@ class RunContext:
 
     run_dir: Path
     model_store: ModelStore
+    # What every sample records of how it was made: model file hashes and the config hash.
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def work_dir(self) -> Path:

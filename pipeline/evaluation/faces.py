@@ -92,7 +92,13 @@ class FaceMetric:
         names = set(pq.read_schema(clips_path).names)
         if not {"frames_uri", "track_index"} <= names:
             return not_available(self.name, "clips.parquet has no face tracks (no frames_uri column)")
-        clips = [r for r in read_columns(clips_path, CLIP_COLUMNS).to_pylist() if r["status"] == "ok"]
+        # With the talk stage a track is cut into several clips that share its frames file:
+        # score each track once, including tracks whose clips only the talk stage's filter rejected.
+        tracks: dict[tuple, dict] = {}
+        for r in read_columns(clips_path, CLIP_COLUMNS + ["stage"]).to_pylist():
+            if r["status"] == "ok" or (r["status"] == "filtered" and r["stage"] == "talk" and r["frames_uri"]):
+                tracks.setdefault((r["source_id"], r["shot_index"], r["track_index"]), r)
+        clips = list(tracks.values())
         identities = _read_identities(run.run_dir)
         tracks_by_source: dict[str, list[dict]] = defaultdict(list)
         for row in clips:

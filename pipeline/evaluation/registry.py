@@ -11,6 +11,7 @@ from voxhear.evaluation.audio import AudioSpeedMetric, DiarizationMetric, Separa
 from voxhear.evaluation.base import EvalSettings, Metric
 from voxhear.evaluation.faces import FaceMetric, StageTimeMetric
 from voxhear.evaluation.shots import ShotBoundaryMetric
+from voxhear.evaluation.talk import AttributionMetric, SelfOtherMetric, TalkListenMetric
 
 METRICS: list[type] = [
     ShotBoundaryMetric,
@@ -20,6 +21,9 @@ METRICS: list[type] = [
     DiarizationMetric,
     WordErrorMetric,
     AudioSpeedMetric,
+    TalkListenMetric,
+    AttributionMetric,
+    SelfOtherMetric,
 ]
 
 

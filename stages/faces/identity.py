@@ -4,8 +4,8 @@ Embeddings are made at the face stage (dlib's 128-d ResNet descriptor by default
 through insightface where the store has it). Identities need every track of the run, which no
 stage sees: Ray hands each worker one shot at a time. So clustering is a post-pass over the
 consolidated `manifests/clips.parquet` (its `embedding` column), called by the runner after
-`consolidate`, writing `manifests/identities.parquet` (key -> identity_id). A shard's JSON is
-written before that pass and therefore carries no identity id; readers join on the sample key.
+`consolidate`, writing `manifests/identities.parquet` (key -> identity_id). With the talk stage,
+voxhear.splits then writes the ids and identity-disjoint splits into the shards' JSON.
 
 The clustering is agglomerative with average linkage on Euclidean distance and cannot-link
 constraints: two tracks visible at the same time in the same shot are two people, whatever
@@ -230,9 +230,18 @@ def assign_identities(run_dir: Path, threshold: float) -> pa.Table | None:
     if not set(wanted) <= names:
         return None
     rows = pq.read_table(clips_path, columns=wanted).to_pylist()
-    tracks = [TrackRef(r["key"], r["source_id"], int(r["shot_index"]), int(r["track_start_frame"]),
-                       int(r["track_end_frame"]), np.asarray(r["embedding"], np.float64))
-              for r in rows if r["status"] == "ok" and r["embedding"]]
+    # Clips (talk stage) are windows of tracks: cluster each track once, under its first key,
+    # and give every clip of it the track's identity.
+    keys_of_track: dict[tuple, list[str]] = defaultdict(list)
+    tracks: list[TrackRef] = []
+    for r in rows:
+        if r["status"] != "ok" or not r["embedding"]:
+            continue
+        track_id = (r["source_id"], int(r["shot_index"]), int(r["track_start_frame"]), int(r["track_end_frame"]))
+        if track_id not in keys_of_track:
+            tracks.append(TrackRef(r["key"], r["source_id"], int(r["shot_index"]), int(r["track_start_frame"]),
+                                   int(r["track_end_frame"]), np.asarray(r["embedding"], np.float64)))
+        keys_of_track[track_id].append(r["key"])
     labels = cluster_tracks(tracks, threshold)
     out = []
     for label in range(int(labels.max()) + 1 if len(labels) else 0):
@@ -241,9 +250,10 @@ def assign_identities(run_dir: Path, threshold: float) -> pa.Table | None:
         name = identity_name([m.key for m in members])
         n_sources = len({m.source_id for m in members})
         for m in members:
-            out.append({"key": m.key, "source_id": m.source_id, "identity_id": name,
-                        "identity_tracks": len(members), "identity_sources": n_sources,
-                        "distance_to_centroid": float(np.linalg.norm(m.embedding - centroid))})
+            for key in keys_of_track[(m.source_id, m.shot_index, m.start, m.end)]:
+                out.append({"key": key, "source_id": m.source_id, "identity_id": name,
+                            "identity_tracks": len(members), "identity_sources": n_sources,
+                            "distance_to_centroid": float(np.linalg.norm(m.embedding - centroid))})
     out.sort(key=lambda r: r["key"])
     table = pa.Table.from_pylist(out, schema=IDENTITIES_SCHEMA)
     atomic_write_table(manifests / IDENTITIES_FILE, table)

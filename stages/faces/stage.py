@@ -333,7 +333,8 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
                 landmarks=track.landmarks, blendshapes=track.blendshapes,
                 blendshape_names=np.array(track.blendshape_names or [""] * N_BLENDSHAPES),
                 transform=track.matrices, rotation_deg=pose, translation=translation,
-                confidence=confidence, embedding=embedding.astype(np.float32))
+                confidence=confidence, embedding=embedding.astype(np.float32),
+                embeddings=np.stack(track.embeddings).astype(np.float32))
         audio_path = out_dir / f"{track.key}.flac"
         _cut_audio(row.audio_uri, record.track_start_s, record.track_end_s, audio_path)
         record.frames_uri, record.crop_video_uri, record.track_audio_uri = (

@@ -28,22 +28,33 @@ BOX_SMOOTHING_FRAMES = 13
 WINDOW_SECONDS = (1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 6)
 
 
-def face_crops(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames and (T, 4) x1,y1,x2,y2 boxes -> (T, 112, 112) uint8 grayscale."""
+def crop_geometry(boxes: np.ndarray) -> np.ndarray:
+    """(T, 4) x1,y1,x2,y2 boxes -> (T, 3) half-size, centre x, centre y, steadied by a median filter."""
     half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     if len(boxes) >= BOX_SMOOTHING_FRAMES:
         half, cx, cy = (medfilt(v, BOX_SMOOTHING_FRAMES) for v in (half, cx, cy))
+    return np.stack([half, cx, cy], axis=1)
+
+
+def face_crop(frame: np.ndarray, geometry: np.ndarray) -> np.ndarray:
+    """One BGR frame and its (half, cx, cy) -> the (112, 112) uint8 grayscale model input."""
+    s, cx, cy = (float(v) for v in geometry)
+    pad = int(s * (1 + 2 * CROP_MARGIN)) + 1
+    padded = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(110, 110, 110))
+    y, x = cy + pad, cx + pad
+    top, bottom = int(y - s), int(y + s * (1 + 2 * CROP_MARGIN))
+    left, right = int(x - s * (1 + CROP_MARGIN)), int(x + s * (1 + CROP_MARGIN))
+    face = cv2.resize(padded[top:bottom, left:right], (224, 224))
+    return cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)[56:168, 56:168]
+
+
+def face_crops(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames and (T, 4) x1,y1,x2,y2 boxes -> (T, 112, 112) uint8 grayscale."""
+    geometry = crop_geometry(boxes)
     crops = np.empty((len(frames), 112, 112), np.uint8)
     for i, frame in enumerate(frames):
-        s = float(half[i])
-        pad = int(s * (1 + 2 * CROP_MARGIN)) + 1
-        padded = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(110, 110, 110))
-        y, x = cy[i] + pad, cx[i] + pad
-        top, bottom = int(y - s), int(y + s * (1 + 2 * CROP_MARGIN))
-        left, right = int(x - s * (1 + CROP_MARGIN)), int(x + s * (1 + CROP_MARGIN))
-        face = cv2.resize(padded[top:bottom, left:right], (224, 224))
-        crops[i] = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)[56:168, 56:168]
+        crops[i] = face_crop(frame, geometry[i])
     return crops
 
 

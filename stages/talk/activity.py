@@ -1,0 +1,56 @@
+"""Diarized turns as per-frame speaker activity and per-sample audio masks.
+
+Everything here is on the source's normalized timeline: frame f covers [f/fps, (f+1)/fps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxhear.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, STATE_TALK
+from voxhear.stages.audio.diarization import Turn
+
+
+def speakers_of(turns: list[Turn]) -> list[str]:
+    return sorted({t.speaker for t in turns})
+
+
+def frame_activity(turns: list[Turn], speakers: list[str], start_frame: int, n_frames: int, fps: float,
+                   pad_s: float = 0.0) -> np.ndarray:
+    """(n_speakers, n_frames) bool: the speaker talks over at least half of the frame."""
+    active = np.zeros((len(speakers), n_frames), bool)
+    index = {s: i for i, s in enumerate(speakers)}
+    centers = (start_frame + np.arange(n_frames) + 0.5) / fps
+    for t in turns:
+        if t.speaker in index:
+            active[index[t.speaker]] |= (centers >= t.start - pad_s) & (centers < t.end + pad_s)
+    return active
+
+
+def frame_states(self_active: np.ndarray, other_active: np.ndarray) -> np.ndarray:
+    """Per-frame state codes of the on-screen person from who is talking."""
+    state = np.full(self_active.shape, STATE_SILENCE, np.uint8)
+    state[self_active & ~other_active] = STATE_TALK
+    state[~self_active & other_active] = STATE_LISTEN
+    state[self_active & other_active] = STATE_BOTH
+    return state
+
+
+def sample_mask(turns: list[Turn], start_sample: int, n_samples: int, rate: int, pad_s: float,
+                ramp_s: float) -> np.ndarray:
+    """Float mask in [0, 1] over [start_sample, start_sample + n_samples): 1 inside the (padded)
+    turns, with raised-cosine edges of ramp_s so that cutting speech never clicks."""
+    mask = np.zeros(n_samples, np.float64)
+    ramp = max(int(round(ramp_s * rate)), 0)
+    edge = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, ramp + 2)[1:-1]) if ramp else np.zeros(0)
+    for t in turns:
+        a = int(round((t.start - pad_s) * rate)) - start_sample
+        b = int(round((t.end + pad_s) * rate)) - start_sample
+        if b <= 0 or a >= n_samples:
+            continue
+        piece = np.ones(b - a)
+        if ramp and b - a > 2 * ramp:
+            piece[:ramp], piece[-ramp:] = edge, edge[::-1]
+        lo, hi = max(a, 0), min(b, n_samples)
+        np.maximum(mask[lo:hi], piece[lo - a:hi - a], out=mask[lo:hi])
+    return mask

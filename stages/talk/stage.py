@@ -1,0 +1,308 @@
+"""The talk stage: one face track in, its clips out, each with talk/listen labels and the
+on-screen person's own speech, the other party's speech and the background as separate tracks.
+
+Per track: Light-ASD scores the face against the separated speech; the diarized speaker whose
+solo turns make this face look like it talks is the on-screen person (attribution.py); frame
+states follow from who is talking. The track is cut into clip windows; per clip the speech
+stem is split by the turns into self and other, the background is the rest of the mix
+(tracks.py), and the quality filter records every reason a clip fails.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from voxhear.config import TalkConfig
+from voxhear.io import atomic_path
+from voxhear.records import (STATE_BOTH, STATE_LISTEN, STATE_NAMES, STATE_SILENCE, STATE_TALK, STATUS_FILTERED,
+                             ClipRecord, FaceTrackRecord, sample_key)
+from voxhear.stage import InputError, Resources, RunContext, Stage
+from voxhear.stages.audio.diarization import Turn, read_rttm
+from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
+from voxhear.stages.talk.asd import crop_geometry, face_crop, smooth, speaking_scores
+from voxhear.stages.talk.attribution import attribute
+from voxhear.stages.talk.light_asd import load_light_asd
+from voxhear.stages.talk.tracks import energy_db, read_int24, split_tracks, write_int24
+
+
+def clip_windows(n_frames: int, fps: float, min_s: float, max_s: float) -> list[tuple[int, int]]:
+    """Track-relative [start, end) windows: none below min_s, else equal parts of at most max_s."""
+    if n_frames < round(min_s * fps):
+        return []
+    parts = int(np.ceil(n_frames / (max_s * fps)))
+    edges = np.linspace(0, n_frames, parts + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
+    name = "talk"
+    input_type = FaceTrackRecord
+    output_type = ClipRecord
+    resources = Resources(cpus=1.0, gpus=0.0)
+    uses_models = True
+
+    config: TalkConfig
+
+    def __init__(self, config: TalkConfig, context: RunContext) -> None:
+        super().__init__(config, context)
+        if config.gpus > 0:
+            self.resources = Resources(cpus=1.0, gpus=config.gpus)
+
+    def setup(self) -> None:
+        torch.set_num_threads(self.config.threads)
+        cv2.setNumThreads(1)
+        self.device = "cuda" if self.config.gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.model = load_light_asd(self.context.model_store.resolve("light-asd").file()).to(self.device)
+
+    # ------------------------------------------------------------------------------------------
+
+    def process(self, row: FaceTrackRecord) -> list[ClipRecord]:
+        cfg = self.config
+        fps = row.norm_fps or 25.0
+        n = row.track_end_frame - row.track_start_frame
+        windows = clip_windows(n, fps, cfg.min_clip_s, cfg.max_clip_s)
+        if not windows:
+            clip = ClipRecord.from_parent(row)
+            clip.mark(STATUS_FILTERED, self.name, "track_too_short",
+                      message=f"track of {n / fps:.2f}s < talk.min_clip_s={cfg.min_clip_s}s")
+            return [clip]
+        if not (row.speech_uri and row.rttm_uri):
+            raise InputError("no_audio_stages", "the talk stage needs the separation and diarization stages "
+                             "(config 'stages' must include them)")
+        arrays = dict(np.load(row.frames_uri))
+        scores = self._asd_scores(row, arrays["box"], fps)
+        turns = read_rttm(row.rttm_uri)
+        speakers = speakers_of(turns)
+        active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
+        decision = attribute(scores, active, speakers, max(1, round(cfg.min_evidence_s * fps)),
+                             cfg.asd_threshold, cfg.asd_band, cfg.asd_runner_up_margin)
+        is_self = np.array([s == decision.self_speaker for s in speakers], bool)
+        self_active = active[is_self].any(axis=0)
+        other_active = active[~is_self].any(axis=0)
+        states = frame_states(self_active, other_active)
+        words = _read_words(row.words_uri)
+        embeddings = arrays.get("embeddings", arrays["embedding"][None])
+        spread = float(max((np.linalg.norm(a - b) for a in embeddings for b in embeddings), default=0.0))
+        out_dir = self.context.source_work_dir(row.source_id) / "clips"
+        clips = []
+        for index, (a, b) in enumerate(windows):
+            clip = self._clip(row, index, len(windows), a, b, fps)
+            clip.self_speaker = decision.self_speaker
+            clip.other_speakers = [s for s in speakers if s != decision.self_speaker]
+            clip.speaker_asd = dict(decision.evidence)
+            clip.attribution_margin = float(decision.margin)
+            clip.asd_mean = float(scores[a:b].mean())
+            clip.embedding_spread = spread
+            self._label(clip, states[a:b], fps)
+            self._write_frames(clip, arrays, scores, states, a, b, out_dir)
+            self._write_audio(clip, row, turns, decision.self_speaker, self_active[a:b] | other_active[a:b],
+                              fps, out_dir)
+            self._write_words(clip, words, decision.self_speaker, out_dir)
+            self._measure_face(clip, arrays, a, b)
+            self._filter(clip)
+            if clip.status != STATUS_FILTERED:
+                self._write_video(clip, row, a, b, n, out_dir)
+            clips.append(clip)
+        return clips
+
+    # ------------------------------------------------------------------------------------------
+
+    def _asd_scores(self, row: FaceTrackRecord, boxes: np.ndarray, fps: float) -> np.ndarray:
+        """Smoothed Light-ASD logits of the track's face against the separated speech."""
+        geometry = crop_geometry(boxes)
+        offset = row.track_start_frame - row.start_frame
+        crops = np.zeros((len(boxes), 112, 112), np.uint8)
+        capture = cv2.VideoCapture(row.segment_video_uri)
+        if not capture.isOpened():
+            raise InputError("decode_failed", f"cannot open the shot video {row.segment_video_uri}")
+        try:
+            i = got = 0
+            while got < len(boxes):
+                if not capture.grab():
+                    break
+                if i >= offset:
+                    crops[got] = face_crop(capture.retrieve()[1], geometry[got])
+                    got += 1
+                i += 1
+        finally:
+            capture.release()
+        if got < len(boxes):
+            crops[got:] = crops[got - 1] if got else 110
+        rate = 16000
+        start = round(row.track_start_s * rate)
+        speech = read_int24(row.speech_uri, start, start + round(len(boxes) * rate / fps))
+        return smooth(speaking_scores(self.model, crops, (speech / 2 ** 23).astype(np.float32)))
+
+    def _clip(self, row: FaceTrackRecord, index: int, n_clips: int, a: int, b: int, fps: float) -> ClipRecord:
+        start, end = row.track_start_frame + a, row.track_start_frame + b
+        licence, attribution = source_licence(row.source_uri)
+        provenance = self.context.provenance
+        return ClipRecord.from_parent(
+            row, clip_index=index, n_clips=n_clips, clip_start_frame=start, clip_end_frame=end,
+            clip_start_s=start / fps, clip_end_s=end / fps,
+            key=sample_key(row.source_id, round(start / fps * 1000), track=f"face{row.track_index}"),
+            source_licence=licence, source_attribution=attribution,
+            model_hashes=dict(provenance.get("model_hashes", {})), config_hash=provenance.get("config_hash", ""))
+
+    def _label(self, clip: ClipRecord, states: np.ndarray, fps: float) -> None:
+        seconds = {code: float((states == code).sum() / fps) for code in range(len(STATE_NAMES))}
+        clip.talk_s, clip.listen_s = seconds[STATE_TALK], seconds[STATE_LISTEN]
+        clip.both_s, clip.silence_s = seconds[STATE_BOTH], seconds[STATE_SILENCE]
+        speech = clip.talk_s + clip.listen_s + clip.both_s
+        clip.speech_share = speech / max(len(states) / fps, 1e-9)
+        clip.overlap_share = clip.both_s / speech if speech else 0.0
+
+    def _write_frames(self, clip: ClipRecord, arrays: dict, scores: np.ndarray, states: np.ndarray, a: int, b: int,
+                      out_dir: Path) -> None:
+        pose = np.concatenate([arrays["rotation_deg"][a:b], arrays["translation"][a:b]], axis=1)
+        path = out_dir / f"{clip.key}.npz"
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(
+                handle, frame=arrays["frame"][a:b].astype(np.int32), state=states[a:b].astype(np.uint8),
+                state_names=np.array(STATE_NAMES), asd=scores[a:b].astype(np.float32),
+                landmarks=arrays["landmarks"][a:b], blendshapes=arrays["blendshapes"][a:b],
+                blendshape_names=arrays["blendshape_names"], pose=pose.astype(np.float32),
+                has_landmarks=arrays["has_landmarks"][a:b], landmark_confidence=arrays["confidence"][a:b],
+                box=arrays["box"][a:b], crop_box=arrays["crop_box"][a:b])
+        clip.clip_frames_uri = str(path)
+
+    def _write_audio(self, clip: ClipRecord, row: FaceTrackRecord, turns: list[Turn], self_speaker: str,
+                     speaking: np.ndarray, fps: float, out_dir: Path) -> None:
+        cfg = self.config
+        rate = 16000
+        start = round(clip.clip_start_frame * rate / fps)
+        count = round((clip.clip_end_frame - clip.clip_start_frame) * rate / fps)
+        mix = read_int24(row.audio_uri, start, start + count)
+        speech = read_int24(row.speech_uri, start, start + count)
+        own = [t for t in turns if t.speaker == self_speaker]
+        others = [t for t in turns if t.speaker != self_speaker]
+        self_mask = sample_mask(own, start, count, rate, cfg.turn_pad_s, cfg.mask_ramp_s)
+        # Overlapped speech stays in self (it is the on-screen person talking); the frames are
+        # marked `both` and the clip's overlap_share says how much there is.
+        other_mask = sample_mask(others, start, count, rate, cfg.turn_pad_s, cfg.mask_ramp_s) * (1 - self_mask)
+        tracks = split_tracks(mix, speech, self_mask, other_mask)
+        for name, values in tracks.items():
+            path = out_dir / f"{clip.key}.{name}.flac"
+            write_int24(path, values, rate)
+            setattr(clip, {"mix": "mix_uri", "self": "self_uri", "other": "other_uri",
+                           "background": "background_clip_uri"}[name], str(path))
+        per_frame = rate / fps
+        frame_of_sample = (np.arange(count) / per_frame).astype(int).clip(0, len(speaking) - 1)
+        talking = speaking[frame_of_sample]
+        background = tracks["background"]
+        if talking.any() and (~talking).any():
+            clip.background_excess_db = energy_db(background[talking]) - energy_db(background[~talking])
+        else:
+            clip.background_excess_db = float("nan")
+
+    def _write_words(self, clip: ClipRecord, words: list[dict], self_speaker: str, out_dir: Path) -> None:
+        inside = []
+        for w in words:
+            middle = (w["start_s"] + w["end_s"]) / 2
+            if clip.clip_start_s <= middle < clip.clip_end_s:
+                party = "self" if self_speaker and w["speaker"] == self_speaker else "other"
+                inside.append({"word": w["word"], "start_s": round(w["start_s"] - clip.clip_start_s, 3),
+                               "end_s": round(w["end_s"] - clip.clip_start_s, 3), "speaker": w["speaker"],
+                               "party": party, "probability": w.get("probability")})
+        clip.n_words_self = sum(w["party"] == "self" for w in inside)
+        clip.n_words_other = len(inside) - clip.n_words_self
+        path = out_dir / f"{clip.key}.words.json"
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(inside))
+        clip.words_json_uri = str(path)
+
+    def _measure_face(self, clip: ClipRecord, arrays: dict, a: int, b: int) -> None:
+        """The track's quality facts, re-measured over the clip's own frames."""
+        boxes = arrays["box"][a:b]
+        clip.face_width_px = float(np.median(boxes[:, 2] - boxes[:, 0]))
+        clip.face_height_px = float(np.median(boxes[:, 3] - boxes[:, 1]))
+        has = arrays["has_landmarks"][a:b]
+        clip.landmark_fraction = float(has.mean())
+        clip.landmark_confidence = float(arrays["confidence"][a:b].mean())
+        pose = arrays["rotation_deg"][a:b][has]
+        if len(pose):
+            clip.yaw_deg, clip.pitch_deg, clip.roll_deg = (float(v) for v in np.median(pose, axis=0))
+            clip.abs_yaw_p90_deg = float(np.percentile(np.abs(pose[:, 0]), 90))
+        else:
+            clip.yaw_deg = clip.pitch_deg = clip.roll_deg = clip.abs_yaw_p90_deg = float("nan")
+
+    def _filter(self, clip: ClipRecord) -> None:
+        """Mark the clip filtered with the first failing reason; the message lists all of them."""
+        cfg = self.config
+        checks = [
+            ("face_too_small", clip.face_height_px < cfg.min_face_px,
+             f"median face height {clip.face_height_px:.0f}px < talk.min_face_px={cfg.min_face_px}"),
+            ("pose_not_frontal", not (clip.abs_yaw_p90_deg <= cfg.max_abs_yaw),
+             f"90th percentile |yaw| {clip.abs_yaw_p90_deg:.0f} deg > talk.max_abs_yaw={cfg.max_abs_yaw}"),
+            ("pose_not_frontal", abs(clip.pitch_deg) > cfg.max_abs_pitch,
+             f"median |pitch| {abs(clip.pitch_deg):.0f} deg > talk.max_abs_pitch={cfg.max_abs_pitch}"),
+            ("blurry", clip.blur_var < cfg.min_blur_var,
+             f"blur variance {clip.blur_var:.1f} < talk.min_blur_var={cfg.min_blur_var}"),
+            ("low_landmark_confidence", clip.landmark_fraction < cfg.min_landmark_fraction,
+             f"face mesh on {clip.landmark_fraction:.0%} of frames < talk.min_landmark_fraction"),
+            ("low_landmark_confidence", clip.landmark_confidence < cfg.min_landmark_confidence,
+             f"mean landmark confidence {clip.landmark_confidence:.2f} < talk.min_landmark_confidence"),
+            ("identity_switch", clip.embedding_spread > cfg.max_embedding_spread,
+             f"identity embeddings {clip.embedding_spread:.2f} apart > talk.max_embedding_spread"),
+            ("ambiguous_speaker", clip.attribution_margin < 0,
+             f"active-speaker evidence {_fmt(clip.speaker_asd)} too close to call (threshold "
+             f"{cfg.asd_threshold}±{cfg.asd_band}, runner-up margin {cfg.asd_runner_up_margin})"),
+            ("too_little_speech", clip.speech_share < cfg.min_speech_share,
+             f"speech on {clip.speech_share:.0%} of frames < talk.min_speech_share={cfg.min_speech_share}"),
+            ("no_listening", cfg.require_listening and clip.listen_s < cfg.min_listen_s,
+             f"{clip.listen_s:.1f}s of listening < talk.min_listen_s={cfg.min_listen_s}"),
+            ("overlap_too_high", clip.overlap_share > cfg.max_overlap_share,
+             f"overlap {clip.overlap_share:.0%} of speech > talk.max_overlap_share={cfg.max_overlap_share}"),
+            ("separation_leakage", clip.background_excess_db > cfg.max_background_excess_db,
+             f"background {clip.background_excess_db:.1f} dB louder during speech than in pauses > "
+             f"talk.max_background_excess_db={cfg.max_background_excess_db}"),
+        ]
+        failed = [(reason, message) for reason, bad, message in checks if bad]
+        if failed:
+            clip.mark(STATUS_FILTERED, self.name, failed[0][0], message="; ".join(m for _, m in failed))
+            clip.filter_reasons = sorted({reason for reason, _ in failed})
+
+    def _write_video(self, clip: ClipRecord, row: FaceTrackRecord, a: int, b: int, n: int, out_dir: Path) -> None:
+        if a == 0 and b == n:
+            clip.clip_video_uri = row.crop_video_uri  # the clip is the whole track
+            return
+        path = out_dir / f"{clip.key}.mp4"
+        with atomic_path(path) as tmp:
+            command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", row.crop_video_uri,
+                       "-vf", f"trim=start_frame={a}:end_frame={b},setpts=PTS-STARTPTS", "-an",
+                       "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+                       "-f", "mp4", str(tmp)]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"ffmpeg could not cut the clip video: {result.stderr.strip()[-400:]}")
+        clip.clip_video_uri = str(path)
+
+
+def source_licence(source_uri: str) -> tuple[str, str]:
+    """Licence and attribution from a sidecar JSON beside a local input (`video.mp4.json` or
+    `video.json`, keys `licence`/`license` and `attribution`); "unknown" without one."""
+    path = Path(source_uri)
+    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        try:
+            data = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue
+        return (str(data.get("licence") or data.get("license") or "unknown"), str(data.get("attribution", "")))
+    return "unknown", ""
+
+
+def _read_words(uri: str) -> list[dict]:
+    if not uri or not Path(uri).exists():
+        return []
+    return pq.read_table(uri).to_pylist()
+
+
+def _fmt(evidence: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(evidence.items()))

@@ -1,0 +1,90 @@
+"""The talk stage's parts on hand-made inputs: activity, states, attribution, exact track split, windows."""
+
+import numpy as np
+import pytest
+
+from voxhear.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, STATE_TALK
+from voxhear.stages.audio.diarization import Turn
+from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask
+from voxhear.stages.talk.attribution import attribute
+from voxhear.stages.talk.stage import clip_windows
+from voxhear.stages.talk.tracks import LIMIT, read_int24, split_tracks, write_int24
+
+
+def test_frame_activity_and_states_follow_the_turns():
+    turns = [Turn(0.0, 1.0, "A"), Turn(0.8, 2.0, "B")]
+    active = frame_activity(turns, ["A", "B"], start_frame=0, n_frames=60, fps=25.0)
+    assert active[0, :25].all() and not active[0, 25:].any()
+    assert active[1, 20:50].all() and not active[1, :20].any() and not active[1, 50:].any()
+    states = frame_states(active[0], active[1])
+    assert (states[:20] == STATE_TALK).all() and (states[20:25] == STATE_BOTH).all()
+    assert (states[25:50] == STATE_LISTEN).all() and (states[50:] == STATE_SILENCE).all()
+
+
+def test_frame_activity_is_on_the_source_timeline():
+    active = frame_activity([Turn(4.0, 5.0, "A")], ["A"], start_frame=100, n_frames=25, fps=25.0)
+    assert active.all()
+
+
+def test_sample_mask_pads_and_ramps_without_exceeding_one():
+    mask = sample_mask([Turn(1.0, 2.0, "A"), Turn(1.5, 3.0, "A")], 0, 4 * 16000, 16000, pad_s=0.1, ramp_s=0.02)
+    assert mask.max() == 1.0 and mask.min() == 0.0
+    assert mask[int(0.85 * 16000)] == 0 and mask[int(0.95 * 16000)] == 1 and mask[int(3.05 * 16000)] == 1
+    assert 0 < mask[int(0.9 * 16000) + 10] < 1  # inside the raised-cosine edge
+
+
+def _scores(active_self: np.ndarray, talking: float, listening: float) -> np.ndarray:
+    return np.where(active_self, talking, listening).astype(np.float32)
+
+
+def test_attribution_picks_the_speaker_whose_turns_move_the_face():
+    turns = [Turn(0, 2, "S0"), Turn(2, 4, "S1"), Turn(4, 6, "S0")]
+    active = frame_activity(turns, ["S0", "S1"], 0, 150, 25.0)
+    decision = attribute(_scores(active[1], 3.5, -0.5), active, ["S0", "S1"], 10, 1.5, 0.75, 1.0)
+    assert decision.self_speaker == "S1" and decision.margin > 0
+    listener = attribute(np.full(150, -1.0, np.float32), active, ["S0", "S1"], 10, 1.5, 0.75, 1.0)
+    assert listener.self_speaker == "" and listener.margin > 0
+
+
+def test_attribution_is_ambiguous_near_the_threshold_or_with_two_talking_speakers():
+    active = frame_activity([Turn(0, 2, "S0"), Turn(2, 4, "S1")], ["S0", "S1"], 0, 100, 25.0)
+    near = attribute(_scores(active[0], 1.6, -1.0), active, ["S0", "S1"], 10, 1.5, 0.75, 1.0)
+    assert near.margin < 0
+    both = attribute(_scores(active[0], 3.5, 3.0), active, ["S0", "S1"], 10, 1.5, 0.75, 1.0)
+    assert both.self_speaker == "S0" and both.margin < 0
+
+
+def test_attribution_without_speech_has_no_self():
+    active = np.zeros((1, 50), bool)
+    decision = attribute(np.zeros(50, np.float32), active, ["S0"], 10, 1.5, 0.75, 1.0)
+    assert decision.self_speaker == "" and decision.margin == float("inf")
+
+
+def test_tracks_add_up_to_the_mix_exactly_after_a_flac_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 16000
+    mix = rng.integers(-LIMIT // 4, LIMIT // 4, n)
+    speech = (mix * 0.7 + rng.normal(0, 1000, n)).astype(np.int64)
+    self_mask = sample_mask([Turn(0.1, 0.5, "A")], 0, n, 16000, 0.05, 0.02)
+    other_mask = sample_mask([Turn(0.4, 0.9, "B")], 0, n, 16000, 0.05, 0.02) * (1 - self_mask)
+    tracks = split_tracks(mix, speech, self_mask, other_mask)
+    back = {}
+    for name, values in tracks.items():
+        write_int24(tmp_path / f"{name}.flac", values, 16000)
+        back[name] = read_int24(tmp_path / f"{name}.flac", 0, n)
+        assert np.array_equal(back[name], values)
+    assert np.array_equal(back["self"] + back["other"] + back["background"], back["mix"])
+    assert not back["self"][int(0.6 * n):].any() and not back["other"][: int(0.3 * n)].any()
+
+
+def test_a_background_that_would_clip_is_an_error_not_a_wrapped_sample():
+    mix = np.full(10, LIMIT - 10, np.int64)
+    with pytest.raises(ValueError, match="clip"):
+        split_tracks(mix, -mix, np.ones(10), np.zeros(10))
+
+
+@pytest.mark.parametrize("frames,expected", [
+    (40, []), (50, [(0, 50)]), (500, [(0, 500)]), (501, [(0, 250), (250, 501)]), (1200, [(0, 400), (400, 800), (800, 1200)]),
+])
+def test_clip_windows_stay_within_the_length_range(frames, expected):
+    assert clip_windows(frames, 25.0, 2.0, 20.0) == expected
