@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from tests.stages.faces.conftest import model_store  # noqa: F401 - the shared store fixture
 from voxhear.config import STAGE_NAMES
 from voxhear.evaluation.cli import evaluate_run
 from voxhear.records import STATE_NAMES
