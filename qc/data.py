@@ -164,10 +164,16 @@ def manifest_mtimes(run_dir: Path) -> tuple:
 
 
 def _read_parquet(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Read a manifest, leaving out list columns (embeddings) and turning maps into dicts."""
+    """Read a manifest, leaving out list columns (embeddings) and maps of text (model hashes), and
+    turning numeric maps (per-stage times, per-speaker evidence) into dicts."""
     schema = pq.read_schema(path)
-    keep = [f.name for f in schema if not pa.types.is_list(f.type) and not pa.types.is_large_list(f.type)]
-    maps = [f.name for f in schema if pa.types.is_map(f.type)]
+
+    def numeric_map(t: pa.DataType) -> bool:
+        return pa.types.is_map(t) and (pa.types.is_floating(t.item_type) or pa.types.is_integer(t.item_type))
+
+    keep = [f.name for f in schema if not pa.types.is_list(f.type) and not pa.types.is_large_list(f.type)
+            and (not pa.types.is_map(f.type) or numeric_map(f.type))]
+    maps = [f.name for f in schema if numeric_map(f.type)]
     table = pq.read_table(path, columns=keep)
     frame = table.to_pandas(maps_as_pydicts="strict") if maps else table.to_pandas()
     for name in maps:

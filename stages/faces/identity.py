@@ -229,7 +229,8 @@ def assign_identities(run_dir: Path, threshold: float) -> pa.Table | None:
     names = set(pq.read_schema(clips_path).names)
     if not set(wanted) <= names:
         return None
-    rows = pq.read_table(clips_path, columns=wanted).to_pylist()
+    optional = [c for c in ("track_index",) if c in names]
+    rows = pq.read_table(clips_path, columns=wanted + optional).to_pylist()
     # Clips (talk stage) are windows of tracks: cluster each track once, under its first key,
     # and give every clip of it the track's identity.
     keys_of_track: dict[tuple, list[str]] = defaultdict(list)
@@ -237,11 +238,13 @@ def assign_identities(run_dir: Path, threshold: float) -> pa.Table | None:
     for r in rows:
         if r["status"] != "ok" or not r["embedding"]:
             continue
-        track_id = (r["source_id"], int(r["shot_index"]), int(r["track_start_frame"]), int(r["track_end_frame"]))
+        # Without a track_index column (face-stage runs) every row is its own track.
+        track_id = (r["source_id"], int(r["shot_index"]), r.get("track_index", r["key"]))
         if track_id not in keys_of_track:
             tracks.append(TrackRef(r["key"], r["source_id"], int(r["shot_index"]), int(r["track_start_frame"]),
                                    int(r["track_end_frame"]), np.asarray(r["embedding"], np.float64)))
         keys_of_track[track_id].append(r["key"])
+    track_of_key = {keys[0]: track_id for track_id, keys in keys_of_track.items()}
     labels = cluster_tracks(tracks, threshold)
     out = []
     for label in range(int(labels.max()) + 1 if len(labels) else 0):
@@ -250,7 +253,7 @@ def assign_identities(run_dir: Path, threshold: float) -> pa.Table | None:
         name = identity_name([m.key for m in members])
         n_sources = len({m.source_id for m in members})
         for m in members:
-            for key in keys_of_track[(m.source_id, m.shot_index, m.start, m.end)]:
+            for key in keys_of_track[track_of_key[m.key]]:
                 out.append({"key": key, "source_id": m.source_id, "identity_id": name,
                             "identity_tracks": len(members), "identity_sources": n_sources,
                             "distance_to_centroid": float(np.linalg.norm(m.embedding - centroid))})

@@ -14,6 +14,7 @@ import soundfile as sf
 from tests.stages.faces.conftest import model_store  # noqa: F401 - the shared store fixture
 from voxhear.config import STAGE_NAMES
 from voxhear.evaluation.cli import evaluate_run
+from voxhear.loader import VoxHearWindows, collate_windows
 from voxhear.records import STATE_NAMES
 from voxhear.runner import run_pipeline
 from voxhear.synth import SynthOptions, compose_dataset
@@ -79,6 +80,10 @@ def test_clips_in_the_shard_format_with_exact_mix_consistency(tmp_path, run_conf
         assert sample["mp4"][4:8] == b"ftyp"
     # Speech really is split: somewhere the on-screen person talks, somewhere they listen.
     assert sum(c["talk_s"] for c in kept) > 0 and sum(c["listen_s"] for c in kept) > 0
+    # The researchers' loader turns the same shards into training batches.
+    windows = VoxHearWindows(str(summary.run_dir / "shards" / "*.tar"), window_frames=25, drop_partial=True)
+    batch = collate_windows(list(windows)[:4])
+    assert batch["audio"]["self"].shape[1] == 25 * 640 and batch["blendshapes"].shape[1:] == (25, 52)
     metrics = evaluate_run(summary.run_dir, synth)["metrics"]
     assert metrics["talk_listen"]["summary"]["macro_f1"] > 0.5
     assert metrics["self_other"]["summary"]["mix_max_abs_error"] == 0
