@@ -84,3 +84,17 @@ def test_identities_are_written_for_the_kept_tracks(tmp_path):
     assert ids["s1-face1-00000000"] == ids["s2-face3-00000000"]
     assert ids["s1-face0-00000000"] != ids["s1-face1-00000000"]
     assert pq.read_table(tmp_path / "manifests" / "identities.parquet").num_rows == 5
+
+
+def test_clips_of_one_track_share_its_identity(tmp_path):
+    """Talk-stage manifests have several clips per track: they are one track, not co-visible people."""
+    rng = np.random.default_rng(1)
+    emb = rng.normal(0, 0.05, 128).tolist()
+    rows = [{"key": f"s1-face0-{start:08d}", "source_id": "s1", "status": "ok", "shot_index": 0, "track_index": 0,
+             "track_start_frame": 0, "track_end_frame": 1000, "embedding": emb} for start in (0, 20000)]
+    rows.append({"key": "s1-face1-00000000", "source_id": "s1", "status": "ok", "shot_index": 0, "track_index": 1,
+                 "track_start_frame": 0, "track_end_frame": 1000, "embedding": emb})
+    (tmp_path / "manifests").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "manifests" / "clips.parquet")
+    ids = dict(zip(*assign_identities(tmp_path, threshold=0.47).select(["key", "identity_id"]).to_pydict().values()))
+    assert ids["s1-face0-00000000"] == ids["s1-face0-00020000"] != ids["s1-face1-00000000"]
