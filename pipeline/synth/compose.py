@@ -51,7 +51,21 @@ def compose_video(plan: VideoPlan, out_dir: Path, media_dir: Path, crf: int) -> 
     video_path = out_dir / "videos" / f"{plan.video_id}.mp4"
     with atomic_path(video_path) as tmp:
         render_video(plan, tmp, truth_dir / "mix.flac", crf)
+    # The sidecar the pipeline copies into every sample's provenance (docs/shard-format.md).
+    atomic_write_text(video_path.with_suffix(".json"), json.dumps(sidecar(plan, media_dir), indent=2) + "\n")
     return video_path
+
+
+def sidecar(plan: VideoPlan, media_dir: Path) -> dict:
+    """Licence and attribution of one composed video, from the licences of what it is made of."""
+    parts = [("A", plan.clips["A"].path), ("B", plan.clips["B"].path)]
+    if plan.offscreen is not None:
+        parts.append(("C", plan.offscreen.path))
+    parts.append(("background", plan.background.path))
+    licences = sorted({licence_of(path).licence for _, path in parts})
+    credits = [f"{role}: {media_relative(path, media_dir)} ({licence_of(path).corpus}, {licence_of(path).licence})"
+               for role, path in parts]
+    return {"licence": "; ".join(licences), "attribution": "composed by voxhear synth from " + "; ".join(credits)}
 
 
 def attribution_text(plans: list[VideoPlan], media_dir: Path) -> str:
