@@ -119,14 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("overrides", nargs="*", default=[])
     config.set_defaults(func=_cmd_config)
 
-    from voxhear import evaluation, synth
+    from voxhear import baseline, evaluation, synth
     from voxhear.qc import cli as qc_cli
 
     for name, module, help_text in (("synth", synth, "compose interview videos with exact ground truth"),
                                     ("eval", evaluation, "score a run against ground truth"),
                                     ("qc", qc_cli, "QC dashboard of a run: one HTML file, or served live"),
                                     ("datasheet", qc_cli.datasheet_command,
-                                     "write a run's datasheet (Markdown) and Croissant JSON-LD")):
+                                     "write a run's datasheet (Markdown) and Croissant JSON-LD"),
+                                    ("baseline", baseline, "train, score and render the bundled talk/listen baseline")):
         command = sub.add_parser(name, help=help_text)
         module.add_arguments(command)
         command.set_defaults(func=module.run_from_args)
