@@ -198,6 +198,11 @@ class ShotRecord(SourceRecord):
         }
 
 
+def json_number(value: float) -> float | None:
+    """`value` for a sample's JSON: NaN and infinities are not JSON, so they become null."""
+    return value if math.isfinite(value) else None
+
+
 def sample_key(source_id: str, start_ms: int, track: str | None = None) -> str:
     """Dot-free, deterministic WebDataset key (a dot would split the key in webdataset)."""
     parts = [source_id] + ([track] if track else []) + [f"{start_ms:08d}"]
@@ -260,7 +265,7 @@ class FaceTrackRecord(ShotRecord):
             "embedding": self.embedding,
             "identity": "assigned after writing: join manifests/identities.parquet on key",
             # NaN (no landmarks anywhere) is not JSON: null instead.
-            "quality": {name: (getattr(self, name) if math.isfinite(getattr(self, name)) else None) for name in (
+            "quality": {name: json_number(getattr(self, name)) for name in (
                 "face_width_px", "face_height_px", "yaw_deg", "pitch_deg", "roll_deg", "abs_yaw_p90_deg",
                 "blur_var", "det_score", "detected_fraction", "landmark_fraction", "landmark_confidence")},
         })
@@ -342,7 +347,6 @@ class ClipRecord(FaceTrackRecord):
 
     def sample_metadata(self) -> dict[str, Any]:
         meta = ShotRecord.sample_metadata(self)
-        finite = lambda v: v if isinstance(v, (int, str)) or math.isfinite(v) else None  # noqa: E731
         meta.update({
             "track_index": self.track_index, "track_start_frame": self.track_start_frame,
             "track_end_frame": self.track_end_frame, "clip_index": self.clip_index, "n_clips": self.n_clips,
@@ -353,11 +357,11 @@ class ClipRecord(FaceTrackRecord):
             "self_speaker": self.self_speaker, "other_speakers": list(self.other_speakers),
             "state_seconds": {"talk": self.talk_s, "listen": self.listen_s, "both": self.both_s,
                               "silence": self.silence_s},
-            "quality": {name: finite(getattr(self, name)) for name in (
+            "quality": {name: json_number(getattr(self, name)) for name in (
                 "face_width_px", "face_height_px", "yaw_deg", "pitch_deg", "roll_deg", "abs_yaw_p90_deg",
                 "blur_var", "landmark_fraction", "landmark_confidence", "attribution_margin", "asd_mean",
                 "speech_share", "overlap_share", "background_excess_db", "embedding_spread")},
-            "speaker_asd": {k: finite(v) for k, v in self.speaker_asd.items()},
+            "speaker_asd": {k: json_number(v) for k, v in self.speaker_asd.items()},
             "provenance": {"source_uri": self.source_uri, "licence": self.source_licence,
                            "attribution": self.source_attribution},
             "models": dict(self.model_hashes), "config_hash": self.config_hash,

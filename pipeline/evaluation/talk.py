@@ -236,6 +236,18 @@ def state_scores(matrix: np.ndarray) -> dict:
     }
 
 
+def _labelled_by_video(run: RunView, truth: TruthSet, metric: str):
+    """The run's clips of each truth video with their true and predicted states, or the
+    MetricResult that says why the metric does not apply; with the rows whose files are missing."""
+    found = _clip_rows(run, metric, ())
+    if isinstance(found, MetricResult):
+        return found
+    rows_by_video, missing = found
+    labelled = {video: _labelled_clips(rows_by_video[video], VideoTruth.load(truth, video))
+                for video in truth.video_ids if video in rows_by_video}
+    return labelled, missing
+
+
 class TalkListenMetric:
     """Frame-level F1 of the clip's talk/listen/both/silence state against the truth."""
 
@@ -247,18 +259,18 @@ class TalkListenMetric:
         self.settings = settings
 
     def evaluate(self, run: RunView, truth: TruthSet) -> MetricResult:
-        found = _clip_rows(run, self.name, ())
+        found = _labelled_by_video(run, truth, self.name)
         if isinstance(found, MetricResult):
             return found
-        rows_by_video, missing = found
+        labelled, missing = found
         per_video: dict[str, dict] = {}
         all_clips: list[ClipLabels] = []
         bad = 0
         for video in truth.video_ids:
-            if video not in rows_by_video:
+            if video not in labelled:
                 per_video[video] = {"source_id": None, "missing": True}
                 continue
-            clips, bad_here = _labelled_clips(rows_by_video[video], VideoTruth.load(truth, video))
+            clips, bad_here = labelled[video]
             bad += bad_here
             all_clips += clips
             per_video[video] = {"source_id": run.source_of_video[video], "missing": False,
@@ -315,17 +327,17 @@ class AttributionMetric:
         self.settings = settings
 
     def evaluate(self, run: RunView, truth: TruthSet) -> MetricResult:
-        found = _clip_rows(run, self.name, ())
+        found = _labelled_by_video(run, truth, self.name)
         if isinstance(found, MetricResult):
             return found
-        rows_by_video, missing = found
+        labelled, missing = found
         per_video: dict[str, dict] = {}
         all_clips: list[ClipLabels] = []
         for video in truth.video_ids:
-            if video not in rows_by_video:
+            if video not in labelled:
                 per_video[video] = {"source_id": None, "missing": True}
                 continue
-            clips, _ = _labelled_clips(rows_by_video[video], VideoTruth.load(truth, video))
+            clips, _ = labelled[video]
             all_clips += clips
             per_video[video] = {"source_id": run.source_of_video[video], "missing": False, **self._scores(clips)}
         summary = self._scores(all_clips)

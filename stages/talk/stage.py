@@ -45,15 +45,14 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
     name = "talk"
     input_type = FaceTrackRecord
     output_type = ClipRecord
-    resources = Resources(cpus=1.0, gpus=0.0)
     uses_models = True
 
     config: TalkConfig
 
     def __init__(self, config: TalkConfig, context: RunContext) -> None:
         super().__init__(config, context)
-        if config.gpus > 0:
-            self.resources = Resources(cpus=1.0, gpus=config.gpus)
+        # Light-ASD on the worker's GPU when talk.gpus asks for one (clusters).
+        self.resources = Resources(cpus=1.0, gpus=config.gpus)
 
     def setup(self) -> None:
         torch.set_num_threads(self.config.threads)
