@@ -94,24 +94,31 @@ def write_splits(run_dir: Path, val_share: float, test_share: float, seed: int =
 
 
 def rewrite_shard_metadata(path: Path, by_key: dict[str, dict]) -> bool:
-    """Set identity_id and split in every sample's `json`; returns whether the shard changed."""
-    members: list[tuple[tarfile.TarInfo, bytes]] = []
-    changed = False
+    """Set identity_id and split in every sample's `json`; returns whether the shard changed.
+
+    The first pass reads only the small `json` members; when one needs a change, the second
+    streams every member into a temp shard (media never held in memory: shards run to
+    `shards.max_megabytes`) that replaces the original atomically.
+    """
+    updated: dict[str, bytes] = {}
     with tarfile.open(path) as tar:
         for info in tar.getmembers():
-            data = tar.extractfile(info).read() if info.isfile() else b""
             key, _, ext = info.name.partition(".")
-            if ext == "json" and key in by_key:
-                meta = json.loads(data)
-                wanted = {"identity_id": by_key[key]["identity_id"], "split": by_key[key]["split"]}
-                if any(meta.get(k) != v for k, v in wanted.items()):
-                    meta.update(wanted)
-                    data = json.dumps(meta, sort_keys=True).encode()
-                    info.size = len(data)
-                    changed = True
-            members.append((info, data))
-    if changed:
+            if ext != "json" or key not in by_key or not info.isfile():
+                continue
+            meta = json.loads(tar.extractfile(info).read())
+            wanted = {"identity_id": by_key[key]["identity_id"], "split": by_key[key]["split"]}
+            if any(meta.get(k) != v for k, v in wanted.items()):
+                meta.update(wanted)
+                updated[info.name] = json.dumps(meta, sort_keys=True).encode()
+        if not updated:
+            return False
         with atomic_path(path) as tmp, tarfile.open(tmp, "w") as out:
-            for info, data in members:
-                out.addfile(info, io.BytesIO(data))
-    return changed
+            for info in tar.getmembers():
+                if info.name in updated:
+                    data = updated[info.name]
+                    info.size = len(data)
+                    out.addfile(info, io.BytesIO(data))
+                else:
+                    out.addfile(info, tar.extractfile(info) if info.isfile() else None)
+    return True
