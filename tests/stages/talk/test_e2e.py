@@ -74,7 +74,10 @@ def test_clips_in_the_shard_format_with_exact_mix_consistency(tmp_path, run_conf
         meta = json.loads(sample["json"])
         assert meta["key"] == clip["key"] and meta["split"] in ("train", "val", "test")
         assert meta["identity_id"] == splits[clip["key"]]["identity_id"] and meta["identity_id"].startswith("face-")
-        assert meta["models"] and meta["config_hash"] and "licence" in meta["provenance"]
+        assert meta["models"] and meta["config_hash"]
+        # voxhear synth writes a licence sidecar beside each video; the samples carry it.
+        sidecar = json.loads((synth / "videos" / "synth-0000.json").read_text())
+        assert meta["provenance"]["licence"] == sidecar["licence"] and "CC-BY" in sidecar["licence"]
         words = json.loads(sample["words.json"])
         assert all(w["party"] in ("self", "other") and 0 <= w["start_s"] <= w["end_s"] for w in words)
         assert sample["mp4"][4:8] == b"ftyp"
