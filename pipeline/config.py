@@ -22,6 +22,7 @@ BUNDLED_SAMPLE = REPO_ROOT / "sample" / "videos"
 
 # Every stage of the pipeline, in the order they run (see runner.build_stages).
 STAGE_NAMES = ("ingest", "separation", "diarization", "asr", "scene_cut", "shot_media", "faces", "talk")
+SEPARATION_BACKENDS = ("deepfilternet_onnx", "deepfilternet", "demucs")
 
 
 class ConfigError(ValueError):
@@ -200,24 +201,26 @@ class FaceConfig:
 class SeparationConfig:
     """Speech/background separation (docs/benchmarks/audio.md)."""
 
-    # "deepfilternet" (DeepFilterNet3, CPU, the offline default) or "demucs" (htdemucs family; needs
-    # its weights in the model store).
-    backend: str = "deepfilternet"
-    # DeepFilterNet: attenuation limit in dB (100: none) and post-filter strength (0: off).
+    # "deepfilternet_onnx" (default): DeepFilterNet3's ONNX graphs through onnxruntime over many
+    # frames per call, CPU; "deepfilternet": the same model streamed frame by frame through libDF's
+    # C runtime (same output within 1e-5, about 7x slower); "demucs" (htdemucs family; needs its
+    # weights in the model store).
+    backend: str = "deepfilternet_onnx"
+    # DeepFilterNet (both runtimes): attenuation limit in dB (100: none) and post-filter strength (0: off).
     atten_lim_db: float = 100.0
     post_filter_beta: float = 0.0
     # Demucs: model name in the store, chunk overlap, chunk length in s (0: the model's own).
     demucs_model: str = "htdemucs"
     demucs_overlap: float = 0.25
     demucs_segment_s: float = 0.0
-    # torch threads per worker (Demucs; more than the worker's CPUs thrash); GPUs per worker on a
-    # cluster (Demucs only; 0: CPU).
+    # Threads per worker (torch for Demucs, onnxruntime for deepfilternet_onnx; more than the
+    # worker's CPUs thrash); GPUs per worker on a cluster (Demucs only; 0: CPU).
     threads: int = 1
     gpus: float = 0.0
 
     def validate(self) -> None:
-        _require(self.backend in ("deepfilternet", "demucs"), "separation.backend",
-                 "must be 'deepfilternet' or 'demucs'")
+        _require(self.backend in SEPARATION_BACKENDS, "separation.backend",
+                 "must be one of " + ", ".join(f"'{b}'" for b in SEPARATION_BACKENDS))
         _require(self.atten_lim_db > 0, "separation.atten_lim_db", "must be positive")
         _require(0 <= self.post_filter_beta <= 1, "separation.post_filter_beta", "must be in [0, 1]")
         _require(0 <= self.demucs_overlap < 1, "separation.demucs_overlap", "must be in [0, 1)")
@@ -251,7 +254,8 @@ class DiarizationConfig:
     # Turns shorter than this are dropped; sources with less speech than min_speech_s are filtered.
     min_turn_s: float = 0.1
     min_speech_s: float = 0.5
-    # torch threads per worker: one per CPU the worker asks for (oversubscribed OpenMP thrashes).
+    # torch threads per worker, and onnxruntime threads of CAM++ on CPU: one per CPU the worker
+    # asks for (oversubscribed OpenMP thrashes).
     threads: int = 1
     gpus: float = 0.0
 

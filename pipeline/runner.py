@@ -54,8 +54,8 @@ def build_stages(config: RunConfig, context: RunContext) -> list[Stage]:
 def models_in_use(config: RunConfig) -> list[str]:
     """Registry names of the models the configured stages load (for every sample's provenance)."""
     used = {
-        "separation": ["deepfilternet3"] if config.separation.backend == "deepfilternet" else
-                      [config.separation.demucs_model],
+        "separation": [config.separation.demucs_model] if config.separation.backend == "demucs" else
+                      ["deepfilternet3"],
         "diarization": ["pyannote-segmentation-3.0", "campplus"] if config.diarization.pipeline == "campplus"
                        else ["pyannote-speaker-diarization-3.1"],
         "asr": [config.asr.model],

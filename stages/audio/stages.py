@@ -37,7 +37,7 @@ def _torch_threads(n: int) -> None:
 
 
 class SeparationStage(Stage[SourceRecord, SourceRecord]):
-    """Speech/background separation (`separation.backend`: deepfilternet or demucs)."""
+    """Speech/background separation (`separation.backend`: deepfilternet_onnx, deepfilternet or demucs)."""
 
     name = "separation"
     input_type = SourceRecord
@@ -46,7 +46,7 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
 
     def __init__(self, config, context) -> None:
         super().__init__(config, context)
-        # DeepFilterNet's C runtime is CPU-only; Demucs uses a GPU when the config asks for one.
+        # Both DeepFilterNet runtimes run on CPUs here; Demucs uses a GPU when the config asks for one.
         self.resources = Resources(cpus=float(config.threads), gpus=config.gpus if config.backend == "demucs" else 0.0)
         self.backend = None
 
@@ -59,8 +59,15 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
             self.backend = DemucsBackend.from_store(self.context.model_store, cfg.demucs_model,
                                                     overlap=cfg.demucs_overlap,
                                                     segment_s=cfg.demucs_segment_s or None)
+            return
+        # Both DeepFilterNet runtimes load the store's sha256-verified DeepFilterNet3_onnx.tar.gz.
+        model = self.context.model_store.resolve("deepfilternet3").file()
+        if cfg.backend == "deepfilternet_onnx":
+            from voxhear.stages.audio.deepfilternet_onnx import DeepFilterNetOnnxBackend
+
+            self.backend = DeepFilterNetOnnxBackend(model, atten_lim_db=cfg.atten_lim_db,
+                                                    post_filter_beta=cfg.post_filter_beta, threads=cfg.threads)
         else:
-            model = self.context.model_store.resolve("deepfilternet3").file()
             self.backend = DeepFilterNetBackend(model, atten_lim_db=cfg.atten_lim_db,
                                                 post_filter_beta=cfg.post_filter_beta)
 

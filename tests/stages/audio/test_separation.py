@@ -82,7 +82,7 @@ def test_separation_stage_writes_stems_that_add_up_to_the_mix(tmp_path, store):
     speech = load_speech("cmu_arctic_us_axb_a0004.wav")
     music = load_speech("../background/Kevin_MacLeod_-_Vibe_Ace.hq.ogg")[RATE * 5:RATE * 5 + len(speech)]
     context = RunContext(run_dir=tmp_path / "run", model_store=store)
-    stage = SeparationStage(SeparationConfig(), context)
+    stage = SeparationStage(SeparationConfig(backend="deepfilternet"), context)
     assert stage.resources.gpus == 0  # DeepFilterNet's C runtime runs on CPUs only
     stage.setup()
     row = _row(tmp_path, 0.5 * speech + 0.1 * music)
