@@ -3,8 +3,9 @@
 The official pipelines (speaker-diarization-3.1, community-1) need a WeSpeaker embedding that the
 offline store does not hold. `campplus` plugs the store's CAM++ embedding into pyannote's own
 `SpeakerDiarization` (segmentation-3.0 from the store, agglomerative clustering on cosine
-distance). `official` runs the store's `pyannote-speaker-diarization-3.1` pipeline unchanged, for
-machines where pyannote can load its WeSpeaker model.
+distance); on CPU that embedding runs on onnxruntime (`embedding_backend`). `official` runs the
+store's `pyannote-speaker-diarization-3.1` pipeline unchanged, for machines where pyannote can
+load its WeSpeaker model.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from voxhear.models import ModelStore, ModelStoreError
-from voxhear.stages.audio.campplus import EMBED_DIM, SAMPLE_RATE, fbank, load_campplus
+from voxhear.stages.audio.campplus import EMBED_DIM, SAMPLE_RATE, campplus_onnx, fbank, load_campplus
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ def _embedding_model_class():
             out = torch.full((batch, EMBED_DIM), float("nan"))
             keep = torch.ones(batch, n, dtype=torch.bool)
             if weights is not None:
-                keep = F.interpolate(weights[:, None].float(), size=n, mode="nearest")[:, 0] > 0.5
+                if weights.shape[-1] != n:  # pyannote's frame weights; `refine` passes sample weights
+                    weights = F.interpolate(weights[:, None].float(), size=n, mode="nearest")[:, 0]
+                keep = weights > 0.5
             for i in range(batch):
                 active = waveforms[i, 0][keep[i]]
                 if active.numel() < self.min_samples:
@@ -82,7 +85,13 @@ class Diarizer:
     def __init__(self, store: ModelStore, pipeline: str = "campplus", segmentation_step: float = 0.5,
                  threshold: float = 0.6, min_cluster_size: int = 2, min_duration_off: float = 0.0,
                  embedding_max_s: float = 4.0, min_speakers: int | None = None, max_speakers: int | None = None,
-                 refine_iterations: int = 3, refine_min_s: float = 0.5, device: str | None = None) -> None:
+                 refine_iterations: int = 3, refine_min_s: float = 0.5, device: str | None = None,
+                 embedding_backend: str = "onnx", threads: int | None = None) -> None:
+        """Build the pipeline; `embedding_backend` "onnx" runs CAM++ on onnxruntime with `threads`
+        intra-op threads (None: torch's thread count, which the stage sets) when the device is the
+        CPU, and keeps the torch module on a GPU or when the export fails."""
+        if embedding_backend not in ("onnx", "torch"):
+            raise ValueError(f"embedding_backend must be 'onnx' or 'torch', not {embedding_backend!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.min_speakers, self.max_speakers = min_speakers, max_speakers
         self.refine_iterations, self.refine_min_s = refine_iterations, refine_min_s
@@ -90,7 +99,9 @@ class Diarizer:
         if pipeline == "official":
             self.pipeline = _official_pipeline(store)
         else:
-            self.pipeline = _campplus_pipeline(store, segmentation_step, threshold, min_cluster_size,
+            campplus = _campplus(store, embedding_backend if self.device.type == "cpu" else "torch",
+                                 threads or torch.get_num_threads())
+            self.pipeline = _campplus_pipeline(store, campplus, segmentation_step, threshold, min_cluster_size,
                                                min_duration_off, embedding_max_s)
             self.embed = self.pipeline._embedding.model_
         self.pipeline.to(self.device)
@@ -151,13 +162,27 @@ class Diarizer:
         return _merge_touching(refined)
 
 
-def _campplus_pipeline(store: ModelStore, segmentation_step: float, threshold: float, min_cluster_size: int,
-                       min_duration_off: float, embedding_max_s: float):
+def _campplus(store: ModelStore, backend: str, threads: int):
+    """The store's CAM++: the torch module, or (backend "onnx") its onnxruntime export, cached
+    next to the store's download cache."""
+    resolved = store.resolve("campplus")
+    model = load_campplus(resolved.file())
+    if backend == "torch":
+        return model
+    cache_dir = store.cache_dir.parent / "onnx"
+    try:
+        return campplus_onnx(model, resolved.spec.files[0].sha256, cache_dir, threads=threads)
+    except Exception as error:  # noqa: BLE001 - any export failure leaves the (slower, same) torch module
+        log.warning("CAM++ runs on torch: its ONNX export failed (%s: %s)", type(error).__name__, error)
+        return model
+
+
+def _campplus_pipeline(store: ModelStore, campplus, segmentation_step: float, threshold: float,
+                       min_cluster_size: int, min_duration_off: float, embedding_max_s: float):
     from pyannote.audio import Model
     from pyannote.audio.pipelines import SpeakerDiarization
 
     segmentation = Model.from_pretrained(str(store.resolve("pyannote-segmentation-3.0").path))
-    campplus = load_campplus(store.resolve("campplus").file())
     embedding = _embedding_model_class()(campplus, max_s=embedding_max_s)
     # Agglomerative clustering needs no PLDA; an empty dict stands for "none" without a hub lookup.
     pipeline = SpeakerDiarization(segmentation=segmentation, segmentation_step=segmentation_step,
@@ -228,3 +253,54 @@ def read_rttm(path) -> list[Turn]:
                 start, dur = float(parts[3]), float(parts[4])
                 turns.append(Turn(start, start + dur, parts[7]))
     return turns
+
+
+def _bench(argv: list[str] | None = None) -> None:
+    """CPU seconds per audio second of the diarizer with each CAM++ backend, one thread, alternating
+    backends per file (the minimum of `--repeat` runs; CPU time, since the machine may be shared),
+    and whether the onnx turns equal the torch ones (else their DER against them)."""
+    import argparse
+    import os
+    import time
+
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    from voxhear.stages.audio.separation import read_mono
+
+    parser = argparse.ArgumentParser(prog="python -m voxhear.stages.audio.diarization")
+    parser.add_argument("files", nargs="+", help="separated speech (speech.flac of a run's work area)")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    store = ModelStore(allow_download=False)
+    diarizers = {backend: Diarizer(store, embedding_backend=backend) for backend in ("torch", "onnx")}
+
+    def annotation(turns: list[Turn]) -> Annotation:
+        out = Annotation()
+        for i, t in enumerate(turns):
+            out[Segment(t.start, t.end), i] = t.speaker
+        return out
+
+    for path in args.files:
+        audio, rate = read_mono(path)
+        for diarizer in diarizers.values():
+            diarizer(audio[:5 * rate], rate)  # first-call costs (allocations, pyannote's probes)
+        rtf, turns = {}, {}
+        for backend, diarizer in diarizers.items():
+            times = []
+            for _ in range(args.repeat):
+                started = time.process_time()
+                turns[backend] = diarizer(audio, rate)
+                times.append(time.process_time() - started)
+            rtf[backend] = min(times) / (len(audio) / rate)
+        same = turns["onnx"] == turns["torch"]
+        verdict = "identical" if same else \
+            f"DER {DiarizationErrorRate()(annotation(turns['torch']), annotation(turns['onnx'])):.4f}"
+        print(f"{path}: CPU RTF torch {rtf['torch']:.4f}, onnx {rtf['onnx']:.4f} "
+              f"({rtf['torch'] / rtf['onnx']:.2f}x); {len(turns['onnx'])} turns {verdict}; "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    _bench()

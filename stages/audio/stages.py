@@ -122,7 +122,8 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
                                  min_cluster_size=cfg.min_cluster_size, min_duration_off=cfg.min_duration_off,
                                  embedding_max_s=cfg.embedding_max_s, min_speakers=cfg.min_speakers or None,
                                  max_speakers=cfg.max_speakers or None, refine_iterations=cfg.refine_iterations,
-                                 refine_min_s=cfg.refine_min_s)
+                                 refine_min_s=cfg.refine_min_s, embedding_backend=cfg.embedding_backend,
+                                 threads=cfg.threads)
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
         from voxhear.stages.audio.diarization import rttm_text, speech_seconds

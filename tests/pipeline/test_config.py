@@ -30,6 +30,8 @@ def test_yaml_file_and_unknown_key_suggestion(tmp_path):
     ("runner=spark", "must be 'ray' or 'local'"),
     ("ingest.keep_original_audio=3", "must be true or false"),
     ("scene_cut.detector=histogram", "'content' or 'adaptive'"),
+    ("diarization.embedding_backend=tensorrt", "'onnx' or 'torch'"),
+    ("separation.backend=spleeter", "must be one of 'deepfilternet_onnx'"),
     ("nonsense", "not of the form key=value"),
 ])
 def test_invalid_values_are_refused(override, message):
