@@ -28,8 +28,13 @@ class Attribution:
 
 
 def attribute(scores: np.ndarray, active: np.ndarray, speakers: list[str], min_frames: int,
-              threshold: float, band: float, runner_up_margin: float) -> Attribution:
-    """Decide the on-screen speaker from per-frame ASD `scores` (T,) and speaker `active` (S, T)."""
+              threshold: float, band: float, runner_up_margin: float,
+              exclude: frozenset[str] = frozenset()) -> Attribution:
+    """Decide the on-screen speaker from per-frame ASD `scores` (T,) and speaker `active` (S, T).
+
+    Speakers in `exclude` (taken by another face on screen at the same time) keep their evidence
+    but cannot be chosen, nor count as the runner-up.
+    """
     solo = active & (active.sum(axis=0) == 1)
     evidence: dict[str, float] = {}
     for i, speaker in enumerate(speakers):
@@ -38,7 +43,7 @@ def attribute(scores: np.ndarray, active: np.ndarray, speakers: list[str], min_f
     pauses = ~active.any(axis=0)
     if pauses.sum() >= min_frames:
         evidence[PAUSE] = float(scores[pauses].mean())
-    heard = sorted(((v, s) for s, v in evidence.items() if s != PAUSE), reverse=True)
+    heard = sorted(((v, s) for s, v in evidence.items() if s != PAUSE and s not in exclude), reverse=True)
     if not heard:
         # Nobody speaks long enough inside the track: nothing to attribute.
         return Attribution("", evidence, margin=float("inf"))
@@ -50,3 +55,17 @@ def attribute(scores: np.ndarray, active: np.ndarray, speakers: list[str], min_f
     if len(heard) > 1:
         margin = min(margin, best_value - heard[1][0] - runner_up_margin)
     return Attribution(best, evidence, margin=margin)
+
+
+def loses_to(own: Attribution, own_key: str, rival: Attribution, rival_key: str) -> bool:
+    """Whether a face on screen at the same time claims `own`'s speaker with stronger evidence.
+
+    Two faces visible together are two people, and one voice belongs to one of them: the face
+    whose ASD rises more for that voice keeps it (ties go to the smaller key, so both sides of
+    a pair decide the same way whichever is processed first).
+    """
+    speaker = own.self_speaker
+    if not speaker or rival.self_speaker != speaker:
+        return False
+    mine, theirs = own.evidence[speaker], rival.evidence[speaker]
+    return theirs > mine or (theirs == mine and rival_key < own_key)

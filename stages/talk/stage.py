@@ -10,8 +10,10 @@ stem is split by the turns into self and other, the background is the rest of th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -27,7 +29,7 @@ from voxhear.stage import InputError, Resources, RunContext, Stage
 from voxhear.stages.audio.diarization import Turn, read_rttm
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
 from voxhear.stages.talk.asd import crop_geometry, face_crop, smooth, speaking_scores
-from voxhear.stages.talk.attribution import attribute
+from voxhear.stages.talk.attribution import Attribution, attribute, loses_to
 from voxhear.stages.talk.light_asd import load_light_asd
 from voxhear.stages.talk.tracks import energy_db, read_int24, split_tracks, write_int24
 
@@ -76,12 +78,11 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             raise InputError("no_audio_stages", "the talk stage needs the separation and diarization stages "
                              "(config 'stages' must include them)")
         arrays = dict(np.load(row.frames_uri))
-        scores = self._asd_scores(row, arrays["box"], fps)
+        scores = self._cached_scores(row, Path(row.frames_uri).stem, arrays["box"], row.track_start_frame, fps)
         turns = read_rttm(row.rttm_uri)
         speakers = speakers_of(turns)
         active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
-        decision = attribute(scores, active, speakers, max(1, round(cfg.min_evidence_s * fps)),
-                             cfg.asd_threshold, cfg.asd_band, cfg.asd_runner_up_margin)
+        decision = self._decide(row, arrays, scores, turns, speakers, fps)
         is_self = np.array([s == decision.self_speaker for s in speakers], bool)
         self_active = active[is_self].any(axis=0)
         other_active = active[~is_self].any(axis=0)
@@ -112,6 +113,56 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         return clips
 
     # ------------------------------------------------------------------------------------------
+
+    def _decide(self, row: FaceTrackRecord, arrays: dict, scores: np.ndarray, turns: list[Turn],
+                speakers: list[str], fps: float) -> Attribution:
+        """Attribute a speaker to this face, then give it up to a face on screen at the same time
+        that claims the same speaker with stronger evidence (`attribution.loses_to`)."""
+        cfg = self.config
+        min_frames = max(1, round(cfg.min_evidence_s * fps))
+
+        def decide(face_scores: np.ndarray, start: int, exclude: frozenset[str] = frozenset()) -> Attribution:
+            active = frame_activity(turns, speakers, start, len(face_scores), fps)
+            return attribute(face_scores, active, speakers, min_frames, cfg.asd_threshold, cfg.asd_band,
+                             cfg.asd_runner_up_margin, exclude)
+
+        own_key = Path(row.frames_uri).stem
+        decision = decide(scores, row.track_start_frame)
+        taken: set[str] = set()
+        for rival_key, rival_start, rival_scores in self._co_visible(row, arrays, fps):
+            if loses_to(decision, own_key, decide(rival_scores, rival_start), rival_key):
+                taken.add(decision.self_speaker)
+                decision = decide(scores, row.track_start_frame, frozenset(taken))
+        return decision
+
+    def _co_visible(self, row: FaceTrackRecord, arrays: dict, fps: float) -> Iterator[tuple[str, int, np.ndarray]]:
+        """(key, first frame, ASD scores) of every other face track of this shot that is on screen
+        while this one is. The face stage writes all tracks of a shot before any reaches this stage."""
+        own = Path(row.frames_uri)
+        first, last = int(arrays["frame"][0]), int(arrays["frame"][-1])
+        for path in sorted(own.parent.glob("*.npz")):
+            if path == own:
+                continue
+            with np.load(path) as other:
+                frames, boxes = other["frame"], other["box"]
+            start = int(frames[0])
+            if not row.start_frame <= start < row.end_frame or start > last or int(frames[-1]) < first:
+                continue
+            yield path.stem, start, self._cached_scores(row, path.stem, boxes, start, fps)
+
+    def _cached_scores(self, row: FaceTrackRecord, key: str, boxes: np.ndarray, start_frame: int,
+                       fps: float) -> np.ndarray:
+        """ASD scores of track `key` of `row`'s shot, computed once per run: a two-shot's other
+        face needs them too."""
+        path = self.context.source_work_dir(row.source_id) / "talk" / f"{key}.asd.npy"
+        if path.exists():
+            return np.load(path)
+        track = dataclasses.replace(row, track_start_frame=start_frame, track_start_s=start_frame / fps)
+        scores = self._asd_scores(track, boxes, fps)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, scores)
+        return scores
 
     def _asd_scores(self, row: FaceTrackRecord, boxes: np.ndarray, fps: float) -> np.ndarray:
         """Smoothed Light-ASD logits of the track's face against the separated speech."""

@@ -6,7 +6,7 @@ import pytest
 from voxhear.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, STATE_TALK
 from voxhear.stages.audio.diarization import Turn
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask
-from voxhear.stages.talk.attribution import attribute
+from voxhear.stages.talk.attribution import attribute, loses_to
 from voxhear.stages.talk.stage import clip_windows
 from voxhear.stages.talk.tracks import LIMIT, read_int24, split_tracks, write_int24
 
@@ -52,6 +52,23 @@ def test_attribution_is_ambiguous_near_the_threshold_or_with_two_talking_speaker
     assert near.margin < 0
     both = attribute(_scores(active[0], 3.5, 3.0), active, ["S0", "S1"], 10, 1.5, 0.75, 1.0)
     assert both.self_speaker == "S0" and both.margin < 0
+
+
+def test_two_faces_on_screen_cannot_share_a_voice():
+    # S1 talks in the middle; both faces of a two-shot react to it, the right one more strongly.
+    turns = [Turn(0, 2, "S0"), Turn(2, 4, "S1")]
+    active = frame_activity(turns, ["S0", "S1"], 0, 100, 25.0)
+    args = (active, ["S0", "S1"], 10, 1.5, 0.75, 1.0)
+    weak = attribute(_scores(active[1], 2.4, -0.5), *args)
+    strong = attribute(_scores(active[1], 4.6, -0.5), *args)
+    assert weak.self_speaker == strong.self_speaker == "S1"
+    assert loses_to(weak, "v-face1-0", strong, "v-face0-0")
+    assert not loses_to(strong, "v-face0-0", weak, "v-face1-0")
+    # The weaker face gives S1 up; S0 does not move it, so it is a listener.
+    again = attribute(_scores(active[1], 2.4, -0.5), *args, exclude=frozenset({"S1"}))
+    assert again.self_speaker == ""
+    # A tie is decided by key, the same way from both sides.
+    assert loses_to(weak, "b", weak, "a") and not loses_to(weak, "a", weak, "b")
 
 
 def test_attribution_without_speech_has_no_self():
