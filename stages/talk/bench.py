@@ -68,8 +68,8 @@ def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str]) -> di
             status = STATUS_FILTERED if isinstance(error, FilteredError) else STATUS_FAILED
             clip.mark(status, stage.name, error.reason, type(error).__name__, str(error))
             clips.append(clip)
-    rows = [ClipRecord.from_row(row).to_row() for row in earlier] + [clip.to_row() for clip in clips]
-    pq.write_table(ClipRecord.to_table([ClipRecord.from_row(r) for r in rows]), out / "manifests" / "clips.parquet")
+    records = [ClipRecord.from_row(row) for row in earlier] + clips
+    pq.write_table(ClipRecord.to_table(records), out / "manifests" / "clips.parquet")
     shutil.copy(run_dir / "manifests" / "sources.parquet", out / "manifests" / "sources.parquet")
     result = evaluate_run(out, truth_dir)
     (out / "eval.json").write_text(json.dumps(result, indent=1))

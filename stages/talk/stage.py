@@ -82,7 +82,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         turns = read_rttm(row.rttm_uri)
         speakers = speakers_of(turns)
         active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
-        decision = self._decide(row, arrays, scores, turns, speakers, fps)
+        decision = self._decide(row, arrays, scores, active, turns, speakers, fps)
         is_self = np.array([s == decision.self_speaker for s in speakers], bool)
         self_active = active[is_self].any(axis=0)
         other_active = active[~is_self].any(axis=0)
@@ -114,25 +114,27 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
 
     # ------------------------------------------------------------------------------------------
 
-    def _decide(self, row: FaceTrackRecord, arrays: dict, scores: np.ndarray, turns: list[Turn],
-                speakers: list[str], fps: float) -> Attribution:
-        """Attribute a speaker to this face, then give it up to a face on screen at the same time
-        that claims the same speaker with stronger evidence (`attribution.loses_to`)."""
+    def _decide(self, row: FaceTrackRecord, arrays: dict, scores: np.ndarray, active: np.ndarray,
+                turns: list[Turn], speakers: list[str], fps: float) -> Attribution:
+        """Attribute a speaker to this face (`active`: its frames' speaker activity), then give it
+        up to a face on screen at the same time that claims the same speaker with stronger
+        evidence (`attribution.loses_to`)."""
         cfg = self.config
         min_frames = max(1, round(cfg.min_evidence_s * fps))
 
-        def decide(face_scores: np.ndarray, start: int, exclude: frozenset[str] = frozenset()) -> Attribution:
-            active = frame_activity(turns, speakers, start, len(face_scores), fps)
-            return attribute(face_scores, active, speakers, min_frames, cfg.asd_threshold, cfg.asd_band,
+        def decide(face_scores: np.ndarray, face_active: np.ndarray,
+                   exclude: frozenset[str] = frozenset()) -> Attribution:
+            return attribute(face_scores, face_active, speakers, min_frames, cfg.asd_threshold, cfg.asd_band,
                              cfg.asd_runner_up_margin, exclude)
 
         own_key = Path(row.frames_uri).stem
-        decision = decide(scores, row.track_start_frame)
+        decision = decide(scores, active)
         taken: set[str] = set()
         for rival_key, rival_start, rival_scores in self._co_visible(row, arrays, fps):
-            if loses_to(decision, own_key, decide(rival_scores, rival_start), rival_key):
+            rival_active = frame_activity(turns, speakers, rival_start, len(rival_scores), fps)
+            if loses_to(decision, own_key, decide(rival_scores, rival_active), rival_key):
                 taken.add(decision.self_speaker)
-                decision = decide(scores, row.track_start_frame, frozenset(taken))
+                decision = decide(scores, active, frozenset(taken))
         return decision
 
     def _co_visible(self, row: FaceTrackRecord, arrays: dict, fps: float) -> Iterator[tuple[str, int, np.ndarray]]:

@@ -20,17 +20,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from voxhear.baseline.data import BLENDSHAPE_NAMES as BASELINE_BLENDSHAPE_NAMES
+
 SR, FPS, HOP = 16000, 25, 640
-BLENDSHAPE_NAMES = [
-    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
-    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
-    "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
-    "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight",
-    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
-    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker",
-    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
-    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
-    "noseSneerLeft", "noseSneerRight"]
+# The shards record MediaPipe's order, the same one the baseline expects.
+BLENDSHAPE_NAMES = list(BASELINE_BLENDSHAPE_NAMES)
 BS = {n: i for i, n in enumerate(BLENDSHAPE_NAMES)}
 # identity -> split: identity-disjoint, like the pipeline's assignment.
 SPLITS = {"id0": "train", "id1": "train", "id2": "train", "id3": "val", "id4": "test"}

@@ -1,5 +1,7 @@
 """The talk stage's parts on hand-made inputs: activity, states, attribution, exact track split, windows."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,40 @@ def test_a_background_that_would_clip_is_an_error_not_a_wrapped_sample():
 ])
 def test_clip_windows_stay_within_the_length_range(frames, expected):
     assert clip_windows(frames, 25.0, 2.0, 20.0) == expected
+
+
+def test_the_other_faces_of_the_shot_are_found_and_their_asd_computed_once(tmp_path, monkeypatch):
+    from voxhear.config import TalkConfig
+    from voxhear.records import FaceTrackRecord
+    from voxhear.stage import RunContext
+    from voxhear.stages.talk.stage import TalkStage
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+
+    def track(key: str, first: int, last: int) -> Path:
+        path = faces / f"{key}.npz"
+        frames = np.arange(first, last + 1)
+        np.savez(path, frame=frames, box=np.zeros((len(frames), 4), np.float32))
+        return path
+
+    own = track("v-face0-00000400", 10, 50)
+    track("v-face1-00001200", 30, 70)    # same shot, on screen with face0
+    track("v-face2-00002200", 55, 75)    # same shot, after face0 has gone
+    track("v-face0-00004000", 100, 120)  # the next shot
+    row = FaceTrackRecord(source_uri="v.mp4", source_id="v", frames_uri=str(own), start_frame=0,
+                          end_frame=80, track_start_frame=10, track_end_frame=51)
+    stage = TalkStage(TalkConfig(), RunContext(tmp_path / "run", model_store=None))
+    computed = []
+
+    def fake_asd(track_row, boxes, fps):  # the plumbing only: which tracks, which frames, cached
+        computed.append((track_row.track_start_frame, len(boxes)))
+        return np.full(len(boxes), float(track_row.track_start_frame), np.float32)
+
+    monkeypatch.setattr(stage, "_asd_scores", fake_asd)
+    arrays = dict(np.load(own))
+    found = [(key, start, scores[0]) for key, start, scores in stage._co_visible(row, arrays, 25.0)]
+    assert found == [("v-face1-00001200", 30, 30.0)]
+    assert computed == [(30, 41)]
+    again = list(stage._co_visible(row, arrays, 25.0))
+    assert len(again) == 1 and computed == [(30, 41)]  # read back from work/v/talk, not recomputed
