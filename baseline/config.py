@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import yaml
 
 VARIANTS = ("mhgk", "local", "global")
+LOSSES = ("l1", "mse")
 
 
 class BaselineConfigError(ValueError):
@@ -55,6 +56,9 @@ class BaselineConfig:
         warmup_steps: Linear warm-up steps (each phase warms up again).
         weight_decay: AdamW weight decay.
         grad_clip: Gradient norm clip (0 to skip).
+        loss: Per-frame loss on normalised motion, `l1` or `mse` (the velocity term uses the
+            same). L1 fits the conditional median: mouth blendshapes rest near 0 most of the
+            time and are scored by L1, and the median is what minimises it.
         velocity_weight: Weight of the frame-to-frame difference loss (keeps motion moving).
         aug_gain_db: Training augmentation: each stream of each window gets a random gain of up
             to +-this many dB (speakers and microphones differ in level).
@@ -63,6 +67,12 @@ class BaselineConfig:
             a new speaker's formants sit elsewhere). 0 skips.
         aug_freq_mask: Training augmentation: each stream of each window loses one random band
             of up to this many mel bins (SpecAugment-style; speakers differ in timbre). 0 skips.
+        centre_clips: Train on each clip's motion with the clip's own mean replaced by the
+            training mean: the model learns how a face moves, not which resting face goes with
+            which training voice (a new person's resting face is not in the audio).
+        calibrate: At each validation, fit one output gain per group (mouth, rest of the face,
+            head pose) on the val split: the slope of true on predicted motion, in [0, 1]
+            (`baseline/calibration.py`). Predictions are scaled by it; training is not affected.
         eval_every: Steps between validation passes and checkpoints.
         seed: Seeds initialisation, batch sampling and dropout (each step is reseeded, so a
             resumed run repeats an uninterrupted one exactly).
@@ -88,16 +98,21 @@ class BaselineConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    loss: str = "l1"
     velocity_weight: float = 0.5
     aug_gain_db: float = 6.0
     aug_warp: float = 0.1
     aug_freq_mask: int = 16
+    centre_clips: bool = True
+    calibrate: bool = True
     eval_every: int = 250
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise BaselineConfigError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
+        if self.loss not in LOSSES:
+            raise BaselineConfigError(f"loss must be one of {LOSSES}, not {self.loss!r}")
         if self.d_model % self.n_heads:
             raise BaselineConfigError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if not self.sigmas:

@@ -131,6 +131,31 @@ def load_windows(urls: list[str], split: str | None, window_frames: int, hop_fra
                       blendshape_names=names)
 
 
+def with_clip_means_replaced(bank: WindowBank, mean: torch.Tensor) -> WindowBank:
+    """The bank with each clip's own mean motion (over its valid frames) replaced by `mean`.
+
+    What stays is how the face moves within the clip. A person's resting face (how wide the
+    mouth sits, where the head points) is not in the audio; left in the targets, a model learns
+    to recognise the few training voices and reproduce their resting faces, which is noise on a
+    new person. Overlapping windows share frames; each frame counts once in its clip's mean.
+    """
+    motion = bank.motion.clone()
+    windows_of: dict[str, list[int]] = {}
+    for i, key in enumerate(bank.keys):
+        windows_of.setdefault(key, []).append(i)
+    for rows in windows_of.values():
+        frames: dict[int, torch.Tensor] = {}
+        for i in rows:
+            for t in torch.nonzero(bank.valid[i]).flatten().tolist():
+                frames.setdefault(bank.starts[i] + t, bank.motion[i, t])
+        if frames:
+            shift = mean.to(motion) - torch.stack(list(frames.values())).mean(0)
+            motion[rows] = (motion[rows] + shift) * bank.valid[rows][..., None]
+    return WindowBank(self_mel=bank.self_mel, other_mel=bank.other_mel, motion=motion, valid=bank.valid,
+                      state=bank.state, keys=bank.keys, starts=bank.starts, lengths=bank.lengths,
+                      identities=bank.identities, mix=bank.mix, blendshape_names=bank.blendshape_names)
+
+
 def concat_banks(banks: list[WindowBank]) -> WindowBank:
     """One bank of the windows of several (same window length and features)."""
     if len(banks) == 1:

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from voxhear.baseline.calibration import group_of_outputs
 from voxhear.baseline.data import WindowBank, concat_banks, expand_shards, flatten_frames, load_windows
 from voxhear.baseline.metrics import evaluate_motion
-from voxhear.baseline.model import TalkListenModel
+from voxhear.baseline.model import N_POSE, TalkListenModel
 from voxhear.baseline.train import load_model, pick_device
 from voxhear.io import atomic_write_text
 
@@ -59,6 +60,9 @@ def evaluate_checkpoint(checkpoint: str | Path, shards: str | list[str], split: 
         "identities": sorted(set(bank.identities)),
         "seconds": round(sum(bank.lengths) / 25.0, 2),
         "sigmas": model.sigmas() if cfg.variant == "mhgk" else None,
+        # Output gains fitted on the val split (1.0 without calibration): scores on val are then
+        # not fully held out, those on test are.
+        "gains": dict(zip(group_of_outputs(bank.blendshape_names, N_POSE), model.motion_gain.tolist())),
         "metrics": metrics,
     }
 
@@ -83,6 +87,8 @@ def format_result(result: dict) -> str:
         fa = a if isinstance(a, str) else f"{a:.4f}"
         fb = b if isinstance(b, str) else f"{b:.4f}"
         lines.append(f"  {name:<38} {fa:>10} {fb:>10}")
+    if result.get("gains"):
+        lines.append("  output gains (fitted on val): " + ", ".join(f"{k} {v:.2f}" for k, v in result["gains"].items()))
     lines.append(f"  beats mean pose: {m['beats_mean_pose']}")
     return "\n".join(lines) + "\n"
 

@@ -160,6 +160,8 @@ class TalkListenModel(nn.Module):
             self.register_buffer(name, torch.zeros(size))
         for name, size in (("audio_std", cfg.n_mels), ("motion_std", MOTION_DIM)):
             self.register_buffer(name, torch.ones(size))
+        # How much of the predicted motion is kept, per output (fitted on val; see calibration.py).
+        self.register_buffer("motion_gain", torch.ones(MOTION_DIM))
 
     def set_normalisation(self, norm: dict[str, torch.Tensor]) -> None:
         """Copy training-split statistics (`audio_mean/std`, `motion_mean/std`) into the buffers."""
@@ -174,7 +176,8 @@ class TalkListenModel(nn.Module):
         return (motion - self.motion_mean) / self.motion_std
 
     def denormalise_motion(self, motion: torch.Tensor) -> torch.Tensor:
-        return motion * self.motion_std + self.motion_mean
+        """Shard units from the network's normalised output, with the calibrated gains applied."""
+        return motion * self.motion_gain * self.motion_std + self.motion_mean
 
     def forward(self, self_mel: torch.Tensor | None, other_mel: torch.Tensor | None,
                 motion: torch.Tensor | None = None, motion_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxhear.baseline.config import VARIANTS
+from voxhear.baseline.config import VARIANTS, BaselineConfig
 
 COLUMNS = (
     ("mouth L1 ↓", "talking", "mouth_l1", "{:.4f}"),
@@ -25,11 +25,15 @@ COLUMNS = (
 
 
 def _label(result: dict) -> str:
+    """The variant, the prior, and every other setting that differs from the defaults (not the seed)."""
     cfg = result["config"]
     label = cfg["variant"]
     if cfg.get("prior_steps"):
         label += f" + prior ({cfg['prior_steps']} steps)"
-    return label
+    defaults = BaselineConfig(n_heads=cfg.get("n_heads", BaselineConfig.n_heads)).to_dict()
+    changed = [f"{k}={json.dumps(v)}" for k, v in cfg.items()
+               if k not in ("variant", "prior_steps", "seed") and k in defaults and v != defaults[k]]
+    return label + (f" ({', '.join(changed)})" if changed else "")
 
 
 def _cell(values: list[float], fmt: str) -> str:

@@ -23,14 +23,15 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from voxhear.baseline.calibration import fit_gains, gain_vector, group_of_outputs
 from voxhear.baseline.config import BaselineConfig
-from voxhear.baseline.data import WindowBank, expand_shards, load_windows
-from voxhear.baseline.model import TalkListenModel
+from voxhear.baseline.data import WindowBank, expand_shards, load_windows, with_clip_means_replaced
+from voxhear.baseline.model import MOTION_DIM, N_POSE, TalkListenModel
 from voxhear.io import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the model holds calibrated output gains (`motion_gain`)
 STD_FLOOR = 1e-2  # blendshapes that barely move would otherwise blow up once normalised
 
 
@@ -60,14 +61,16 @@ def lr_at(step: int, cfg: BaselineConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def motion_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, velocity_weight: float) -> torch.Tensor:
-    """Masked MSE on normalised motion plus MSE of frame-to-frame differences."""
+def motion_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, velocity_weight: float,
+                kind: str = "mse") -> torch.Tensor:
+    """Masked error (`l1` or `mse`) on normalised motion plus the same of frame-to-frame differences."""
+    error = torch.abs if kind == "l1" else torch.square
     w = valid.float()[..., None]
-    loss = ((pred - target) ** 2 * w).sum() / (w.sum() * pred.shape[-1]).clamp_min(1.0)
+    loss = (error(pred - target) * w).sum() / (w.sum() * pred.shape[-1]).clamp_min(1.0)
     if velocity_weight:
         wv = w[:, 1:] * w[:, :-1]
         dv = (pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])
-        loss = loss + velocity_weight * (dv ** 2 * wv).sum() / (wv.sum() * pred.shape[-1]).clamp_min(1.0)
+        loss = loss + velocity_weight * (error(dv) * wv).sum() / (wv.sum() * pred.shape[-1]).clamp_min(1.0)
     return loss
 
 
@@ -112,23 +115,28 @@ def training_step(model: TalkListenModel, bank: WindowBank, cfg: BaselineConfig,
     if step < cfg.prior_steps:
         hidden = (torch.rand(valid.shape, generator=gen) < cfg.prior_mask_ratio).to(valid.device) | ~valid
         pred = model(None, None, motion=target * valid[..., None], motion_mask=hidden)
-        return motion_loss(pred, target, valid & hidden, cfg.velocity_weight)
+        return motion_loss(pred, target, valid & hidden, cfg.velocity_weight, cfg.loss)
     pred = model(augment(bank.self_mel[idx], cfg, gen), augment(bank.other_mel[idx], cfg, gen))
-    return motion_loss(pred, target, valid, cfg.velocity_weight)
+    return motion_loss(pred, target, valid, cfg.velocity_weight, cfg.loss)
 
 
 @torch.no_grad()
-def validation_loss(model: TalkListenModel, bank: WindowBank, cfg: BaselineConfig, batch: int = 64) -> float:
+def validate(model: TalkListenModel, bank: WindowBank, cfg: BaselineConfig, batch: int = 64) -> tuple[float, dict]:
+    """Val loss (of the uncalibrated output, so it tracks training alone) and, with
+    `cfg.calibrate`, the output gains fitted on these windows (also set on the model)."""
     model.eval()
-    total, count = 0.0, 0.0
-    for i in range(0, len(bank), batch):
-        sl = slice(i, i + batch)
-        pred = model(bank.self_mel[sl], bank.other_mel[sl])
-        weight = float(bank.valid[sl].sum())
-        total += float(motion_loss(pred, model.normalise_motion(bank.motion[sl]), bank.valid[sl], 0.0)) * weight
-        count += weight
+    pred = torch.cat([model(bank.self_mel[i:i + batch], bank.other_mel[i:i + batch])
+                      for i in range(0, len(bank), batch)])
+    target = model.normalise_motion(bank.motion)
+    loss = float(motion_loss(pred, target, bank.valid, 0.0, cfg.loss))
+    gains: dict = {}
+    if cfg.calibrate:
+        groups = group_of_outputs(bank.blendshape_names, N_POSE)
+        clip_index = torch.as_tensor(np.unique(bank.keys, return_inverse=True)[1])
+        gains = fit_gains(pred.cpu(), target.cpu(), bank.valid.cpu(), clip_index, groups)
+        model.motion_gain.copy_(gain_vector(gains, groups))
     model.train()
-    return total / max(count, 1.0)
+    return loss, gains
 
 
 def save_checkpoint(path: Path, model: TalkListenModel, optimizer: torch.optim.Optimizer, step: int,
@@ -143,7 +151,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ta
     """The model of a checkpoint (eval mode) and the checkpoint dict."""
     ckpt = torch.load(path, map_location=device, weights_only=False)
     model = TalkListenModel(BaselineConfig.from_dict(ckpt["config"])).to(device)
-    model.load_state_dict(ckpt["model"])
+    state = dict(ckpt["model"])
+    state.setdefault("motion_gain", torch.ones(MOTION_DIM))  # version 1 checkpoints: no calibration
+    model.load_state_dict(state)
     model.eval()
     return model, ckpt
 
@@ -191,7 +201,11 @@ def train(cfg: BaselineConfig, shards: str | list[str], out_dir: str | Path, dev
 
     torch.manual_seed(cfg.seed)
     model = TalkListenModel(cfg)
-    model.set_normalisation(compute_normalisation(train_bank))
+    norm = compute_normalisation(train_bank)  # of the motion as it is: the metrics' units too
+    model.set_normalisation(norm)
+    if cfg.centre_clips:
+        train_bank = with_clip_means_replaced(train_bank, norm["motion_mean"])
+        val_bank = with_clip_means_replaced(val_bank, norm["motion_mean"]) if val_bank is not None else None
     model.to(dev)
     optimizer = _make_optimizer(model, cfg)
     step, best_val, elapsed_before = 0, float("inf"), 0.0
@@ -222,10 +236,10 @@ def train(cfg: BaselineConfig, shards: str | list[str], out_dir: str | Path, dev
         bar.update(1)
         if step % cfg.eval_every == 0 or step == end:
             in_prior = step <= cfg.prior_steps
-            val = validation_loss(model, val_bank, cfg) if val_bank is not None and not in_prior else float("nan")
+            val, gains = validate(model, val_bank, cfg) if val_bank is not None and not in_prior else (float("nan"), {})
             elapsed = elapsed_before + time.perf_counter() - started
             record = {"step": step, "phase": "prior" if in_prior else "audio", "train_loss": float(np.mean(recent)),
-                      "val_loss": _finite(val), "elapsed_s": round(elapsed, 2)}
+                      "val_loss": _finite(val), "gains": gains, "elapsed_s": round(elapsed, 2)}
             recent.clear()
             bar.set_postfix(train=f"{record['train_loss']:.3f}", val=f"{val:.3f}")
             improved = not in_prior and (val < best_val or val_bank is None)
@@ -243,6 +257,7 @@ def train(cfg: BaselineConfig, shards: str | list[str], out_dir: str | Path, dev
                "train_identities": sorted(set(train_bank.identities)),
                "val_identities": sorted(set(val_bank.identities)) if val_bank is not None else [],
                "elapsed_s": round(elapsed_before + time.perf_counter() - started, 2), "device": str(dev),
-               "threads": torch.get_num_threads(), "sigmas": model.sigmas()}
+               "threads": torch.get_num_threads(), "sigmas": model.sigmas(),
+               "gains": dict(zip(group_of_outputs(train_bank.blendshape_names, N_POSE), model.motion_gain.tolist()))}
     atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

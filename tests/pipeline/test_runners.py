@@ -95,3 +95,24 @@ def test_shards_read_with_ray_data(local_run):
         ray.shutdown()
     assert {r["__key__"] for r in rows} == kept
     assert all(isinstance(r["mp4"], bytes) and len(r["mp4"]) > 1000 for r in rows)
+
+
+def test_cpu_requests_fit_every_standing_actor():
+    """Five model stages on two CPUs: scaled so one actor each plus a task fit (a hang otherwise)."""
+    from dataclasses import dataclass
+
+    from voxhear.executors import fit_cpu_requests
+    from voxhear.stage import Resources
+
+    @dataclass
+    class Fake:
+        name: str
+        uses_models: bool
+        resources: Resources
+
+    stages = [Fake("ingest", False, Resources(cpus=1.0))] + \
+             [Fake(f"model{i}", True, Resources(cpus=1.0)) for i in range(5)]
+    cpus = fit_cpu_requests(stages, 2.0)
+    assert sum(cpus[s.name] for s in stages) <= 2.0
+    assert cpus["model0"] == pytest.approx(1 / 3, abs=1e-3) and cpus["ingest"] == cpus["model0"]
+    assert fit_cpu_requests(stages, 16.0) == {s.name: 1.0 for s in stages}

@@ -120,7 +120,7 @@ def test_attribution_of_the_bundled_sample():
 
     sections = parse_attribution(Path(__file__).resolve().parents[2] / "sample" / "ATTRIBUTION.md")
     assert sections["synth-0000"][0] == ["CC-BY 4.0", "public domain"]
-    assert sections["synth-0002"][0] == ["CC-BY 4.0", "CC-BY 3.0 (credit: Kevin MacLeod)"]
+    assert sections["synth-0003"][0] == ["CC-BY 4.0", "CC-BY 3.0 (credit: Kevin MacLeod)"]
 
 
 def test_croissant_validates(qc_run, tmp_path):
