@@ -73,6 +73,8 @@ class BaselineConfig:
         calibrate: At each validation, fit one output gain per group (mouth, rest of the face,
             head pose) on the val split: the slope of true on predicted motion, in [0, 1]
             (`baseline/calibration.py`). Predictions are scaled by it; training is not affected.
+            Off by default: it needs a val split with both talking and listening frames and
+            right labels, which the demo's one val person does not have.
         eval_every: Steps between validation passes and checkpoints.
         seed: Seeds initialisation, batch sampling and dropout (each step is reseeded, so a
             resumed run repeats an uninterrupted one exactly).
@@ -104,7 +106,7 @@ class BaselineConfig:
     aug_warp: float = 0.1
     aug_freq_mask: int = 16
     centre_clips: bool = True
-    calibrate: bool = True
+    calibrate: bool = False
     eval_every: int = 250
     seed: int = 0
 

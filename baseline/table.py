@@ -64,6 +64,7 @@ def ablation_table(paths: list[str | Path]) -> str:
     splits = sorted({r["split"] for r in results})
     frames = first["frames"]
     lines.append("")
+    diversity = f"{true_div:.2f}" if isinstance(true_div, (int, float)) and np.isfinite(true_div) else "– (no listening frames)"
     lines.append(f"Split {', '.join(splits)}: {frames['talking']} talking and {frames['listening']} listening frames "
-                 f"of {', '.join(results[0]['identities'])}; true listening diversity {true_div:.2f}.")
+                 f"of {', '.join(results[0]['identities'])}; true listening diversity {diversity}.")
     return "\n".join(lines) + "\n"

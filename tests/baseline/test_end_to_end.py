@@ -18,7 +18,7 @@ def test_train_eval_render_on_synthetic_shards(synth_shards, tmp_path, capsys):
     out = tmp_path / "train"
     assert main(["baseline", "train", "--shards", synth_shards, "--out", str(out), "--quiet",
                  "d_model=32", "n_layers=2", "steps=150", "eval_every=50", "warmup_steps=10", "lr=0.003",
-                 "train_hop_frames=10"]) == 0
+                 "train_hop_frames=10", "calibrate=true"]) == 0
     assert {"best.pt", "last.pt", "config.yaml", "log.jsonl", "train_summary.json"} <= {p.name for p in out.iterdir()}
 
     assert main(["baseline", "eval", str(out / "last.pt"), "--shards", synth_shards]) == 0

@@ -96,3 +96,24 @@ def test_listening_metrics_centre_each_clip_on_its_own_mean():
     assert listen["model"]["fd_absolute"] > 100
     centred = np.concatenate([dynamics[:100] - dynamics[:100].mean(0), dynamics[100:] - dynamics[100:].mean(0)])
     assert listen["mean_pose"]["fd"] == pytest.approx(np.trace(np.cov(centred, rowvar=False)), rel=1e-6)
+
+
+def test_ablation_table_of_a_split_without_listening_frames(tmp_path):
+    import json
+
+    from voxhear.baseline.config import BaselineConfig
+    from voxhear.baseline.table import ablation_table
+
+    talking = {"mouth_l1": 0.02, "jaw_open_corr": 0.3, "jaw_open_corr_clip_mean": 0.2}
+    listening = {"fd": None, "diversity": None, "fd_absolute": None}
+    paths = []
+    for seed, loss in ((0, "l1"), (1, "l1"), (0, "mse")):
+        result = {"config": BaselineConfig(seed=seed, loss=loss).to_dict(), "split": "val", "identities": ["p"],
+                  "metrics": {"frames": {"talking": 10, "listening": 0},
+                              "talking": {"model": talking, "mean_pose": talking},
+                              "listening": {"model": listening, "mean_pose": listening, "true": {"diversity": None}}}}
+        paths.append(tmp_path / f"{seed}-{loss}.json")
+        paths[-1].write_text(json.dumps(result))
+    table = ablation_table(paths)
+    assert "| mhgk | 2 | 0.0200 ± 0.0000 |" in table and '| mhgk (loss="mse") | 1 |' in table
+    assert "no listening frames" in table

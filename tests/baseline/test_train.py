@@ -62,3 +62,15 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     assert lr_at(0, cfg) == pytest.approx(0.1)
     assert lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+
+
+def test_calibration_changes_the_output_gains_but_not_training(synth_shards, tmp_path):
+    plain = train(tiny_config(steps=3, calibrate=False), synth_shards, tmp_path / "plain", progress=False)
+    calibrated = train(tiny_config(steps=3, calibrate=True), synth_shards, tmp_path / "cal", progress=False)
+    a = torch.load(tmp_path / "plain" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cal" / "last.pt", weights_only=False)["model"]
+    for name, tensor in a.items():
+        if name != "motion_gain":
+            assert torch.equal(tensor, b[name]), name
+    assert torch.equal(a["motion_gain"], torch.ones(58)) and not torch.equal(b["motion_gain"], torch.ones(58))
+    assert plain["best_val_loss"] == calibrated["best_val_loss"]
