@@ -4,9 +4,6 @@ import io
 import json
 import tarfile
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from voxhear.splits import assign_splits, rewrite_shard_metadata
 
 
