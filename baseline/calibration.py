@@ -19,44 +19,43 @@ a prediction toward the training mean, never amplify what the model is unsure of
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from voxhear.baseline.metrics import centre_per_clip, mouth_indices
+from voxhear.baseline.model import N_POSE
 
 GROUPS = ("mouth", "face", "head")
 
 
-def group_of_outputs(blendshape_names: tuple[str, ...] | list[str], n_pose: int) -> list[str]:
-    """The calibration group of each output dimension: blendshapes in `blendshape_names` order, then pose."""
-    groups = ["mouth" if str(n).startswith(("jaw", "mouth")) else "face" for n in blendshape_names]
-    return groups + ["head"] * n_pose
+def group_of_outputs(blendshape_names: tuple[str, ...] | list[str]) -> list[str]:
+    """The calibration group of each output: the blendshapes in `blendshape_names` order, then the pose.
+
+    `mouth` is the metrics' own set of mouth blendshapes, so the gain scales what mouth L1 scores.
+    """
+    groups = ["face"] * len(blendshape_names)
+    for i in mouth_indices(list(blendshape_names)):
+        groups[i] = "mouth"
+    return groups + ["head"] * N_POSE
 
 
-def centre_per_window_clip(x: torch.Tensor, valid: torch.Tensor, clip_index: torch.Tensor) -> torch.Tensor:
-    """(N, T, D) minus the mean over valid frames of the clip each window belongs to (clip_index: (N,))."""
-    out = x.clone()
-    for clip in clip_index.unique():
-        rows = clip_index == clip
-        w = valid[rows].float()[..., None]
-        mean = (x[rows] * w).sum((0, 1)) / w.sum((0, 1)).clamp_min(1.0)
-        out[rows] = x[rows] - mean
-    return out
-
-
-def fit_gains(pred: torch.Tensor, true: torch.Tensor, valid: torch.Tensor, clip_index: torch.Tensor,
+def fit_gains(pred: np.ndarray, true: np.ndarray, valid: np.ndarray, clips: np.ndarray,
               groups: list[str]) -> dict[str, float]:
     """Least-squares slope of true on predicted motion per group, clipped to [0, 1].
 
     Args:
-        pred: (N, T, D) predicted normalised motion (before any gain).
-        true: (N, T, D) true normalised motion.
-        valid: (N, T) frames with a face mesh.
-        clip_index: (N,) which clip each window is from (for the per-clip centring).
+        pred: (frames, D) predicted normalised motion (before any gain).
+        true: (frames, D) true normalised motion.
+        valid: (frames,) frames with a face mesh.
+        clips: (frames,) clip id of each frame (for the per-clip centring).
         groups: Group name of each of the D outputs.
 
     Returns:
         Gain per group; 1.0 for a group with no predicted motion at all.
     """
-    p = centre_per_window_clip(pred.double(), valid, clip_index)[valid]
-    t = centre_per_window_clip(true.double(), valid, clip_index)[valid]
+    valid = np.asarray(valid, bool)
+    p = centre_per_clip(pred, clips, valid)[valid]
+    t = centre_per_clip(true, clips, valid)[valid]
     gains = {}
     for group in GROUPS:
         dims = [i for i, g in enumerate(groups) if g == group]
@@ -69,3 +68,8 @@ def fit_gains(pred: torch.Tensor, true: torch.Tensor, valid: torch.Tensor, clip_
 def gain_vector(gains: dict[str, float], groups: list[str]) -> torch.Tensor:
     """(D,) gain of each output dimension."""
     return torch.tensor([gains[g] for g in groups], dtype=torch.float32)
+
+
+def gains_by_group(gain: torch.Tensor, blendshape_names: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """The per-output gain vector back as one number per group (every output of a group shares it)."""
+    return dict(zip(group_of_outputs(blendshape_names), gain.tolist()))

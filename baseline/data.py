@@ -54,6 +54,10 @@ class WindowBank:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def frame_clips(self) -> np.ndarray:
+        """(N*T,) an integer clip id for every frame, in `flatten_frames` order."""
+        return np.repeat(np.unique(self.keys, return_inverse=True)[1], self.valid.shape[1])
+
     def to(self, device: torch.device | str) -> WindowBank:
         move = {n: getattr(self, n).to(device) for n in ("self_mel", "other_mel", "motion", "valid", "state")}
         return WindowBank(**move, keys=self.keys, starts=self.starts, lengths=self.lengths, identities=self.identities,

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxhear.baseline.calibration import group_of_outputs
+from voxhear.baseline.calibration import gains_by_group
 from voxhear.baseline.data import WindowBank, concat_banks, expand_shards, flatten_frames, load_windows
 from voxhear.baseline.metrics import evaluate_motion
-from voxhear.baseline.model import N_POSE, TalkListenModel
+from voxhear.baseline.model import TalkListenModel
 from voxhear.baseline.train import load_model, pick_device
 from voxhear.io import atomic_write_text
 
@@ -47,7 +47,7 @@ def evaluate_checkpoint(checkpoint: str | Path, shards: str | list[str], split: 
     metrics = evaluate_motion(
         flatten_frames(pred), flatten_frames(bank.motion), flatten_frames(bank.state), flatten_frames(bank.valid),
         list(bank.blendshape_names), norm["motion_mean"].numpy(), norm["motion_std"].numpy(), seed=seed,
-        clips=np.repeat(np.unique(bank.keys, return_inverse=True)[1], cfg.window_frames))
+        clips=bank.frame_clips())
     return {
         "eval_version": EVAL_VERSION,
         "checkpoint": str(checkpoint),
@@ -62,7 +62,7 @@ def evaluate_checkpoint(checkpoint: str | Path, shards: str | list[str], split: 
         "sigmas": model.sigmas() if cfg.variant == "mhgk" else None,
         # Output gains fitted on the val split (1.0 without calibration): scores on val are then
         # not fully held out, those on test are.
-        "gains": dict(zip(group_of_outputs(bank.blendshape_names, N_POSE), model.motion_gain.tolist())),
+        "gains": gains_by_group(model.motion_gain, bank.blendshape_names),
         "metrics": metrics,
     }
 

@@ -23,10 +23,10 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from voxhear.baseline.calibration import fit_gains, gain_vector, group_of_outputs
+from voxhear.baseline.calibration import fit_gains, gain_vector, gains_by_group, group_of_outputs
 from voxhear.baseline.config import BaselineConfig
-from voxhear.baseline.data import WindowBank, expand_shards, load_windows, with_clip_means_replaced
-from voxhear.baseline.model import MOTION_DIM, N_POSE, TalkListenModel
+from voxhear.baseline.data import WindowBank, expand_shards, flatten_frames, load_windows, with_clip_means_replaced
+from voxhear.baseline.model import MOTION_DIM, TalkListenModel
 from voxhear.io import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,9 @@ def validate(model: TalkListenModel, bank: WindowBank, cfg: BaselineConfig, batc
     loss = float(motion_loss(pred, target, bank.valid, 0.0, cfg.loss))
     gains: dict = {}
     if cfg.calibrate:
-        groups = group_of_outputs(bank.blendshape_names, N_POSE)
-        clip_index = torch.as_tensor(np.unique(bank.keys, return_inverse=True)[1])
-        gains = fit_gains(pred.cpu(), target.cpu(), bank.valid.cpu(), clip_index, groups)
+        groups = group_of_outputs(bank.blendshape_names)
+        gains = fit_gains(flatten_frames(pred), flatten_frames(target),
+                          flatten_frames(bank.valid), bank.frame_clips(), groups)
         model.motion_gain.copy_(gain_vector(gains, groups))
     model.train()
     return loss, gains
@@ -258,6 +258,6 @@ def train(cfg: BaselineConfig, shards: str | list[str], out_dir: str | Path, dev
                "val_identities": sorted(set(val_bank.identities)) if val_bank is not None else [],
                "elapsed_s": round(elapsed_before + time.perf_counter() - started, 2), "device": str(dev),
                "threads": torch.get_num_threads(), "sigmas": model.sigmas(),
-               "gains": dict(zip(group_of_outputs(train_bank.blendshape_names, N_POSE), model.motion_gain.tolist()))}
+               "gains": gains_by_group(model.motion_gain, train_bank.blendshape_names)}
     atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
