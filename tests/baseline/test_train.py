@@ -74,3 +74,34 @@ def test_calibration_changes_the_output_gains_but_not_training(synth_shards, tmp
             assert torch.equal(tensor, b[name]), name
     assert torch.equal(a["motion_gain"], torch.ones(58)) and not torch.equal(b["motion_gain"], torch.ones(58))
     assert plain["best_val_loss"] == calibrated["best_val_loss"]
+
+
+def test_motion_loss_is_l1_or_mse_on_valid_frames_and_their_differences():
+    from voxhear.baseline.train import motion_loss
+
+    pred, target = torch.zeros(1, 3, 2), torch.tensor([[[1.0, -1.0], [2.0, -2.0], [9.0, 9.0]]])
+    valid = torch.tensor([[True, True, False]])  # the last frame, and its difference, do not count
+    assert motion_loss(pred, target, valid, 0.0, "l1") == pytest.approx((1 + 1 + 2 + 2) / 4)
+    assert motion_loss(pred, target, valid, 0.0, "mse") == pytest.approx((1 + 1 + 4 + 4) / 4)
+    assert motion_loss(pred, target, valid, 0.5, "l1") == pytest.approx(1.5 + 0.5 * (1 + 1) / 2)
+    with pytest.raises(BaselineConfigError, match="loss"):
+        BaselineConfig(loss="huber")
+
+
+def test_clip_means_replaced_counts_overlapping_frames_once():
+    from voxhear.baseline.data import WindowBank, with_clip_means_replaced
+
+    # Clip "a": frames 0-3 seen through two overlapping 3-frame windows (frames 1-2 twice);
+    # clip "b": one window whose last frame has no face mesh.
+    motion = torch.tensor([[[0.0], [1.0], [2.0]], [[1.0], [2.0], [30.0]], [[4.0], [6.0], [99.0]]])
+    valid = torch.tensor([[True, True, True], [True, True, True], [True, True, False]])
+    bank = WindowBank(self_mel=torch.zeros(3, 3, 1), other_mel=torch.zeros(3, 3, 1), motion=motion, valid=valid,
+                      state=torch.zeros(3, 3, dtype=torch.long), keys=["a", "a", "b"], starts=[0, 1, 0],
+                      lengths=[3, 3, 3], identities=["p", "p", "q"])
+    out = with_clip_means_replaced(bank, torch.tensor([10.0]))
+    # Clip a's frames are 0, 1, 2, 30: mean 8.25, whichever window a frame is seen through.
+    assert torch.allclose(out.motion[0, :, 0], torch.tensor([0.0, 1.0, 2.0]) + 1.75)
+    assert torch.allclose(out.motion[1, :, 0], torch.tensor([1.0, 2.0, 30.0]) + 1.75)
+    # Clip b's valid frames 4 and 6 have mean 5; the invalid frame stays 0.
+    assert torch.allclose(out.motion[2, :, 0], torch.tensor([9.0, 11.0, 0.0]))
+    assert torch.equal(bank.motion, motion)  # the input bank is left alone
