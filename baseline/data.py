@@ -1,4 +1,4 @@
-"""Windows of one split, read with `voxhear.loader.VoxHearWindows`, held in memory as features.
+"""Windows of one split, read with `voxhear.dataset.loader.VoxHearWindows`, held in memory as features.
 
 The baseline is small and so is its data: each window keeps only its log-mel features (two
 streams), motion, validity and state (about 40 KB per 2 s window), which makes every training
@@ -30,7 +30,7 @@ BLENDSHAPE_NAMES = (
 
 def expand_shards(patterns: str | list[str]) -> list[str]:
     """Shard paths from globs (`RUN/shards/*.tar`), brace patterns, folders or lists (the loader's rules)."""
-    from voxhear.loader import expand_urls
+    from voxhear.dataset.loader import expand_urls
 
     return expand_urls(patterns)
 
@@ -81,7 +81,7 @@ def load_windows(urls: list[str], split: str | None, window_frames: int, hop_fra
         drop_partial: Skip a clip's tail shorter than a window; else pad it (invalid frames).
         chunk: Windows per feature computation.
     """
-    from voxhear.loader import VoxHearWindows
+    from voxhear.dataset.loader import VoxHearWindows
 
     tracks = ("self", "other", "mix") if keep_mix else ("self", "other")
     dataset = VoxHearWindows(urls, split=split, window_frames=window_frames, hop_frames=hop_frames,

@@ -13,7 +13,7 @@ from voxhear.baseline.data import WindowBank, concat_banks, expand_shards, flatt
 from voxhear.baseline.metrics import evaluate_motion
 from voxhear.baseline.model import TalkListenModel
 from voxhear.baseline.train import load_model, pick_device
-from voxhear.io import atomic_write_text
+from voxhear.pipeline.io import atomic_write_text
 
 EVAL_VERSION = 1
 

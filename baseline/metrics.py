@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxhear.records import STATE_BOTH, STATE_LISTEN, STATE_TALK
+from voxhear.pipeline.records import STATE_BOTH, STATE_LISTEN, STATE_TALK
 
 TALKING_STATES = (STATE_TALK, STATE_BOTH)
 LISTENING_STATES = (STATE_LISTEN,)

@@ -21,8 +21,8 @@ import soundfile as sf
 from voxhear.baseline.data import expand_shards, load_windows
 from voxhear.baseline.evaluate import predict
 from voxhear.baseline.train import load_model, pick_device
-from voxhear.io import atomic_path
-from voxhear.records import STATE_NAMES
+from voxhear.pipeline.io import atomic_path
+from voxhear.pipeline.records import STATE_NAMES
 
 PANEL = 320
 BAR = 40

@@ -27,7 +27,7 @@ from voxhear.baseline.calibration import fit_gains, gain_vector, gains_by_group,
 from voxhear.baseline.config import BaselineConfig
 from voxhear.baseline.data import WindowBank, expand_shards, flatten_frames, load_windows, with_clip_means_replaced
 from voxhear.baseline.model import MOTION_DIM, TalkListenModel
-from voxhear.io import atomic_path, atomic_write_text
+from voxhear.pipeline.io import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from voxhear.io import atomic_write_table, remove_stale_temps
+from voxhear.pipeline.io import atomic_write_table, remove_stale_temps
 from voxhear.manifests.schemas import ClipManifestRow, SourceManifestRow
 
 SHARD_PATTERN = re.compile(r"^(\d{6})\.tar$")

@@ -6,7 +6,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 
-from voxhear.records import ShotRecord, SourceRecord
+from voxhear.pipeline.records import ShotRecord, SourceRecord
 
 
 @dataclass(slots=True)

@@ -10,8 +10,8 @@ import yaml
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from voxhear.config import load_config
-    from voxhear.runner import run_pipeline
+    from voxhear.pipeline.config import load_config
+    from voxhear.pipeline.runner import run_pipeline
 
     overrides = [a for a in args.inputs if _is_override(a)]
     inputs = [a for a in args.inputs if not _is_override(a)]
@@ -35,8 +35,8 @@ def _is_override(arg: str) -> bool:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from voxhear.config import load_config
-    from voxhear.models import ModelStore, ModelStoreError
+    from voxhear.pipeline.config import load_config
+    from voxhear.pipeline.models import ModelStore, ModelStoreError
 
     store = ModelStore.from_config(load_config(args.config, args.overrides).models)
     verify = args.action == "verify"
@@ -62,18 +62,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from voxhear.config import config_to_dict, load_config
+    from voxhear.pipeline.config import config_to_dict, load_config
 
     print(yaml.safe_dump(config_to_dict(load_config(args.config, args.overrides)), sort_keys=False), end="")
     return 0
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from voxhear.config import load_config
+    from voxhear.pipeline.config import load_config
     from voxhear.manifests import SourceManifestRow, clip_row_type
-    from voxhear.models import ModelStore
-    from voxhear.runner import build_stages
-    from voxhear.stage import RunContext
+    from voxhear.pipeline.models import ModelStore
+    from voxhear.pipeline.runner import build_stages
+    from voxhear.pipeline.stage import RunContext
 
     config = load_config(args.config, [])
     stages = build_stages(config, RunContext(run_dir=config.run_dir, model_store=ModelStore()))
@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("overrides", nargs="*", default=[])
     config.set_defaults(func=_cmd_config)
 
-    from voxhear import baseline, evaluation, synth
+    from voxhear import baseline
+    from voxhear.benchmarks import evaluation, synth
     from voxhear.qc import cli as qc_cli
 
     for name, module, help_text in (("synth", synth, "compose interview videos with exact ground truth"),
@@ -149,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from voxhear.config import ConfigError
-    from voxhear.models import ModelStoreError
+    from voxhear.pipeline.config import ConfigError
+    from voxhear.pipeline.models import ModelStoreError
 
     try:
         return int(args.func(args) or 0)

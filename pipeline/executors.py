@@ -9,10 +9,10 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from voxhear.config import RayConfig
-from voxhear.records import Record
-from voxhear.sink import DatasetSink
-from voxhear.stage import Stage, apply_stage
+from voxhear.pipeline.config import RayConfig
+from voxhear.pipeline.records import Record
+from voxhear.pipeline.sink import DatasetSink
+from voxhear.pipeline.stage import Stage, apply_stage
 
 log = logging.getLogger(__name__)
 

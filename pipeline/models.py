@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voxhear.io import atomic_path, sha256_file
+from voxhear.pipeline.io import atomic_path, sha256_file
 
 REGISTRY_PATH = Path(__file__).with_name("models.tsv")
 DOWNLOAD_TIMEOUT_S = 30.0

@@ -179,7 +179,7 @@ class ShotRecord(SourceRecord):
 
     def sample_metadata(self) -> dict[str, Any]:
         """The sample's `json` member; subclasses extend it."""
-        from voxhear import __version__
+        from voxhear.pipeline import __version__
 
         return {
             "key": self.key, "source_uri": self.source_uri, "source_id": self.source_id,
@@ -296,7 +296,7 @@ class ClipRecord(FaceTrackRecord):
     its track; `key` is `{source_id}-face{track_index}-{clip start ms}`. Work files: the crop
     video window, the four 16 kHz FLAC tracks (self + other + background == mix sample for
     sample), per-frame arrays and words. `split` and `identity_id` are filled after the run,
-    when every clip's identity is known (voxhear.splits).
+    when every clip's identity is known (voxhear.passes.splits).
     """
 
     # -1 marks a track-level row (the track was filtered before clips were cut).

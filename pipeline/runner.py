@@ -12,38 +12,22 @@ from pathlib import Path
 
 import yaml
 
-from voxhear.config import ConfigError, RunConfig, save_config
-from voxhear.executors import make_executor
-from voxhear.inputs import expand_inputs
+from voxhear.pipeline import registry
+from voxhear.pipeline.config import ConfigError, RunConfig, save_config
+from voxhear.pipeline.executors import make_executor
+from voxhear.pipeline.inputs import expand_inputs
 from voxhear.manifests import Ledger, consolidate
-from voxhear.models import ModelStore, UnknownModelError
-from voxhear.records import STATUS_FAILED, SourceRecord
-from voxhear.sink import DatasetSink
-from voxhear.stage import RunContext, Stage
+from voxhear.pipeline.models import ModelStore, UnknownModelError
+from voxhear.pipeline.records import STATUS_FAILED, SourceRecord
+from voxhear.pipeline.sink import DatasetSink
+from voxhear.pipeline.stage import RunContext, Stage
 
 log = logging.getLogger(__name__)
 
 
 def build_stages(config: RunConfig, context: RunContext) -> list[Stage]:
-    """The stage graph, in order. Imported here so `voxhear models` works without stage deps."""
-    from voxhear.stages.audio.stages import AsrStage, DiarizationStage, SeparationStage
-    from voxhear.stages.ingest import IngestStage
-    from voxhear.stages.scene_cut import SceneCutStage
-    from voxhear.stages.faces.stage import FaceStage
-    from voxhear.stages.shot_media import ShotMediaStage
-    from voxhear.stages.talk.stage import TalkStage
-
-    factories = {
-        "ingest": lambda: IngestStage(config.ingest, context),
-        "separation": lambda: SeparationStage(config.separation, context),
-        "diarization": lambda: DiarizationStage(config.diarization, context),
-        "asr": lambda: AsrStage(config.asr, context),
-        "scene_cut": lambda: SceneCutStage(config.scene_cut, context),
-        "shot_media": lambda: ShotMediaStage(config.ingest, context),
-        "faces": lambda: FaceStage(config.faces, context),
-        "talk": lambda: TalkStage(config.talk, context),
-    }
-    stages = [factories[name]() for name in config.stages]
+    """The configured stages, in registry order, each given its own config section."""
+    stages = [registry.stage_class(name)(config.section(name), context) for name in config.stages]
     for before, after in zip(stages, stages[1:]):
         if not issubclass(before.output_type, after.input_type):
             raise ConfigError(f"stage {after.name} takes {after.input_type.__name__} rows but {before.name} "
@@ -53,18 +37,7 @@ def build_stages(config: RunConfig, context: RunContext) -> list[Stage]:
 
 def models_in_use(config: RunConfig) -> list[str]:
     """Registry names of the models the configured stages load (for every sample's provenance)."""
-    used = {
-        "separation": [config.separation.demucs_model] if config.separation.backend == "demucs" else
-                      ["deepfilternet3"],
-        "diarization": ["pyannote-segmentation-3.0", "campplus"] if config.diarization.pipeline == "campplus"
-                       else ["pyannote-speaker-diarization-3.1"],
-        "asr": [config.asr.model],
-        "faces": [{"yunet": "yunet", "insightface": "insightface-scrfd"}[config.faces.detector],
-                  "mediapipe-face-landmarker"] + (["dlib-shape-predictor-5", "dlib-face-recognition"]
-                                                  if config.faces.embedder == "dlib" else ["insightface-arcface"]),
-        "talk": ["light-asd"],
-    }
-    return [name for stage in config.stages for name in used.get(stage, [])]
+    return registry.models_in_use(config)
 
 
 def run_provenance(config: RunConfig, store: ModelStore) -> dict:
@@ -152,11 +125,11 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
         consolidate(run_dir)
     if "faces" in config.stages:
         # Identities need every face track of the run, so they are clustered after consolidation.
-        from voxhear.stages.faces.identity import assign_identities
+        from voxhear.passes.identities import assign_identities
 
         assign_identities(run_dir, config.faces.identity_threshold)
     if "talk" in config.stages:
-        from voxhear.splits import write_splits
+        from voxhear.passes.splits import write_splits
 
         write_splits(run_dir, config.shards.val_share, config.shards.test_share, config.shards.split_seed)
     return summarize_run(run_dir, inputs_total=len(inputs), skipped=len(inputs) - len(todo),

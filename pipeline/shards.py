@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voxhear.io import fsync_dir, temp_path_for
+from voxhear.pipeline.io import fsync_dir, temp_path_for
 
 
 @dataclass

@@ -14,10 +14,10 @@ from fractions import Fraction
 
 from tqdm import tqdm
 
-from voxhear.config import RunConfig
+from voxhear.pipeline.config import RunConfig
 from voxhear.manifests import Ledger, LedgerState, SourceManifestRow, clip_row_type
-from voxhear.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, ShotRecord
-from voxhear.shards import ShardWriter
+from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, ShotRecord
+from voxhear.pipeline.shards import ShardWriter
 
 
 class RunAbortedError(RuntimeError):

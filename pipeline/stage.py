@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from voxhear.config import ConfigError
-from voxhear.models import ModelStore, ModelStoreError
-from voxhear.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record
+from voxhear.pipeline.models import ModelStore, ModelStoreError
+from voxhear.pipeline.settings import ConfigError
+from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record
 
 In = TypeVar("In", bound=Record)
 Out = TypeVar("Out", bound=Record)
@@ -27,6 +27,33 @@ class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
     memory_gb: float = 0.0
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A config key that bounds a manifest column (drawn on the QC dashboard's histograms).
+
+    `kind` is min (kept when the value is >= the key's value), max (<=) or abs_max (|x| <=).
+    """
+
+    key: str
+    table: str
+    column: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class RejectReason:
+    """A reason a stage filters a row, and the config keys that decide it.
+
+    `keys` is empty only for a property of the input that no setting changes (no audio stream);
+    the datasheet and the QC page explain every reject from this declaration.
+    """
+
+    name: str
+    keys: tuple[str, ...] = ()
+    doc: str = ""
+    bounds: tuple[Bound, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,17 +92,28 @@ class InputError(Exception):
 
 
 class Stage(Generic[In, Out]):
-    """A pipeline stage.
+    """A pipeline stage: the one place that declares everything about it.
 
-    Subclasses declare `name`, `input_type`, `output_type` and `resources`, take their config
-    section in `__init__`, load models in `setup()` (once per worker) and implement `process`
-    (one input row to any number of output rows) or, to batch on a GPU, `process_batch`.
+    Subclasses declare `name`, `input_type`, `output_type`, their config section's class
+    (`config_class`; the section is named after the stage), the stages they need earlier in the
+    run (`requires`), the reasons they filter rows for (`reasons`), the models a config makes
+    them load (`models`) and the resources a worker needs (`resources_for`). The registry
+    (voxhear.pipeline.registry) lists the stage classes; config sections, factories, provenance,
+    the QC page and the datasheet are all read from these declarations.
+
+    A stage takes its config section in `__init__`, loads models in `setup()` (once per worker)
+    and implements `process` (one input row to any number of output rows) or, to batch on a
+    GPU, `process_batch`.
     """
 
     name: ClassVar[str]
     input_type: ClassVar[type[Record]]
     output_type: ClassVar[type[Record]]
-    resources: ClassVar[Resources] = Resources()
+    config_class: ClassVar[type | None] = None
+    requires: ClassVar[tuple[str, ...]] = ()
+    reasons: ClassVar[tuple[RejectReason, ...]] = ()
+    # Set per instance from the config section (resources_for).
+    resources: Resources
     # Stages that load models run as Ray actor pools so setup() happens once per worker.
     uses_models: ClassVar[bool] = False
     batch_size: ClassVar[int] = 1
@@ -83,6 +121,18 @@ class Stage(Generic[In, Out]):
     def __init__(self, config: Any, context: RunContext) -> None:
         self.config = config
         self.context = context
+        self.resources = self.resources_for(config)
+
+    @classmethod
+    def models(cls, config: Any) -> list[str]:
+        """Model store names this stage loads under `config` (its section)."""
+        return []
+
+    @classmethod
+    def resources_for(cls, config: Any) -> Resources:
+        """One worker's request: a CPU per thread the section asks for, and its GPU share."""
+        return Resources(cpus=float(getattr(config, "threads", 1)), gpus=float(getattr(config, "gpus", 0.0)),
+                         memory_gb=float(getattr(config, "memory_gb", 0.0)))
 
     def setup(self) -> None:
         """Load models; called once per worker before the first batch."""

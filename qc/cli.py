@@ -104,5 +104,5 @@ def run_datasheet_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-# `voxhear datasheet`, registered by voxhear.cli like a module with these two functions.
+# `voxhear datasheet`, registered by voxhear.pipeline.cli like a module with these two functions.
 datasheet_command = SimpleNamespace(add_arguments=add_datasheet_arguments, run_from_args=run_datasheet_from_args)

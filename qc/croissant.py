@@ -185,7 +185,7 @@ def _qc_columns(schema: pa.Schema) -> list[str]:
 
 
 def write_croissant(doc: dict, path: str | Path) -> Path:
-    from voxhear.io import atomic_write_text
+    from voxhear.pipeline.io import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")

@@ -212,8 +212,8 @@ def models_used(config: dict[str, Any], stages: list[str]) -> tuple[list[str], l
 
 
 def model_registry() -> dict[str, Any]:
-    """`voxhear.models.load_registry()` plus the optional registries stages keep beside them."""
-    from voxhear.models import REGISTRY_PATH, load_registry
+    """`voxhear.pipeline.models.load_registry()` plus the optional registries stages keep beside them."""
+    from voxhear.pipeline.models import REGISTRY_PATH, load_registry
 
     registry = load_registry()
     for extra in sorted(Path(REGISTRY_PATH).resolve().parent.parent.glob("stages/*/models.tsv")):
@@ -223,7 +223,7 @@ def model_registry() -> dict[str, Any]:
 
 
 def software_versions() -> dict[str, str]:
-    from voxhear import __version__
+    from voxhear.pipeline import __version__
 
     versions = {"voxhear": __version__, "python": sys.version.split()[0]}
     for package in PACKAGES:
@@ -599,7 +599,7 @@ def write_datasheet(run_dir: str | Path, out: str | Path | None = None, info_pat
         {"datasheet": path, "croissant": path or None, "problems": validation problems or None
         (mlcroissant absent)}.
     """
-    from voxhear.io import atomic_write_text
+    from voxhear.pipeline.io import atomic_write_text
     from voxhear.qc.croissant import build_croissant, validate_croissant, write_croissant
 
     info = load_info(info_path)

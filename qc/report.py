@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from voxhear.io import atomic_write_text
+from voxhear.pipeline.io import atomic_write_text
 from voxhear.qc import charts
 from voxhear.qc.data import (RunData, breakdown, funnel, headline, kept, load_run, map_means, per_identity,
                              per_source, stage_timings, talk_totals)
@@ -494,7 +494,7 @@ def _filter_form(options: dict[str, Any]) -> str:
 
 def render_page(data: RunData, sections_html: str, serve: bool = False,
                 filter_options: dict[str, Any] | None = None, footer: str = "") -> str:
-    from voxhear import __version__
+    from voxhear.pipeline import __version__
 
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = f"voxhear QC \u00b7 {data.run_dir.name}"

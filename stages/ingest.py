@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,11 +18,11 @@ import ffmpeg
 import numpy as np
 import soundfile as sf
 
-from voxhear.config import IngestConfig
-from voxhear.inputs import is_remote, open_input
-from voxhear.io import atomic_path, sha256_file
-from voxhear.records import SourceRecord
-from voxhear.stage import FilteredError, InputError, Resources, Stage
+from voxhear.pipeline.inputs import is_remote, open_input
+from voxhear.pipeline.io import atomic_path, sha256_file
+from voxhear.pipeline.records import SourceRecord
+from voxhear.pipeline.settings import require, setting
+from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReason, Stage
 
 # Peak level below which audio counts as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
@@ -29,11 +30,48 @@ SILENCE_PEAK = 1e-4
 MIN_DECODED_SHARE = 0.9
 
 
+@dataclass
+class IngestConfig:
+    """Probing and normalization of every input."""
+
+    fps: int = setting(25, gt=0)
+    sample_rate: int = setting(16000, choices=(8000, 16000, 22050, 24000, 44100, 48000))
+    # Larger frames are scaled down once here so every later stage decodes less.
+    max_height: int = setting(720, ge=64)
+    # Frames above this many pixels are rejected before decoding (a 16k video would OOM a worker).
+    max_pixels: int = setting(4096 * 2304, ge=1)
+    min_duration_s: float = setting(1.0, ge=0)
+    max_duration_s: float = setting(6 * 3600.0, gt=0)
+    # Container frame rates outside this range are treated as broken metadata.
+    min_fps: float = setting(5.0, gt=0)
+    max_fps: float = setting(240.0, gt=0)
+    keep_original_audio: bool = True
+    video_crf: int = setting(18, ge=0, le=51)
+    x264_preset: str = "veryfast"
+
+    def check(self) -> None:
+        require(self.max_duration_s > self.min_duration_s, "ingest.max_duration_s", "must exceed min_duration_s")
+        require(self.min_fps < self.max_fps, "ingest.min_fps", "must be below max_fps")
+
+
 class IngestStage(Stage[SourceRecord, SourceRecord]):
     name = "ingest"
     input_type = SourceRecord
     output_type = SourceRecord
-    resources = Resources(cpus=1.0)
+    config_class = IngestConfig
+    reasons = (
+        RejectReason("no_video_stream", (), "the input has no video stream (audio only?)"),
+        RejectReason("no_audio_stream", (), "the input has no audio stream"),
+        RejectReason("silent_audio", (), "the audio track is digital silence"),
+        RejectReason("frame_too_large", ("ingest.max_pixels",), "frame has more pixels than the bound"),
+        RejectReason("unsupported_frame_rate", ("ingest.min_fps", "ingest.max_fps"),
+                     "container frame rate outside the accepted range",
+                     (Bound("ingest.min_fps", "sources", "fps", "min"), Bound("ingest.max_fps", "sources", "fps", "max"))),
+        RejectReason("too_short", ("ingest.min_duration_s",), "input shorter than the bound",
+                     (Bound("ingest.min_duration_s", "sources", "duration_s", "min"),)),
+        RejectReason("too_long", ("ingest.max_duration_s",), "input longer than the bound",
+                     (Bound("ingest.max_duration_s", "sources", "duration_s", "max"),)),
+    )
 
     config: IngestConfig
 

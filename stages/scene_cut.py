@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from voxhear.config import SceneCutConfig
-from voxhear.records import STATUS_FILTERED, ShotRecord, SourceRecord, sample_key
-from voxhear.stage import Resources, Stage
+from voxhear.pipeline.records import STATUS_FILTERED, ShotRecord, SourceRecord, sample_key
+from voxhear.pipeline.settings import setting
+from voxhear.pipeline.stage import Bound, RejectReason, Stage
 
 # Shorter than this (seconds) and two cuts are one cut; keeps flash frames from making shots.
 MIN_CUT_GAP_S = 0.4
+
+
+@dataclass
+class SceneCutConfig:
+    """PySceneDetect settings."""
+
+    detector: str = setting("content", choices=("content", "adaptive"))
+    # ContentDetector's default; AdaptiveDetector uses adaptive_threshold instead.
+    threshold: float = setting(27.0, gt=0)
+    adaptive_threshold: float = setting(3.0, gt=0)
+    downscale_width: int = setting(320, ge=32)
+    min_shot_s: float = setting(1.0, ge=0)
 
 
 class SceneCutStage(Stage[SourceRecord, ShotRecord]):
     name = "scene_cut"
     input_type = SourceRecord
     output_type = ShotRecord
-    resources = Resources(cpus=1.0)
+    config_class = SceneCutConfig
+    requires = ("ingest",)
+    reasons = (
+        RejectReason("shot_too_short", ("scene_cut.min_shot_s",), "shot shorter than the bound",
+                     (Bound("scene_cut.min_shot_s", "clips", "shot_s", "min"),)),
+    )
 
     config: SceneCutConfig
 

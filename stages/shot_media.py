@@ -7,22 +7,32 @@ which would put frames of the neighbouring shot into this one.
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 
 import soundfile as sf
 
-from voxhear.config import IngestConfig
-from voxhear.io import atomic_path
-from voxhear.records import ShotRecord
-from voxhear.stage import Resources, Stage
+from voxhear.pipeline.io import atomic_path
+from voxhear.pipeline.records import ShotRecord
+from voxhear.pipeline.settings import setting
+from voxhear.pipeline.stage import Stage
+
+
+@dataclass
+class ShotMediaConfig:
+    """Encoding of each shot's video segment (re-encoded: a stream copy cuts only on keyframes)."""
+
+    video_crf: int = setting(18, ge=0, le=51)
+    x264_preset: str = "veryfast"
 
 
 class ShotMediaStage(Stage[ShotRecord, ShotRecord]):
     name = "shot_media"
     input_type = ShotRecord
     output_type = ShotRecord
-    resources = Resources(cpus=1.0)
+    config_class = ShotMediaConfig
+    requires = ("scene_cut",)
 
-    config: IngestConfig
+    config: ShotMediaConfig
 
     def process(self, row: ShotRecord) -> list[ShotRecord]:
         shot_dir = self.context.source_work_dir(row.source_id) / "shots"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from voxhear.config import load_config
+from voxhear.pipeline.config import load_config
 
 # The foundation's tests use ffmpeg test patterns (no faces, no speech): they stop after the shot
 # stages, which write one sample per shot.

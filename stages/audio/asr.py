@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxhear.models import ModelStore
+from voxhear.pipeline.models import ModelStore
 from voxhear.stages.audio.diarization import Turn
 
 log = logging.getLogger(__name__)

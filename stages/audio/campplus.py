@@ -301,7 +301,7 @@ def campplus_onnx(model: CAMPPlus, checkpoint_sha256: str, cache_dir: str | Path
     not load, belongs to something else or disagrees is exported again. Raises when a fresh
     export fails or disagrees: the caller then keeps the torch module.
     """
-    from voxhear.io import atomic_write_bytes
+    from voxhear.pipeline.io import atomic_write_bytes
 
     path = onnx_cache_path(cache_dir, checkpoint_sha256) if cache_dir is not None else None
     expected = {"checkpoint_sha256": checkpoint_sha256, "export_key": onnx_export_key()}

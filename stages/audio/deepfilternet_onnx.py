@@ -37,7 +37,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy.signal import lfilter
 
-from voxhear.models import ModelStoreError
+from voxhear.pipeline.models import ModelStoreError
 
 # libDF's initial states of the two running normalisations (first and last band, linear in between).
 MEAN_NORM_INIT = (-60.0, -90.0)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from voxhear.models import ModelStore, ModelStoreError
+from voxhear.pipeline.models import ModelStore, ModelStoreError
 from voxhear.stages.audio.campplus import EMBED_DIM, SAMPLE_RATE, campplus_onnx, fbank, load_campplus
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from voxhear.io import atomic_path
-from voxhear.models import ModelStore, ModelStoreError, load_registry
+from voxhear.pipeline.io import atomic_path
+from voxhear.pipeline.models import ModelStore, ModelStoreError, load_registry
 
 FULL_SCALE = 2 ** 23  # stems are 24-bit
 EXTRA_REGISTRY = Path(__file__).with_name("models.tsv")

@@ -16,9 +16,10 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from voxhear.io import atomic_write_table, atomic_write_text
-from voxhear.records import SourceRecord
-from voxhear.stage import FilteredError, InputError, Resources, Stage
+from voxhear.pipeline.io import atomic_write_table, atomic_write_text
+from voxhear.pipeline.records import SourceRecord
+from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReason, Resources, Stage
+from voxhear.stages.audio.config import AsrConfig, DiarizationConfig, SeparationConfig
 
 WORDS_SCHEMA = pa.schema([
     pa.field("word", pa.string(), nullable=False),
@@ -42,13 +43,24 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
     name = "separation"
     input_type = SourceRecord
     output_type = SourceRecord
+    config_class = SeparationConfig
+    requires = ("ingest",)
     uses_models = True
 
-    def __init__(self, config, context) -> None:
+    config: SeparationConfig
+
+    def __init__(self, config: SeparationConfig, context) -> None:
         super().__init__(config, context)
-        # Both DeepFilterNet runtimes run on CPUs here; Demucs uses a GPU when the config asks for one.
-        self.resources = Resources(cpus=float(config.threads), gpus=config.gpus if config.backend == "demucs" else 0.0)
         self.backend = None
+
+    @classmethod
+    def models(cls, config: SeparationConfig) -> list[str]:
+        return [config.demucs_model] if config.backend == "demucs" else ["deepfilternet3"]
+
+    @classmethod
+    def resources_for(cls, config: SeparationConfig) -> Resources:
+        # Both DeepFilterNet runtimes run on CPUs here; Demucs uses a GPU when the config asks for one.
+        return Resources(cpus=float(config.threads), gpus=config.gpus if config.backend == "demucs" else 0.0)
 
     def setup(self) -> None:
         from voxhear.stages.audio.separation import DeepFilterNetBackend, DemucsBackend
@@ -105,12 +117,26 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
     name = "diarization"
     input_type = SourceRecord
     output_type = SourceRecord
+    config_class = DiarizationConfig
+    # Diarizes the separated speech when separation ran, else the mix.
+    requires = ("ingest",)
+    reasons = (
+        RejectReason("no_speech", ("diarization.min_speech_s",), "less diarized speech than the bound",
+                     (Bound("diarization.min_speech_s", "sources", "speech_s", "min"),)),
+    )
     uses_models = True
 
-    def __init__(self, config, context) -> None:
+    config: DiarizationConfig
+
+    def __init__(self, config: DiarizationConfig, context) -> None:
         super().__init__(config, context)
-        self.resources = Resources(cpus=float(config.threads), gpus=config.gpus)
         self.diarizer = None
+
+    @classmethod
+    def models(cls, config: DiarizationConfig) -> list[str]:
+        if config.pipeline == "campplus":
+            return ["pyannote-segmentation-3.0", "campplus"]
+        return ["pyannote-speaker-diarization-3.1"]
 
     def setup(self) -> None:
         from voxhear.stages.audio.diarization import Diarizer
@@ -152,12 +178,19 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
     name = "asr"
     input_type = SourceRecord
     output_type = SourceRecord
+    config_class = AsrConfig
+    requires = ("diarization",)
     uses_models = True
 
-    def __init__(self, config, context) -> None:
+    config: AsrConfig
+
+    def __init__(self, config: AsrConfig, context) -> None:
         super().__init__(config, context)
-        self.resources = Resources(cpus=float(config.threads), gpus=config.gpus)
         self.transcriber = None
+
+    @classmethod
+    def models(cls, config: AsrConfig) -> list[str]:
+        return [config.model]
 
     def setup(self) -> None:
         from voxhear.stages.audio.asr import Transcriber
@@ -165,7 +198,7 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
         cfg = self.config
         self.transcriber = Transcriber(self.context.model_store, model_name=cfg.model, compute_type=cfg.compute_type,
                                        batch_size=cfg.batch_size, beam_size=cfg.beam_size, threads=cfg.threads,
-                                       pad_s=cfg.pad_s, chunk_s=cfg.clip_s, align=cfg.align)
+                                       pad_s=cfg.pad_s, chunk_s=cfg.piece_s, align=cfg.align)
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
         from voxhear.stages.audio.diarization import read_rttm

@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 import soundfile as sf
 
-from voxhear.config import FaceConfig
-from voxhear.io import atomic_path
-from voxhear.records import STATUS_FILTERED, FaceTrackRecord, ShotRecord, sample_key
-from voxhear.stage import FilteredError, InputError, Resources, RunContext, Stage
+from voxhear.pipeline.io import atomic_path
+from voxhear.pipeline.records import STATUS_FILTERED, FaceTrackRecord, ShotRecord, sample_key
+from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReason, RunContext, Stage
+from voxhear.stages.faces.config import FaceConfig
 from voxhear.stages.faces.crop import CropVideoWriter, blur_score, crop_square
 from voxhear.stages.faces.detect import make_detector
 from voxhear.stages.faces.identity import make_embedder
@@ -93,16 +93,31 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
     name = "faces"
     input_type = ShotRecord
     output_type = FaceTrackRecord
-    # CPU by default; `faces.gpus` raises the per-worker GPU request on a cluster (see __init__).
-    resources = Resources(cpus=1.0, gpus=0.0)
+    config_class = FaceConfig
+    requires = ("shot_media",)
+    reasons = (
+        RejectReason("no_face", ("faces.detector", "faces.score_threshold", "faces.new_track_score"),
+                     "no face detected in the shot"),
+        RejectReason("track_too_short", ("faces.min_track_s",), "face track shorter than the bound",
+                     (Bound("faces.min_track_s", "clips", "clip_s", "min"),)),
+        RejectReason("face_too_small", ("faces.min_face_px",), "median face height below the bound",
+                     (Bound("faces.min_face_px", "clips", "face_height_px", "min"),)),
+        RejectReason("profile_view", ("faces.max_median_abs_yaw",), "median |yaw| above the bound",
+                     (Bound("faces.max_median_abs_yaw", "clips", "yaw_deg", "abs_max"),)),
+        RejectReason("landmarks_lost", ("faces.min_landmark_fraction",), "face mesh on too few frames",
+                     (Bound("faces.min_landmark_fraction", "clips", "landmark_fraction", "min"),)),
+        RejectReason("no_embedding", ("faces.embedder",), "no frame gave an identity embedding"),
+    )
     uses_models = True
 
     config: FaceConfig
 
-    def __init__(self, config: FaceConfig, context: RunContext) -> None:
-        super().__init__(config, context)
-        if config.gpus > 0:
-            self.resources = Resources(cpus=1.0, gpus=config.gpus)
+    @classmethod
+    def models(cls, config: FaceConfig) -> list[str]:
+        detector = {"yunet": "yunet", "insightface": "insightface-scrfd"}[config.detector]
+        embedder = (["dlib-shape-predictor-5", "dlib-face-recognition"] if config.embedder == "dlib"
+                    else ["insightface-arcface"])
+        return [detector, "mediapipe-face-landmarker", *embedder]
 
     def setup(self) -> None:
         cfg = self.config
@@ -310,9 +325,9 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
             record.mark(STATUS_FILTERED, self.name, "landmarks_lost",
                         message=f"landmarks on {record.landmark_fraction:.0%} of frames "
                         f"< faces.min_landmark_fraction={cfg.min_landmark_fraction}")
-        elif abs_yaw > cfg.max_abs_yaw:
+        elif abs_yaw > cfg.max_median_abs_yaw:
             record.mark(STATUS_FILTERED, self.name, "profile_view",
-                        message=f"median |yaw| {abs_yaw:.1f} deg > faces.max_abs_yaw={cfg.max_abs_yaw}")
+                        message=f"median |yaw| {abs_yaw:.1f} deg > faces.max_median_abs_yaw={cfg.max_median_abs_yaw}")
         elif not track.embeddings:
             record.mark(STATUS_FILTERED, self.name, "no_embedding", message="no frame gave an identity embedding")
         if record.status == STATUS_FILTERED:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxhear.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, STATE_TALK
+from voxhear.pipeline.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, STATE_TALK
 from voxhear.stages.audio.diarization import Turn
 
 

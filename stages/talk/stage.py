@@ -21,14 +21,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from voxhear.config import TalkConfig
-from voxhear.io import atomic_path
-from voxhear.records import (STATE_BOTH, STATE_LISTEN, STATE_NAMES, STATE_SILENCE, STATE_TALK, STATUS_FILTERED,
+from voxhear.pipeline.io import atomic_path
+from voxhear.pipeline.records import (STATE_BOTH, STATE_LISTEN, STATE_NAMES, STATE_SILENCE, STATE_TALK, STATUS_FILTERED,
                              ClipRecord, FaceTrackRecord, sample_key)
-from voxhear.stage import InputError, Resources, RunContext, Stage
+from voxhear.pipeline.stage import InputError, RejectReason, RunContext, Stage
 from voxhear.stages.audio.diarization import Turn, read_rttm
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
 from voxhear.stages.talk.asd import crop_geometry, face_crop, smooth, speaking_scores
+from voxhear.stages.talk.config import TalkConfig
 from voxhear.stages.talk.attribution import Attribution, attribute, loses_to
 from voxhear.stages.talk.light_asd import load_light_asd
 from voxhear.stages.talk.tracks import energy_db, read_int24, split_tracks, write_int24
@@ -47,14 +47,36 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
     name = "talk"
     input_type = FaceTrackRecord
     output_type = ClipRecord
+    config_class = TalkConfig
+    requires = ("faces", "separation", "diarization")
+    reasons = (
+        RejectReason("track_too_short", ("talk.min_clip_s",), "face track shorter than one clip"),
+        RejectReason("face_too_small", ("talk.min_face_px",), "median face height below the bound"),
+        RejectReason("pose_not_frontal", ("talk.max_p90_abs_yaw", "talk.max_median_abs_pitch"),
+                     "head turned away (90th percentile |yaw| or median |pitch| above the bounds)"),
+        RejectReason("blurry", ("talk.min_blur_var",), "crop sharpness below the bound"),
+        RejectReason("low_landmark_confidence", ("talk.min_landmark_fraction", "talk.min_landmark_confidence"),
+                     "face mesh missing or poorly fitted"),
+        RejectReason("identity_switch", ("talk.max_embedding_spread",), "the track's identity embeddings disagree"),
+        RejectReason("ambiguous_speaker", ("talk.asd_threshold", "talk.asd_band", "talk.asd_runner_up_margin"),
+                     "active-speaker evidence too close to call"),
+        RejectReason("too_little_speech", ("talk.min_speech_share",), "too few frames with anyone talking"),
+        RejectReason("no_listening", ("talk.require_listening", "talk.min_listen_s"), "too little listening"),
+        RejectReason("overlap_too_high", ("talk.max_overlap_share",), "too much overlapped speech"),
+        RejectReason("separation_leakage", ("talk.max_background_excess_db",),
+                     "background louder during speech than in pauses (speech leaked into it)"),
+    )
     uses_models = True
 
     config: TalkConfig
 
     def __init__(self, config: TalkConfig, context: RunContext) -> None:
+        # Light-ASD runs on the worker's GPU when talk.gpus asks for one (clusters).
         super().__init__(config, context)
-        # Light-ASD on the worker's GPU when talk.gpus asks for one (clusters).
-        self.resources = Resources(cpus=1.0, gpus=config.gpus)
+
+    @classmethod
+    def models(cls, config: TalkConfig) -> list[str]:
+        return ["light-asd"]
 
     def setup(self) -> None:
         torch.set_num_threads(self.config.threads)
@@ -291,10 +313,10 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         checks = [
             ("face_too_small", clip.face_height_px < cfg.min_face_px,
              f"median face height {clip.face_height_px:.0f}px < talk.min_face_px={cfg.min_face_px}"),
-            ("pose_not_frontal", not (clip.abs_yaw_p90_deg <= cfg.max_abs_yaw),
-             f"90th percentile |yaw| {clip.abs_yaw_p90_deg:.0f} deg > talk.max_abs_yaw={cfg.max_abs_yaw}"),
-            ("pose_not_frontal", abs(clip.pitch_deg) > cfg.max_abs_pitch,
-             f"median |pitch| {abs(clip.pitch_deg):.0f} deg > talk.max_abs_pitch={cfg.max_abs_pitch}"),
+            ("pose_not_frontal", not (clip.abs_yaw_p90_deg <= cfg.max_p90_abs_yaw),
+             f"90th percentile |yaw| {clip.abs_yaw_p90_deg:.0f} deg > talk.max_p90_abs_yaw={cfg.max_p90_abs_yaw}"),
+            ("pose_not_frontal", abs(clip.pitch_deg) > cfg.max_median_abs_pitch,
+             f"median |pitch| {abs(clip.pitch_deg):.0f} deg > talk.max_median_abs_pitch={cfg.max_median_abs_pitch}"),
             ("blurry", clip.blur_var < cfg.min_blur_var,
              f"blur variance {clip.blur_var:.1f} < talk.min_blur_var={cfg.min_blur_var}"),
             ("low_landmark_confidence", clip.landmark_fraction < cfg.min_landmark_fraction,

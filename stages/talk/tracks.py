@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from voxhear.io import atomic_path
+from voxhear.pipeline.io import atomic_path
 
 LIMIT = 2 ** 23  # 24-bit full scale
 

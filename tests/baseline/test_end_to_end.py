@@ -10,7 +10,7 @@ import numpy as np
 
 from tests.baseline.synth_shards import BLENDSHAPE_NAMES, BS
 from voxhear.baseline.render import render_motion_image
-from voxhear.cli import main
+from voxhear.pipeline.cli import main
 
 
 def test_train_eval_render_on_synthetic_shards(synth_shards, tmp_path, capsys):

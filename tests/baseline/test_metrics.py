@@ -7,7 +7,7 @@ import pytest
 
 from tests.baseline.synth_shards import BLENDSHAPE_NAMES, BS
 from voxhear.baseline.metrics import diversity, evaluate_motion, frechet_distance, mouth_indices, mouth_l1, pearson
-from voxhear.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, STATE_TALK
+from voxhear.pipeline.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, STATE_TALK
 
 
 def _motion(n: int, seed: int = 0) -> np.ndarray:

@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import SHOT_STAGES, make_video
 from tests.pipeline.test_runners import comparable
-from voxhear.config import load_config
-from voxhear.runner import run_pipeline
+from voxhear.pipeline.config import load_config
+from voxhear.pipeline.runner import run_pipeline
 
 SETTINGS = ["runner=local", "shards.max_samples=3", SHOT_STAGES]
 
@@ -51,7 +51,7 @@ def reference(videos, tmp_path_factory):
 @pytest.mark.parametrize("commits_before_kill", [1, 3])
 def test_kill_and_resume(videos, reference, tmp_path, commits_before_kill):
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "voxhear.cli", "run", str(videos), "--run-dir", str(run_dir), "--quiet",
+    command = [sys.executable, "-m", "voxhear.pipeline.cli", "run", str(videos), "--run-dir", str(run_dir), "--quiet",
                *SETTINGS]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ledger = run_dir / "manifests" / "_ledger"

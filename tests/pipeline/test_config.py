@@ -1,6 +1,6 @@
 import pytest
 
-from voxhear.config import ConfigError, load_config
+from voxhear.pipeline.config import ConfigError, load_config
 
 
 def test_defaults_point_at_bundled_sample_and_validate():
@@ -27,10 +27,16 @@ def test_yaml_file_and_unknown_key_suggestion(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("shards.max_samples=many", "must be an integer"),
     ("shards.max_samples=0", "must be >= 1"),
-    ("runner=spark", "must be 'ray' or 'local'"),
+    ("runner=spark", "must be one of 'ray', 'local'"),
     ("ingest.keep_original_audio=3", "must be true or false"),
-    ("scene_cut.detector=histogram", "'content' or 'adaptive'"),
-    ("diarization.embedding_backend=tensorrt", "'onnx' or 'torch'"),
+    ("scene_cut.detector=histogram", "one of 'content', 'adaptive'"),
+    ("diarization.embedding_backend=tensorrt", "one of 'onnx', 'torch'"),
+    ("faces.crop_size=513", "must be even"),
+    ("talk.max_clip_s=3", "at least twice min_clip_s"),
+    ("faces.max_abs_yaw=30", "renamed to 'faces.max_median_abs_yaw'"),
+    ("talk.max_abs_yaw=30", "renamed to 'talk.max_p90_abs_yaw'"),
+    ("asr.clip_s=4", "renamed to 'asr.piece_s'"),
+    ("inputs=[]", "needs at least 1 item"),
     ("separation.backend=spleeter", "must be one of 'deepfilternet_onnx'"),
     ("nonsense", "not of the form key=value"),
 ])
@@ -47,3 +53,20 @@ def test_stage_selection_is_validated():
         load_config(None, ["stages=[ingest, shot_media, scene_cut]"])
     with pytest.raises(ConfigError, match="must include 'shot_media'"):
         load_config(None, ["stages=[ingest, scene_cut]"])
+
+
+def test_a_stage_without_what_it_requires_is_refused_at_load():
+    with pytest.raises(ConfigError, match=r"lacks \['separation', 'diarization'\], which stage 'talk' requires"):
+        load_config(None, ["stages=[ingest, scene_cut, shot_media, faces, talk]"])
+    with pytest.raises(ConfigError, match=r"lacks \['diarization'\], which stage 'asr' requires"):
+        load_config(None, ["stages=[ingest, separation, asr, scene_cut, shot_media]"])
+
+
+def test_saved_config_round_trips(tmp_path):
+    from voxhear.pipeline.config import config_to_dict, save_config
+
+    config = load_config(None, ["talk.min_face_px=70", "shards.max_samples=3"])
+    save_config(config, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert config_to_dict(again) == config_to_dict(config)
+    assert again.talk.min_face_px == 70.0 and again.shards.max_samples == 3

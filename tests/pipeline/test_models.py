@@ -7,7 +7,7 @@ from functools import partial
 
 import pytest
 
-from voxhear.models import (ModelFile, ModelHashMismatchError, ModelNotFoundError, ModelSpec, ModelStore,
+from voxhear.pipeline.models import (ModelFile, ModelHashMismatchError, ModelNotFoundError, ModelSpec, ModelStore,
                             load_registry)
 from tests.conftest import SHARED_MODELS
 
@@ -102,7 +102,7 @@ def test_registry_matches_shared_model_list():
 
 @pytest.mark.skipif(not SHARED_MODELS.exists(), reason="../shared/models is not beside this checkout")
 def test_cli_verifies_the_shared_store(monkeypatch):
-    result = subprocess.run([sys.executable, "-m", "voxhear.cli", "models", "verify"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "voxhear.pipeline.cli", "models", "verify"], capture_output=True,
                             text=True, env={"VOXHEAR_MODEL_DIR": str(SHARED_MODELS), "VOXHEAR_OFFLINE": "1",
                                             "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr

@@ -8,7 +8,7 @@ import ray
 import webdataset as wds
 
 from tests.conftest import SHOT_STAGES
-from voxhear.runner import run_pipeline
+from voxhear.pipeline.runner import run_pipeline
 
 VOLATILE = {"wall_s", "cpu_s", "total_wall_s", "total_cpu_s", "commit", "shard"}
 
@@ -32,7 +32,7 @@ def inputs(good_videos, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_run(inputs, tmp_path_factory):
-    from voxhear.config import load_config
+    from voxhear.pipeline.config import load_config
 
     run_dir = tmp_path_factory.mktemp("local") / "run"
     listed = "[" + ",".join(inputs) + "]"
@@ -101,8 +101,8 @@ def test_cpu_requests_fit_every_standing_actor():
     """Five model stages on two CPUs: scaled so one actor each plus a task fit (a hang otherwise)."""
     from dataclasses import dataclass
 
-    from voxhear.executors import fit_cpu_requests
-    from voxhear.stage import Resources
+    from voxhear.pipeline.executors import fit_cpu_requests
+    from voxhear.pipeline.stage import Resources
 
     @dataclass
     class Fake:

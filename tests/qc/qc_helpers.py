@@ -22,7 +22,7 @@ import soundfile as sf
 import yaml
 
 from voxhear.manifests import SourceManifestRow, clip_row_type
-from voxhear.records import ShotRecord
+from voxhear.pipeline.records import ShotRecord
 
 SID_A, SID_B, SID_C, SID_D = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc", "dddddddddddddddd"
 CONFIG = {

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import make_video
-from voxhear.runner import run_pipeline
+from voxhear.pipeline.runner import run_pipeline
 
 
 @pytest.fixture(scope="module")

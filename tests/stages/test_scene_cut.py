@@ -1,7 +1,7 @@
 import pyarrow.parquet as pq
 
 from tests.conftest import make_video
-from voxhear.runner import run_pipeline
+from voxhear.pipeline.runner import run_pipeline
 
 
 def test_shots_follow_the_real_cuts(tmp_path, run_config):

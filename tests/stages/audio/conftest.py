@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import SHARED_MODELS
-from voxhear.models import ModelStore
+from voxhear.pipeline.models import ModelStore
 
 MEDIA = SHARED_MODELS.parent / "media"
 SPEECH = MEDIA / "speech"

@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.stages.audio.conftest import RATE, load_speech, needs_media, needs_store, write_wav16
-from voxhear.config import AsrConfig
-from voxhear.evaluation.audio import normalize_words, word_errors
-from voxhear.records import SourceRecord
-from voxhear.stage import RunContext
+from voxhear.stages.audio.config import AsrConfig
+from voxhear.benchmarks.evaluation.audio import normalize_words, word_errors
+from voxhear.pipeline.records import SourceRecord
+from voxhear.pipeline.stage import RunContext
 from voxhear.stages.audio.diarization import Turn, rttm_text
 from voxhear.stages.audio.stages import AsrStage
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.stages.audio.conftest import RATE, SPEECH, load_speech, needs_media, needs_store
-from voxhear.models import ModelStore
+from voxhear.pipeline.models import ModelStore
 from voxhear.stages.audio import campplus as cp
 from voxhear.stages.audio import diarization
 

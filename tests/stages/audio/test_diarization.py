@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tests.stages.audio.conftest import RATE, arctic, load_speech, needs_media, needs_store, write_wav16
-from voxhear.config import DiarizationConfig, SeparationConfig
-from voxhear.records import SourceRecord
-from voxhear.stage import FilteredError, RunContext
+from voxhear.stages.audio.config import DiarizationConfig, SeparationConfig
+from voxhear.pipeline.records import SourceRecord
+from voxhear.pipeline.stage import FilteredError, RunContext
 from voxhear.stages.audio.diarization import Diarizer, Turn, read_rttm, rttm_text, speech_seconds
 from voxhear.stages.audio.stages import DiarizationStage, SeparationStage
 

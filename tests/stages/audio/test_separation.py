@@ -7,10 +7,10 @@ import pytest
 import soundfile as sf
 
 from tests.stages.audio.conftest import RATE, load_speech, needs_media, needs_store, write_wav16
-from voxhear.config import SeparationConfig
-from voxhear.models import ModelStore, ModelStoreError
-from voxhear.records import SourceRecord
-from voxhear.stage import RunContext
+from voxhear.stages.audio.config import SeparationConfig
+from voxhear.pipeline.models import ModelStore, ModelStoreError
+from voxhear.pipeline.records import SourceRecord
+from voxhear.pipeline.stage import RunContext
 from voxhear.stages.audio.separation import (DeepFilterNetBackend, DemucsBackend, estimate_speech, split_exact,
                                              store_with_audio_models)
 from voxhear.stages.audio.stages import SeparationStage

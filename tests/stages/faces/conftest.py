@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import SHARED_MODELS
-from voxhear.models import ModelStore
+from voxhear.pipeline.models import ModelStore
 
 REPO = Path(__file__).resolve().parents[3]
 GRID_DIR = REPO.parent / "shared" / "media" / "faces-grid"
-GRID_BOXES = json.loads((REPO / "pipeline" / "synth" / "grid_face_boxes.json").read_text())["boxes"]
+GRID_BOXES = json.loads((REPO / "benchmarks" / "synth" / "grid_face_boxes.json").read_text())["boxes"]
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from voxhear.config import ConfigError, load_config
-from voxhear.runner import build_stages
-from voxhear.stage import RunContext
+from voxhear.pipeline.config import ConfigError, load_config
+from voxhear.pipeline.runner import build_stages
+from voxhear.pipeline.stage import RunContext
 
 
 def test_face_overrides_are_typed_and_validated():

@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from voxhear.evaluation.cli import evaluate_run
-from voxhear.runner import run_pipeline
-from voxhear.synth import SynthOptions, compose_dataset
-from voxhear.synth.options import default_media_dir
+from voxhear.benchmarks.evaluation.cli import evaluate_run
+from voxhear.pipeline.runner import run_pipeline
+from voxhear.benchmarks.synth import SynthOptions, compose_dataset
+from voxhear.benchmarks.synth.options import default_media_dir
 
 MEDIA = default_media_dir()
 

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from voxhear.evaluation.base import EvalSettings
-from voxhear.evaluation.data import RunView, TruthSet
-from voxhear.evaluation.faces import FaceMetric, box_iou, identity_purity
-from voxhear.synth.truth import FACES_SCHEMA
+from voxhear.benchmarks.evaluation.base import EvalSettings
+from voxhear.benchmarks.evaluation.data import RunView, TruthSet
+from voxhear.benchmarks.evaluation.faces import FaceMetric, box_iou, identity_purity
+from voxhear.benchmarks.synth.truth import FACES_SCHEMA
 
 A_BOX, B_BOX = [100.0, 100.0, 200.0, 230.0], [400.0, 90.0, 500.0, 220.0]
 

@@ -10,8 +10,8 @@ import pytest
 
 from tests.stages.faces.conftest import grid_frames
 from voxhear.stages.faces.detect import make_detector
-from voxhear.stages.faces.identity import (TrackRef, agglomerate, assign_identities, cluster_tracks,
-                                           make_embedder)
+from voxhear.passes.identities import TrackRef, agglomerate, assign_identities, cluster_tracks
+from voxhear.stages.faces.identity import make_embedder
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ import pytest
 import soundfile as sf
 
 from tests.stages.faces.conftest import grid_frames
-from voxhear.config import FaceConfig
-from voxhear.records import STATUS_FILTERED, STATUS_OK, ShotRecord
-from voxhear.stage import RunContext, apply_stage
+from voxhear.pipeline.settings import check_config
+from voxhear.stages.faces.config import FaceConfig
+from voxhear.pipeline.records import STATUS_FILTERED, STATUS_OK, ShotRecord
+from voxhear.pipeline.stage import RunContext, apply_stage
 from voxhear.stages.faces.stage import FaceStage
 
 FPS = 25
@@ -58,7 +59,7 @@ def make_stage(model_store, tmp_path_factory):
         key = tuple(sorted(overrides.items()))
         if key not in stages:
             config = FaceConfig(**overrides)
-            config.validate()
+            check_config(config, "faces.")
             run_dir = tmp_path_factory.mktemp("run")
             stage = FaceStage(config, RunContext(run_dir=run_dir, model_store=model_store))
             stage.setup()
@@ -148,7 +149,7 @@ def test_profile_limit_drops_turned_heads(make_stage, tmp_path):
         place(frame, face, 140, 36)
         frames.append(frame)
     # No real head holds its yaw within 0.01 degrees: with that limit every face is "turned".
-    stage = make_stage(detect_every=5, max_abs_yaw=0.01)
+    stage = make_stage(detect_every=5, max_median_abs_yaw=0.01)
     rows = stage.process(write_shot(tmp_path, frames))
     assert [(r.status, r.reason) for r in rows] == [(STATUS_FILTERED, "profile_view")]
     assert rows[0].crop_video_uri == "" and not list(Path(stage.context.work_dir).rglob("*.mp4"))

@@ -12,13 +12,13 @@ import pytest
 import soundfile as sf
 
 from tests.stages.faces.conftest import model_store  # noqa: F401 - the shared store fixture
-from voxhear.config import STAGE_NAMES
-from voxhear.evaluation.cli import evaluate_run
-from voxhear.loader import VoxHearWindows, collate_windows
-from voxhear.records import STATE_NAMES
-from voxhear.runner import run_pipeline
-from voxhear.synth import SynthOptions, compose_dataset
-from voxhear.synth.options import default_media_dir
+from voxhear.pipeline.registry import stage_names
+from voxhear.benchmarks.evaluation.cli import evaluate_run
+from voxhear.dataset.loader import VoxHearWindows, collate_windows
+from voxhear.pipeline.records import STATE_NAMES
+from voxhear.pipeline.runner import run_pipeline
+from voxhear.benchmarks.synth import SynthOptions, compose_dataset
+from voxhear.benchmarks.synth.options import default_media_dir
 
 MEDIA = default_media_dir()
 MEMBERS = ["mp4", "mix.flac", "self.flac", "other.flac", "background.flac", "frames.npz", "words.json", "json"]
@@ -41,7 +41,7 @@ def test_clips_in_the_shard_format_with_exact_mix_consistency(tmp_path, run_conf
     synth = tmp_path / "synth"
     compose_dataset(SynthOptions(out_dir=synth, media_dir=MEDIA, videos=1, duration_s=12.0, width=480, height=270,
                                  shots=2, min_shot_s=4.0, two_shot_prob=0.0, seed=7))
-    stages = "stages=[" + ", ".join(STAGE_NAMES) + "]"
+    stages = "stages=[" + ", ".join(stage_names()) + "]"
     config = run_config([str(synth / "videos")], stages, f"models.dir={model_store.store_dir}")
     summary = run_pipeline(config, show_progress=False)
     clips = pq.read_table(summary.run_dir / "manifests" / "clips.parquet").to_pylist()

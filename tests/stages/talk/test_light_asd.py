@@ -15,7 +15,7 @@ from voxhear.stages.talk.light_asd import LightASD, load_light_asd
 
 CHECKPOINT = SHARED_MODELS / "light-asd" / "finetuning_TalkSet.model"
 GRID = SHARED_MODELS.parent / "media" / "faces-grid"
-BOXES = json.loads((Path(__file__).parents[3] / "pipeline" / "synth" / "grid_face_boxes.json").read_text())["boxes"]
+BOXES = json.loads((Path(__file__).parents[3] / "benchmarks" / "synth" / "grid_face_boxes.json").read_text())["boxes"]
 pytestmark = pytest.mark.skipif(not CHECKPOINT.exists(), reason="../shared/models/light-asd is not beside this checkout")
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voxhear.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, STATE_TALK
+from voxhear.pipeline.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, STATE_TALK
 from voxhear.stages.audio.diarization import Turn
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask
 from voxhear.stages.talk.attribution import attribute, loses_to
@@ -110,9 +110,9 @@ def test_clip_windows_stay_within_the_length_range(frames, expected):
 
 
 def test_the_other_faces_of_the_shot_are_found_and_their_asd_computed_once(tmp_path, monkeypatch):
-    from voxhear.config import TalkConfig
-    from voxhear.records import FaceTrackRecord
-    from voxhear.stage import RunContext
+    from voxhear.stages.talk.config import TalkConfig
+    from voxhear.pipeline.records import FaceTrackRecord
+    from voxhear.pipeline.stage import RunContext
     from voxhear.stages.talk.stage import TalkStage
 
     faces = tmp_path / "faces"

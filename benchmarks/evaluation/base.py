@@ -1,0 +1,61 @@
+"""The interface every metric module implements, and the result it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from voxhear.benchmarks.evaluation.data import RunView, TruthSet
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSettings:
+    """Knobs shared by the metrics (kept in eval.json so that scores are comparable).
+
+    Attributes:
+        shot_tolerance_frames: A predicted cut within this many frames of a true one matches it.
+    """
+
+    shot_tolerance_frames: int = 2
+
+
+@dataclass(slots=True)
+class MetricResult:
+    """What one metric found.
+
+    Attributes:
+        name: The metric's name (a key of eval.json's ``metrics``).
+        available: False when the run has no output this metric scores.
+        reason: Why it is not available.
+        summary: Scores over all videos (micro-averaged where that applies).
+        per_video: Scores per truth video id.
+        columns: The keys of `summary` and of each per-video dict shown in the table, in order.
+    """
+
+    name: str
+    available: bool
+    reason: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    per_video: dict[str, dict[str, Any]] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        if not self.available:
+            return {"available": False, "reason": self.reason}
+        return {"available": True, "summary": self.summary, "per_video": self.per_video, "columns": self.columns}
+
+
+class Metric(Protocol):
+    """A metric module's entry: constructed with the settings, run once per evaluation."""
+
+    name: str
+
+    def __init__(self, settings: EvalSettings) -> None: ...
+
+    def evaluate(self, run: RunView, truth: TruthSet) -> MetricResult:
+        """Score `run` against `truth`; return ``available=False`` when the run lacks the output."""
+        ...
+
+
+def not_available(name: str, reason: str) -> MetricResult:
+    return MetricResult(name=name, available=False, reason=reason)

@@ -1,0 +1,82 @@
+"""`voxhear eval RUN --truth DIR`: score a pipeline run against synth ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from voxhear.benchmarks.evaluation.base import EvalSettings
+from voxhear.benchmarks.evaluation.data import RunView, TruthSet
+from voxhear.benchmarks.evaluation.registry import build_metrics
+from voxhear.benchmarks.evaluation.report import format_table
+from voxhear.pipeline.io import atomic_write_text
+
+EVAL_VERSION = 1
+
+
+def evaluate_run(run_dir: Path, truth_dir: Path, settings: EvalSettings | None = None) -> dict:
+    """Run every registered metric on `run_dir` against `truth_dir`.
+
+    Args:
+        run_dir: A pipeline run (reads manifests/sources.parquet and, per metric, more).
+        truth_dir: A `voxhear synth` output folder or its truth/ folder.
+        settings: Metric settings; defaults when None.
+
+    Returns:
+        The evaluation as JSON-ready dict (what eval.json holds).
+    """
+    settings = settings or EvalSettings()
+    truth = TruthSet.open(Path(truth_dir))
+    run = RunView.open(Path(run_dir), truth)
+    metrics = {m.name: m.evaluate(run, truth).to_json() for m in build_metrics(settings)}
+    return {
+        "eval_version": EVAL_VERSION,
+        "run_dir": str(run_dir),
+        "truth_dir": str(truth.truth_dir),
+        "settings": {"shot_tolerance_frames": settings.shot_tolerance_frames},
+        "videos": truth.video_ids,
+        "source_of_video": run.source_of_video,
+        "missing_videos": [v for v in truth.video_ids if v not in run.source_of_video],
+        "unmatched_sources": run.unmatched_sources,
+        "duplicate_sources": run.duplicate_sources,
+        "metrics": metrics,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of `voxhear eval` on `parser`."""
+    parser.add_argument("run", help="pipeline run folder (with manifests/)")
+    parser.add_argument("--truth", required=True, help="`voxhear synth` output folder, or its truth/ folder")
+    parser.add_argument("--shot-tolerance", type=int, default=EvalSettings().shot_tolerance_frames,
+                        help="frames a predicted cut may be off a true one (default 2)")
+    parser.add_argument("--out", default=None, help="where to write the JSON (default RUN/eval.json)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Evaluate, write RUN/eval.json (or --out) and print the table; returns the exit code."""
+    if args.shot_tolerance < 0:
+        print("voxhear eval: --shot-tolerance must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate_run(Path(args.run), Path(args.truth),
+                              EvalSettings(shot_tolerance_frames=args.shot_tolerance))
+    except FileNotFoundError as err:
+        print(f"voxhear eval: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.run) / "eval.json"
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    print(format_table(result), end="")
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voxhear eval", description=__doc__)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Compose a whole benchmark: videos, their ground truth, ATTRIBUTION.md and manifest.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from voxhear.pipeline.io import atomic_path, atomic_write_text
+from voxhear.benchmarks.synth.audio import build_soundtrack
+from voxhear.benchmarks.synth.options import SynthOptions
+from voxhear.benchmarks.synth.people import MediaLibrary
+from voxhear.benchmarks.synth.render import render_video
+from voxhear.benchmarks.synth.script import VideoPlan, plan_video
+from voxhear.benchmarks.synth.sources import BACKGROUND_FILES, SPEECH_FILES, credit_of, licence_of, media_relative
+from voxhear.benchmarks.synth.truth import write_truth
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+
+
+def compose_dataset(options: SynthOptions) -> list[Path]:
+    """Compose `options.videos` videos with their ground truth into `options.out_dir`.
+
+    Returns:
+        The paths of the written mp4 files, in video order.
+    """
+    media_dir = options.media_dir
+    if not (media_dir / "faces-grid").is_dir():
+        raise FileNotFoundError(f"no faces-grid/ under {media_dir}; pass --media or set VOXHEAR_MEDIA")
+    library = MediaLibrary(media_dir, SPEECH_FILES, BACKGROUND_FILES)
+    out = options.out_dir
+    plans: list[VideoPlan] = []
+    paths: list[Path] = []
+    for index in range(options.first_index, options.first_index + options.videos):
+        plan = plan_video(options, index, library)
+        paths.append(compose_video(plan, out, media_dir, options.crf))
+        plans.append(plan)
+        log.info("composed %s", paths[-1])
+    atomic_write_text(out / "ATTRIBUTION.md", attribution_text(plans, media_dir))
+    atomic_write_text(out / "manifest.json", json.dumps(manifest(options, plans), indent=2) + "\n")
+    return paths
+
+
+def compose_video(plan: VideoPlan, out_dir: Path, media_dir: Path, crf: int) -> Path:
+    """Write one video's truth (audio first, the mp4 muxes `mix.flac`) and its mp4."""
+    truth_dir = out_dir / "truth" / plan.video_id
+    track = build_soundtrack(plan)
+    write_truth(plan, track, truth_dir, media_dir)
+    video_path = out_dir / "videos" / f"{plan.video_id}.mp4"
+    with atomic_path(video_path) as tmp:
+        render_video(plan, tmp, truth_dir / "mix.flac", crf)
+    # The sidecar the pipeline copies into every sample's provenance (docs/shard-format.md).
+    atomic_write_text(video_path.with_suffix(".json"), json.dumps(sidecar(plan, media_dir), indent=2) + "\n")
+    return video_path
+
+
+def sidecar(plan: VideoPlan, media_dir: Path) -> dict:
+    """Licence and attribution of one composed video, from the licences of what it is made of."""
+    parts = [("A", plan.clips["A"].path), ("B", plan.clips["B"].path)]
+    if plan.offscreen is not None:
+        parts.append(("C", plan.offscreen.path))
+    parts.append(("background", plan.background.path))
+    licences = sorted({licence_of(path).licence for _, path in parts})
+    credits = [f"{role}: {media_relative(path, media_dir)} ({licence_of(path).corpus}, {licence_of(path).licence})"
+               for role, path in parts]
+    return {"licence": "; ".join(licences), "attribution": "composed by voxhear synth from " + "; ".join(credits)}
+
+
+def attribution_text(plans: list[VideoPlan], media_dir: Path) -> str:
+    """Which original recordings each video uses, with their licences (SOURCES.md)."""
+    lines = ["# Attribution", "",
+             "The videos in this folder were composed by `voxhear synth` from the recordings below.",
+             "Each is used under its licence; the composition adds framing, background fill and mixing.",
+             ""]
+    used: dict[str, Path] = {}
+    for plan in plans:
+        lines.append(f"## {plan.video_id}")
+        lines.append("")
+        parts = [("A (on screen)", plan.clips["A"].path), ("B (on screen)", plan.clips["B"].path)]
+        if plan.offscreen is not None:
+            parts.append(("C (off screen)", plan.offscreen.path))
+        parts.append(("background", plan.background.path))
+        for role, path in parts:
+            lic = licence_of(path)
+            name = media_relative(path, media_dir)
+            used[name] = path
+            lines.append(f"- {role}: `{name}`, {lic.corpus}, {lic.licence}")
+        lines.append("")
+    lines += ["## Sources", ""]
+    for name in sorted(used):
+        lic = licence_of(used[name])
+        credit = credit_of(used[name])
+        lines.append(f"- `{name}`: {lic.corpus}; licence {lic.licence}; {lic.origin}"
+                     + (f"; credit: {credit}" if credit else ""))
+    return "\n".join(lines) + "\n"
+
+
+def manifest(options: SynthOptions, plans: list[VideoPlan]) -> dict:
+    opts = options.to_json()
+    # Where the output and the media were is not part of what was composed; keep the manifest
+    # byte-identical across output folders.
+    opts.pop("out_dir")
+    opts.pop("media_dir")
+    return {"manifest_version": MANIFEST_VERSION, "tool": "voxhear synth", "options": opts,
+            "videos": [{"video_id": p.video_id, "seed": p.seed, "video": f"videos/{p.video_id}.mp4",
+                        "truth": f"truth/{p.video_id}"} for p in plans]}
+
+

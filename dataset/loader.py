@@ -1,0 +1,337 @@
+"""Training-side reader of VoxHear shards: aligned windows of audio, face arrays and video.
+
+The shard format is `docs/shard-format.md`; how to read shards with Ray or Hugging Face
+`datasets` instead is `docs/loading.md`. `VoxHearWindows` cuts every clip into windows of
+`window_frames` frames (25 fps) with the matching `window_frames * 640` samples of each
+16 kHz audio track, so a batch holds the same instants in every modality.
+
+Exactly-once per epoch with DataLoader workers and several nodes: every process computes the same
+shard order from (seed, epoch) and then takes its own slice of it (webdataset's `split_by_node`,
+then `split_by_worker`), so the slices are disjoint and together cover every shard.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+import webdataset as wds
+from torch.utils.data import IterableDataset
+
+from voxhear.pipeline.records import AUDIO_TRACKS, STATE_NAMES
+
+FPS = 25
+SAMPLE_RATE = 16_000
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+# Every member a sample must have (`{key}.{name}`), as the shard format lists them.
+REQUIRED_MEMBERS = ("mp4", "json", "words.json", "frames.npz", *(f"{t}.flac" for t in AUDIO_TRACKS))
+_GLOB_CHARS = set("*?[")
+
+
+def read_sample(members: Mapping[str, Any], *, tracks: Sequence[str] = AUDIO_TRACKS) -> dict[str, Any]:
+    """Decode one raw sample: its members by name (`json`, `mix.flac`, ...) as bytes.
+
+    Accepts what webdataset's `tarfile_to_samples` yields (`__key__`, `__url__` are used for error
+    messages) as well as a plain `{member: bytes}` dict. The mp4 is passed through undecoded.
+
+    Args:
+        members: the sample's members; names are the file names after the key and its dot.
+        tracks: the audio tracks to decode (all four by default; the others are only checked to exist).
+
+    Returns:
+        `key`, `meta` (the json member), `words` (list of dicts), `frames` (name -> array, from
+        frames.npz), `audio` (track -> float32 array of T * 640 samples), `n_frames` (T), `mp4` (bytes).
+
+    Raises:
+        ValueError: a member is missing, or the arrays and audio disagree on the clip's length.
+    """
+    key = str(members.get("__key__", ""))
+    if not key and "json" in members:
+        key = str(json.loads(members["json"]).get("key", ""))
+    where = f"sample {key!r}" + (f" in {members['__url__']}" if "__url__" in members else "")
+    missing = [name for name in REQUIRED_MEMBERS if name not in members]
+    if missing:
+        present = sorted(name for name in members if not name.startswith("__"))
+        raise ValueError(f"{where} lacks members {missing} (present: {present})")
+    unknown = [t for t in tracks if t not in AUDIO_TRACKS]
+    if unknown:
+        raise ValueError(f"unknown audio tracks {unknown}; the shards hold {list(AUDIO_TRACKS)}")
+
+    with np.load(io.BytesIO(members["frames.npz"]), allow_pickle=False) as npz:
+        frames = {name: npz[name] for name in npz.files}
+    if "state" not in frames:
+        raise ValueError(f"{where}: frames.npz has no 'state' array (has {sorted(frames)})")
+    # The state codes mean what STATE_NAMES says only if the writer agrees.
+    if "state_names" in frames and tuple(frames["state_names"].tolist()) != STATE_NAMES:
+        raise ValueError(f"{where}: state_names {frames['state_names'].tolist()} differ from {list(STATE_NAMES)}")
+    n_frames = len(frames["state"])
+    for name, array in frames.items():
+        # The name arrays are per channel, not per frame.
+        if not name.endswith("_names") and len(array) != n_frames:
+            raise ValueError(f"{where}: frames.npz '{name}' has {len(array)} rows, 'state' has {n_frames}")
+
+    audio: dict[str, np.ndarray] = {}
+    for track in tracks:
+        samples, rate = sf.read(io.BytesIO(members[f"{track}.flac"]), dtype="float32", always_2d=False)
+        if rate != SAMPLE_RATE or samples.ndim != 1:
+            raise ValueError(f"{where}: {track}.flac is {rate} Hz with shape {samples.shape}, "
+                             f"expected {SAMPLE_RATE} Hz mono")
+        if len(samples) != n_frames * SAMPLES_PER_FRAME:
+            raise ValueError(f"{where}: {track}.flac has {len(samples)} samples, expected "
+                             f"{n_frames} frames * {SAMPLES_PER_FRAME} = {n_frames * SAMPLES_PER_FRAME}")
+        audio[track] = samples
+    return {
+        "key": key,
+        "meta": json.loads(members["json"]),
+        "words": json.loads(members["words.json"]),
+        "frames": frames,
+        "audio": audio,
+        "n_frames": n_frames,
+        "mp4": bytes(members["mp4"]),
+    }
+
+
+def decode_video(data: bytes, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """All frames of an mp4 as a T×H×W×3 uint8 RGB array, optionally resized to `size` (H, W)."""
+    import av  # Imported here: only with_video readers pay for it.
+
+    height, width = (size, size) if isinstance(size, int) else (size or (None, None))
+    frames = []
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            if size is None:
+                frames.append(frame.to_ndarray(format="rgb24"))
+            else:
+                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+    if not frames:
+        return np.zeros((0, height or 0, width or 0, 3), np.uint8)
+    return np.stack(frames)
+
+
+def collate_windows(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """DataLoader `collate_fn` for `VoxHearWindows`: stacks tensors, numbers become tensors,
+    strings (keys, identities, splits) stay lists; nested dicts (`audio`) are collated per entry."""
+    first = batch[0]
+    out: dict[str, Any] = {}
+    for name, value in first.items():
+        values = [item[name] for item in batch]
+        if isinstance(value, torch.Tensor):
+            out[name] = torch.stack(values)
+        elif isinstance(value, Mapping):
+            out[name] = collate_windows(values)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = torch.tensor(values)
+        else:
+            out[name] = values
+    return out
+
+
+def expand_urls(urls: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """Shard paths or URLs from a glob, a brace pattern, a directory (its `*.tar`) or a list.
+
+    Raises:
+        FileNotFoundError: no shard matches, naming the pattern (local paths only; remote URLs and
+            `pipe:` commands are taken as given).
+    """
+    patterns = [os.fspath(urls)] if isinstance(urls, (str, os.PathLike)) else [os.fspath(u) for u in urls]
+    shards: list[str] = []
+    missing: list[str] = []
+    for pattern in patterns:
+        for item in wds.shardlists.expand_urls(pattern) if "{" in pattern else [pattern]:
+            if "://" in item or item.startswith("pipe:"):
+                shards.append(item)
+                continue
+            item = os.path.expanduser(item)
+            if _GLOB_CHARS & set(item):
+                shards.extend(sorted(glob.glob(item)))
+            elif os.path.isdir(item):
+                shards.extend(sorted(glob.glob(os.path.join(glob.escape(item), "*.tar"))))
+            elif os.path.exists(item):
+                shards.append(item)
+            else:
+                missing.append(item)
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} shard(s) of {urls!r} do not exist, e.g. {missing[:3]}")
+    if not shards:
+        raise FileNotFoundError(f"no shard matches {urls!r}")
+    return shards
+
+
+def _window(array: np.ndarray, start: int, length: int) -> np.ndarray:
+    """`array[start:start + length]` as a fresh array, zero-padded past the array's end.
+
+    A copy rather than a view, so a window in the shuffle buffer or in another process does not
+    keep its whole clip alive.
+    """
+    out = np.zeros((length, *array.shape[1:]), array.dtype)
+    piece = array[start:start + length]
+    out[:len(piece)] = piece
+    return out
+
+
+class VoxHearWindows(IterableDataset):
+    """Windows of `window_frames` frames from VoxHear shards, aligned across modalities.
+
+    Each item: `key`, `window_start` (frame offset in the clip), `length` (real frames in the
+    window; less than T only in a padded window), `identity_id`, `split`, `audio` ({track: float32
+    tensor of T*640 samples}), `blendshapes` (T×52), `pose` (T×6), `landmarks` (T×478×3),
+    `valid` (T bool: a face mesh was found and the frame is in the clip), `state` (T int64, codes
+    of `STATE_NAMES`), `asd` (T float32) and, with `with_video`, `video` (T×3×H×W uint8). NaN in
+    blendshapes, pose and landmarks (frames without a mesh) becomes 0: mask with `valid`.
+
+    Args:
+        urls: a glob (`~` allowed), a brace pattern, a directory of `.tar` shards, or a list.
+        split: keep only clips whose json `split` equals this (`train`, `val`, `test`); None keeps all.
+        window_frames: T, frames per window.
+        hop_frames: frames between window starts; None means `window_frames` (no overlap).
+        tracks: the audio tracks to return.
+        with_video: decode the mp4 (PyAV) and return `video`.
+        video_size: resize frames to this (an int for square, or (H, W)); None keeps the crop size.
+        shuffle_buffer: 0 reads in shard order; above 0 shuffles the shard order and the windows
+            through a buffer of this many windows, both deterministic given (seed, epoch).
+        seed: shuffling seed.
+        epoch: the epoch the shuffles are drawn for; `set_epoch` changes it.
+        min_valid: skip windows whose share of valid frames (padding counts as not valid) is below this.
+        drop_partial: skip windows that would run past the clip's end (a clip shorter than the
+            window, and the tail of a longer clip); when False that one window per clip is
+            zero-padded instead, with `valid` False on the padding.
+    """
+
+    def __init__(
+        self,
+        urls: str | os.PathLike | Iterable[str | os.PathLike],
+        *,
+        split: str | None = None,
+        window_frames: int = 50,
+        hop_frames: int | None = None,
+        tracks: Sequence[str] = ("self", "other", "background", "mix"),
+        with_video: bool = False,
+        video_size: int | tuple[int, int] | None = None,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        epoch: int = 0,
+        min_valid: float = 0.0,
+        drop_partial: bool = True,
+    ) -> None:
+        super().__init__()
+        hop_frames = window_frames if hop_frames is None else hop_frames
+        if window_frames < 1 or hop_frames < 1:
+            raise ValueError(f"window_frames ({window_frames}) and hop_frames ({hop_frames}) must be positive")
+        unknown = [t for t in tracks if t not in AUDIO_TRACKS]
+        if unknown:
+            raise ValueError(f"unknown audio tracks {unknown}; the shards hold {list(AUDIO_TRACKS)}")
+        # Resolved now, in the main process, so a bad pattern fails before any worker starts.
+        self.urls = expand_urls(urls)
+        self.split = split
+        self.window_frames = window_frames
+        self.hop_frames = hop_frames
+        self.tracks = tuple(tracks)
+        self.with_video = with_video
+        self.video_size = video_size
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.epoch = epoch
+        self.min_valid = min_valid
+        self.drop_partial = drop_partial
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next iteration's shuffles for `epoch`.
+
+        DataLoader workers get a copy of the dataset when an iteration starts, so call this before
+        iterating; with `persistent_workers=True` the workers keep the epoch they started with.
+        """
+        self.epoch = epoch
+
+    def shard_order(self) -> list[str]:
+        """This epoch's shard order, the same in every process (the split happens after it)."""
+        urls = list(self.urls)
+        if self.shuffle_buffer > 0:
+            random.Random(f"voxhear-shards:{self.seed}:{self.epoch}").shuffle(urls)
+        return urls
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        stages: list[Any] = [
+            wds.SimpleShardList(self.shard_order()),
+            wds.split_by_node,
+            wds.split_by_worker,
+            wds.tarfile_to_samples(),
+            self._clip_windows,
+        ]
+        if self.shuffle_buffer > 0:
+            rank, _, worker, _ = wds.utils.pytorch_worker_info()
+            rng = random.Random(f"voxhear-windows:{self.seed}:{self.epoch}:{rank}:{worker}")
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
+        return iter(wds.DataPipeline(*stages))
+
+    def _clip_windows(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for raw in samples:
+            # Filter on the json alone before decoding anything heavy; read_sample names missing members.
+            if self.split is not None and "json" in raw and json.loads(raw["json"]).get("split") != self.split:
+                continue
+            yield from self.windows_of(read_sample(raw, tracks=self.tracks))
+
+    def window_starts(self, n_frames: int) -> list[int]:
+        """Start frames of the windows of a clip of `n_frames` frames."""
+        size, hop = self.window_frames, self.hop_frames
+        starts = [s for s in range(0, n_frames, hop) if s + size <= n_frames]
+        # One padded window from the first start past the last full one reaches the clip's end.
+        tail = starts[-1] + hop if starts else 0
+        if not self.drop_partial and tail < n_frames and tail + size > n_frames:
+            starts.append(tail)
+        return starts
+
+    def windows_of(self, sample: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The windows of one decoded sample (as `read_sample` returns it)."""
+        n_frames, frames, meta = sample["n_frames"], sample["frames"], sample["meta"]
+        starts = self.window_starts(n_frames)
+        if not starts:
+            return
+        size = self.window_frames
+        valid = frames["has_landmarks"].astype(bool)
+        arrays = {
+            "blendshapes": np.nan_to_num(frames["blendshapes"].astype(np.float32), nan=0.0),
+            "pose": np.nan_to_num(frames["pose"].astype(np.float32), nan=0.0),
+            "landmarks": np.nan_to_num(frames["landmarks"].astype(np.float32), nan=0.0),
+            "state": frames["state"].astype(np.int64),
+            "asd": frames["asd"].astype(np.float32),
+        }
+        video = None
+        if self.with_video:
+            video = decode_video(sample["mp4"], self.video_size)
+            if len(video) != n_frames:
+                raise ValueError(f"sample {sample['key']!r}: mp4 has {len(video)} frames, frames.npz has {n_frames}")
+        for start in starts:
+            window_valid = _window(valid, start, size)
+            if window_valid.mean() < self.min_valid:
+                continue
+            item: dict[str, Any] = {
+                "key": sample["key"],
+                "window_start": start,
+                "length": min(size, n_frames - start),
+                "identity_id": meta.get("identity_id"),
+                "split": meta.get("split"),
+                "audio": {
+                    track: torch.from_numpy(_window(sample["audio"][track], start * SAMPLES_PER_FRAME,
+                                                    size * SAMPLES_PER_FRAME))
+                    for track in self.tracks
+                },
+                "valid": torch.from_numpy(window_valid),
+            }
+            for name, array in arrays.items():
+                item[name] = torch.from_numpy(_window(array, start, size))
+            if video is not None:
+                item["video"] = torch.from_numpy(_window(video, start, size)).permute(0, 3, 1, 2).contiguous()
+            yield item
+
+
+__all__ = ["VoxHearWindows", "collate_windows", "read_sample", "decode_video", "expand_urls", "STATE_NAMES"]

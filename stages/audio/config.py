@@ -1,0 +1,92 @@
+"""Config sections of the audio stages (separation, diarization, asr); see docs/benchmarks/audio.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from voxhear.pipeline.settings import require, setting
+
+SEPARATION_BACKENDS = ("deepfilternet_onnx", "deepfilternet", "demucs")
+
+
+@dataclass
+class SeparationConfig:
+    """Speech/background separation (docs/benchmarks/audio.md)."""
+
+    # "deepfilternet_onnx" (default): DeepFilterNet3's ONNX graphs through onnxruntime over many
+    # frames per call, CPU; "deepfilternet": the same model streamed frame by frame through libDF's
+    # C runtime (same output within 1e-5, about 7x slower); "demucs" (htdemucs family; needs its
+    # weights in the model store).
+    backend: str = setting("deepfilternet_onnx", choices=SEPARATION_BACKENDS)
+    # DeepFilterNet (both runtimes): attenuation limit in dB (100: none) and post-filter strength (0: off).
+    atten_lim_db: float = setting(100.0, gt=0)
+    post_filter_beta: float = setting(0.0, ge=0, le=1)
+    # Demucs: model name in the store, chunk overlap, chunk length in s (0: the model's own).
+    demucs_model: str = "htdemucs"
+    demucs_overlap: float = setting(0.25, ge=0, lt=1)
+    demucs_segment_s: float = setting(0.0, ge=0)
+    # Threads per worker (torch for Demucs, onnxruntime for deepfilternet_onnx; more than the
+    # worker's CPUs thrash); GPUs per worker on a cluster (Demucs only; 0: CPU).
+    threads: int = setting(1, ge=1)
+    gpus: float = setting(0.0, ge=0)
+
+
+@dataclass
+class DiarizationConfig:
+    """pyannote diarization of the separated speech (docs/benchmarks/audio.md)."""
+
+    # "campplus": pyannote SpeakerDiarization with the store's CAM++ embedding; "official": the
+    # store's pyannote-speaker-diarization-3.1 pipeline unchanged (needs its WeSpeaker model).
+    pipeline: str = setting("campplus", choices=("campplus", "official"))
+    # Step between 10 s segmentation windows, as a share of the window.
+    segmentation_step: float = setting(0.5, gt=0, le=1)
+    # Agglomerative clustering (centroid linkage, cosine distance) of the CAM++ embeddings.
+    threshold: float = setting(0.6, gt=0, lt=2)
+    min_cluster_size: int = setting(2, ge=1)
+    min_duration_off: float = setting(0.0, ge=0)
+    # Each (window, speaker) embedding uses at most this much of the speaker's active audio.
+    embedding_max_s: float = setting(4.0, ge=0.5)
+    # CAM++ runtime on CPU: "onnx" (exported once into the cache and checked against torch at
+    # setup; about 2x cheaper, same embeddings to 1e-6) or "torch". A GPU always uses torch.
+    embedding_backend: str = setting("onnx", choices=("onnx", "torch"))
+    # Turns re-labelled by their own embedding (k-means from pyannote's labels, this many rounds;
+    # 0: off); turns shorter than refine_min_s keep their label.
+    refine_iterations: int = setting(3, ge=0)
+    refine_min_s: float = setting(0.5, ge=0.1)
+    # Known speaker count bounds (0: unknown).
+    min_speakers: int = setting(0, ge=0)
+    max_speakers: int = setting(0, ge=0)
+    # Turns shorter than this are dropped; sources with less speech than min_speech_s are filtered.
+    min_turn_s: float = setting(0.1, ge=0)
+    min_speech_s: float = setting(0.5, ge=0)
+    # torch threads per worker, and onnxruntime threads of CAM++ on CPU: one per CPU the worker
+    # asks for (oversubscribed OpenMP thrashes).
+    threads: int = setting(1, ge=1)
+    gpus: float = setting(0.0, ge=0)
+
+    def check(self) -> None:
+        require(not (self.min_speakers and self.max_speakers) or self.min_speakers <= self.max_speakers,
+                "diarization.max_speakers", "must be >= min_speakers")
+
+
+@dataclass
+class AsrConfig:
+    """whisperx/faster-whisper speech recognition (docs/benchmarks/audio.md)."""
+
+    # "clip" names the output samples elsewhere; the ASR's decoding unit is a piece.
+    RENAMED: ClassVar[dict[str, str]] = {"clip_s": "piece_s"}
+
+    model: str = "faster-whisper-tiny.en"
+    compute_type: str = setting("int8", choices=("int8", "int8_float16", "float16", "float32", "default"))
+    batch_size: int = setting(8, ge=1)
+    beam_size: int = setting(5, ge=1)
+    # Seconds of context added around every diarized turn before decoding.
+    pad_s: float = setting(0.2, ge=0)
+    # Neighbouring turns are decoded together while their piece stays this short (at most 30 s).
+    piece_s: float = setting(5.0, gt=0, le=30)
+    # "auto": whisperx forced alignment when its model is cached locally, else faster-whisper's word
+    # timings; "off": always faster-whisper's.
+    align: str = setting("auto", choices=("auto", "off"))
+    threads: int = setting(1, ge=1)
+    gpus: float = setting(0.0, ge=0)
