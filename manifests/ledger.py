@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from voxhear.pipeline.io import atomic_write_table, remove_stale_temps
 from voxhear.manifests.schemas import ClipManifestRow, SourceManifestRow
+from voxhear.pipeline.io import atomic_write_table, remove_stale_temps
 
 SHARD_PATTERN = re.compile(r"^(\d{6})\.tar$")
 PART_PATTERN = re.compile(r"^(\d{6})-(sources|clips)\.parquet$")

@@ -33,9 +33,13 @@ def clip_row_type(final_type: type[ShotRecord]) -> type[ShotRecord]:
     return dataclasses.make_dataclass(
         f"{final_type.__name__}ManifestRow",
         [("shard", str, dataclasses.field(default="")), ("commit", int, dataclasses.field(default=0))],
-        bases=(final_type,), slots=True,
-        namespace={"__doc__": f"One row per {final_type.__name__} in clips.parquet, kept or rejected.",
-                   "__module__": __name__})
+        bases=(final_type,),
+        slots=True,
+        namespace={
+            "__doc__": f"One row per {final_type.__name__} in clips.parquet, kept or rejected.",
+            "__module__": __name__,
+        },
+    )
 
 
 ClipManifestRow = clip_row_type(ShotRecord)

@@ -69,8 +69,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from voxhear.pipeline.config import load_config
     from voxhear.manifests import SourceManifestRow, clip_row_type
+    from voxhear.pipeline.config import load_config
     from voxhear.pipeline.models import ModelStore
     from voxhear.pipeline.runner import build_stages
     from voxhear.pipeline.stage import RunContext
@@ -91,9 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the pipeline (resumes an existing run directory)")
-    run.add_argument("inputs", nargs="*", metavar="INPUT|KEY=VALUE",
-                     help="files, directories, globs, list files or URIs (default: the config's inputs, "
-                     "i.e. the bundled sample), and key=value config overrides such as shards.max_samples=100")
+    run.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT|KEY=VALUE",
+        help="files, directories, globs, list files or URIs (default: the config's inputs, "
+        "i.e. the bundled sample), and key=value config overrides such as shards.max_samples=100",
+    )
     run.add_argument("--config", help="run YAML (default: the embedded defaults)")
     run.add_argument("--run-dir", help="where shards, manifests and the work area go")
     run.add_argument("--runner", choices=["ray", "local"], help="Ray Data (default) or in-process")
@@ -123,12 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     from voxhear.benchmarks import evaluation, synth
     from voxhear.qc import cli as qc_cli
 
-    for name, module, help_text in (("synth", synth, "compose interview videos with exact ground truth"),
-                                    ("eval", evaluation, "score a run against ground truth"),
-                                    ("qc", qc_cli, "QC dashboard of a run: one HTML file, or served live"),
-                                    ("datasheet", qc_cli.datasheet_command,
-                                     "write a run's datasheet (Markdown) and Croissant JSON-LD"),
-                                    ("baseline", baseline, "train, score and render the bundled talk/listen baseline")):
+    for name, module, help_text in (
+        ("synth", synth, "compose interview videos with exact ground truth"),
+        ("eval", evaluation, "score a run against ground truth"),
+        ("qc", qc_cli, "QC dashboard of a run: one HTML file, or served live"),
+        ("datasheet", qc_cli.datasheet_command, "write a run's datasheet (Markdown) and Croissant JSON-LD"),
+        ("baseline", baseline, "train, score and render the bundled talk/listen baseline"),
+    ):
         command = sub.add_parser(name, help=help_text)
         module.add_arguments(command)
         command.set_defaults(func=module.run_from_args)
@@ -148,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             args.inputs = list(args.inputs) + extra
         else:
             args.overrides = list(args.overrides) + extra
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     from voxhear.pipeline.config import ConfigError
     from voxhear.pipeline.models import ModelStoreError
 

@@ -20,8 +20,18 @@ import yaml
 from voxhear.pipeline import registry
 from voxhear.pipeline.settings import ConfigError, apply_override, build_config, check_config, require, setting
 
-__all__ = ["ConfigError", "RunConfig", "ShardConfig", "RayConfig", "ModelsConfig", "load_config", "config_from_dict",
-           "config_to_dict", "save_config", "bundled_sample"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "ShardConfig",
+    "RayConfig",
+    "ModelsConfig",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "save_config",
+    "bundled_sample",
+]
 
 
 def bundled_sample() -> Path:
@@ -100,7 +110,8 @@ class RunConfig:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     # One section per registered stage that has one, keyed by stage name (filled by load_config).
     sections: dict[str, Any] = field(
-        default_factory=lambda: {name: cls() for name, cls in registry.section_classes().items()}, repr=False)
+        default_factory=lambda: {name: cls() for name, cls in registry.section_classes().items()}, repr=False
+    )
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names that are not fields: the stage sections.
@@ -121,16 +132,21 @@ class RunConfig:
 
     def processing_sections(self) -> dict[str, Any]:
         """The parts of the config that change what a run produces (resume must not mix them)."""
-        return {"stages": list(self.stages),
-                **{name: dataclasses.asdict(section) for name, section in self.sections.items()}}
+        return {
+            "stages": list(self.stages),
+            **{name: dataclasses.asdict(section) for name, section in self.sections.items()},
+        }
 
 
 def _check_stages(stages: list[str]) -> None:
     known = registry.stage_names()
     unknown = [name for name in stages if name not in known]
     require(not unknown, "stages", f"has unknown stages {unknown}; known, in order: {known}")
-    require(list(stages) == [n for n in known if n in stages], "stages",
-            f"must list stages once each in pipeline order {known}")
+    require(
+        list(stages) == [n for n in known if n in stages],
+        "stages",
+        f"must list stages once each in pipeline order {known}",
+    )
     require(stages[:1] == ["ingest"], "stages", "must start with 'ingest'")
     require("shot_media" in stages, "stages", "must include 'shot_media' (it writes the samples)")
     for name in stages:
@@ -184,8 +200,13 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """The config as it is written to YAML: engine keys, then one mapping per stage section."""
-    out = {f.name: dataclasses.asdict(getattr(config, f.name)) if dataclasses.is_dataclass(getattr(config, f.name))
-           else getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "sections"}
+    out = {
+        f.name: dataclasses.asdict(getattr(config, f.name))
+        if dataclasses.is_dataclass(getattr(config, f.name))
+        else getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name != "sections"
+    }
     out.update({name: dataclasses.asdict(section) for name, section in config.sections.items()})
     return out
 

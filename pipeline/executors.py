@@ -108,9 +108,12 @@ class RayExecutor:
         total_cpus = float(ray.cluster_resources().get("CPU", 1.0))
         cpus = fit_cpu_requests(stages, total_cpus)
         if any(cpus[s.name] < s.resources.cpus for s in stages):
-            log.warning("the stages' standing actors need more than the %g CPUs Ray has: every CPU request is "
-                        "scaled by %.2f so that no stage waits forever for a slot", total_cpus,
-                        min(cpus[s.name] / s.resources.cpus for s in stages if s.resources.cpus))
+            log.warning(
+                "the stages' standing actors need more than the %g CPUs Ray has: every CPU request is "
+                "scaled by %.2f so that no stage waits forever for a slot",
+                total_cpus,
+                min(cpus[s.name] / s.resources.cpus for s in stages if s.resources.cpus),
+            )
         for stage in stages:
             dataset = self._map(dataset, stage, cpus[stage.name], total_cpus)
         out_type = stages[-1].output_type
@@ -121,8 +124,9 @@ class RayExecutor:
         import ray.data
 
         res = stage.resources
-        remote_args = dict(num_cpus=cpus, num_gpus=res.gpus or None,
-                           memory=res.memory_gb * 2**30 if res.memory_gb else None)
+        remote_args = dict(
+            num_cpus=cpus, num_gpus=res.gpus or None, memory=res.memory_gb * 2**30 if res.memory_gb else None
+        )
         remote_args = {k: v for k, v in remote_args.items() if v is not None}
         if stage.uses_models:
             max_size = self.config.max_actors_per_stage
@@ -130,14 +134,24 @@ class RayExecutor:
                 # A scaled-down request must not let one pool grow past what its real need allows.
                 max_size = max(1, int(total_cpus // max(res.cpus, 1e-4)))
             pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max_size)
-            return dataset.map_batches(_StageActor, fn_constructor_kwargs={"stage": stage}, compute=pool,
-                                       batch_format="pyarrow", batch_size=stage.batch_size, **remote_args)
-        return dataset.map_batches(_apply_to_table, fn_kwargs={"stage": stage}, batch_format="pyarrow",
-                                   batch_size=stage.batch_size, **remote_args)
+            return dataset.map_batches(
+                _StageActor,
+                fn_constructor_kwargs={"stage": stage},
+                compute=pool,
+                batch_format="pyarrow",
+                batch_size=stage.batch_size,
+                **remote_args,
+            )
+        return dataset.map_batches(
+            _apply_to_table,
+            fn_kwargs={"stage": stage},
+            batch_format="pyarrow",
+            batch_size=stage.batch_size,
+            **remote_args,
+        )
 
 
 def make_executor(runner: str, ray_config: RayConfig, show_progress: bool = True) -> Executor:
     if runner == "local":
         return LocalExecutor()
     return RayExecutor(ray_config, show_progress=show_progress)
-

@@ -65,8 +65,11 @@ def _expand_one(spec: str) -> list[str]:
             log.warning("input glob %s matched nothing", spec)
         return [m for m in matches if Path(m).is_file()]
     if path.is_dir():
-        return [str(p) for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")]
+        return [
+            str(p)
+            for p in sorted(path.rglob("*"))
+            if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")
+        ]
     if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
         return _read_list(str(path))
     return [str(path)]
@@ -85,8 +88,9 @@ def _read_list(uri: str) -> list[str]:
             return [_relative_to(uri, e) for e in entries]
     column = next((c for c in URI_COLUMNS if c in table.column_names), None)
     if column is None:
-        raise ValueError(f"list file {uri} needs one of the columns {', '.join(URI_COLUMNS)}; "
-                         f"it has {', '.join(table.column_names)}")
+        raise ValueError(
+            f"list file {uri} needs one of the columns {', '.join(URI_COLUMNS)}; it has {', '.join(table.column_names)}"
+        )
     return [_relative_to(uri, str(v)) for v in table.column(column).to_pylist() if v]
 
 

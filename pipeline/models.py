@@ -111,8 +111,12 @@ def load_registry(path: Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
             grouped.setdefault(row["model"], []).append(row)
     registry = {}
     for name, rows in grouped.items():
-        files = tuple(ModelFile(path=r["file"], size=int(r["bytes"]), sha256=r["sha256"],
-                                url=None if r["url"] == "-" else r["url"]) for r in rows)
+        files = tuple(
+            ModelFile(
+                path=r["file"], size=int(r["bytes"]), sha256=r["sha256"], url=None if r["url"] == "-" else r["url"]
+            )
+            for r in rows
+        )
         registry[name] = ModelSpec(name=name, licence=rows[0]["licence"], note=rows[0]["note"], files=files)
     return registry
 
@@ -152,8 +156,11 @@ class ModelStore:
 
     @classmethod
     def from_config(cls, models_config) -> ModelStore:
-        return cls(explicit_paths=dict(models_config.paths), store_dir=models_config.dir,
-                   allow_download=models_config.allow_download)
+        return cls(
+            explicit_paths=dict(models_config.paths),
+            store_dir=models_config.dir,
+            allow_download=models_config.allow_download,
+        )
 
     def spec(self, name: str) -> ModelSpec:
         if name not in self.registry:
@@ -188,20 +195,25 @@ class ModelStore:
                     raise ModelHashMismatchError(
                         f"model '{name}': file {paths[f.path]} has sha256 {actual}, expected {f.sha256} "
                         f"(found via {location.label}). The file is corrupt or not the official one; "
-                        f"replace it, or remove it so the next location is used.")
+                        f"replace it, or remove it so the next location is used."
+                    )
             return ResolvedModel(spec=spec, files=paths, where=location.label)
         download_error = None
         if self._can_download(spec):
             download_error = self._download(spec)
             if download_error is None:
                 cache = Location("user cache", self.cache_dir)
-                return ResolvedModel(spec=spec, files={f.path: cache.file_path(f) for f in spec.files},
-                                     where="downloaded into the user cache")
+                return ResolvedModel(
+                    spec=spec,
+                    files={f.path: cache.file_path(f) for f in spec.files},
+                    where="downloaded into the user cache",
+                )
         looked = "; ".join(f"{loc.label}: {loc.describe(spec)}" for loc in self.locations(name))
         raise ModelNotFoundError(
             f"model '{name}' ({', '.join(f.path for f in spec.files)}; expected sha256 "
             f"{', '.join(f.sha256 for f in spec.files)}) was not found. Looked in: {looked}. "
-            + self._how_to_provide(spec, download_error))
+            + self._how_to_provide(spec, download_error)
+        )
 
     def _can_download(self, spec: ModelSpec) -> bool:
         return self.allow_download and _network_allowed() and all(f.url for f in spec.files)
@@ -214,14 +226,17 @@ class ModelStore:
             try:
                 request = urllib.request.Request(f.url, headers=_auth_headers(f.url))
                 with atomic_path(target) as tmp:
-                    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, \
-                            open(tmp, "wb") as out:
+                    with (
+                        urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response,
+                        open(tmp, "wb") as out,
+                    ):
                         while chunk := response.read(1 << 20):
                             out.write(chunk)
                     actual = sha256_file(tmp)
                     if actual != f.sha256:
                         raise ModelHashMismatchError(
-                            f"model '{spec.name}': download of {f.url} has sha256 {actual}, expected {f.sha256}")
+                            f"model '{spec.name}': download of {f.url} has sha256 {actual}, expected {f.sha256}"
+                        )
             except ModelHashMismatchError:
                 raise
             except OSError as error:  # URLError, timeouts, DNS: the network does not allow it
@@ -236,8 +251,10 @@ class ModelStore:
             parts.append(f"It cannot be downloaded automatically: {spec.note}.")
         elif not (self.allow_download and _network_allowed()):
             parts.append("Downloads are disabled (models.allow_download=false, VOXHEAR_OFFLINE or HF_HUB_OFFLINE).")
-        parts.append(f"Put the files under a folder given by VOXHEAR_MODEL_DIR (as {spec.folder}/...) "
-                     f"or set models.paths.{spec.name}=PATH.")
+        parts.append(
+            f"Put the files under a folder given by VOXHEAR_MODEL_DIR (as {spec.folder}/...) "
+            f"or set models.paths.{spec.name}=PATH."
+        )
         return " ".join(parts)
 
     def status(self, name: str, verify: bool = True) -> tuple[str, str]:

@@ -79,7 +79,7 @@ class Record:
         cached = cls.__dict__.get("_schema_cache")
         if cached is None:
             cached = _schema_of(cls)
-            setattr(cls, "_schema_cache", cached)
+            cls._schema_cache = cached
         return cached
 
     def to_row(self) -> dict[str, Any]:
@@ -182,11 +182,19 @@ class ShotRecord(SourceRecord):
         from voxhear.pipeline import __version__
 
         return {
-            "key": self.key, "source_uri": self.source_uri, "source_id": self.source_id,
-            "shot_index": self.shot_index, "start_frame": self.start_frame, "end_frame": self.end_frame,
-            "start_s": self.start_s, "end_s": self.end_s, "fps": self.norm_fps,
-            "width": self.norm_width, "height": self.norm_height,
-            "pipeline": "voxhear", "pipeline_version": __version__,
+            "key": self.key,
+            "source_uri": self.source_uri,
+            "source_id": self.source_id,
+            "shot_index": self.shot_index,
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "fps": self.norm_fps,
+            "width": self.norm_width,
+            "height": self.norm_height,
+            "pipeline": "voxhear",
+            "pipeline_version": __version__,
         }
 
     def shard_members(self) -> dict[str, bytes]:
@@ -257,18 +265,38 @@ class FaceTrackRecord(ShotRecord):
     def sample_metadata(self) -> dict[str, Any]:
         # dataclass(slots=True) rebuilds the class, which breaks zero-argument super().
         meta = ShotRecord.sample_metadata(self)
-        meta.update({
-            "track_index": self.track_index, "n_tracks": self.n_tracks,
-            "track_start_frame": self.track_start_frame, "track_end_frame": self.track_end_frame,
-            "track_start_s": self.track_start_s, "track_end_s": self.track_end_s,
-            "detector": self.detector, "crop_size": self.crop_size, "embedder": self.embedder,
-            "embedding": self.embedding,
-            "identity": "assigned after writing: join manifests/identities.parquet on key",
-            # NaN (no landmarks anywhere) is not JSON: null instead.
-            "quality": {name: json_number(getattr(self, name)) for name in (
-                "face_width_px", "face_height_px", "yaw_deg", "pitch_deg", "roll_deg", "abs_yaw_p90_deg",
-                "blur_var", "det_score", "detected_fraction", "landmark_fraction", "landmark_confidence")},
-        })
+        meta.update(
+            {
+                "track_index": self.track_index,
+                "n_tracks": self.n_tracks,
+                "track_start_frame": self.track_start_frame,
+                "track_end_frame": self.track_end_frame,
+                "track_start_s": self.track_start_s,
+                "track_end_s": self.track_end_s,
+                "detector": self.detector,
+                "crop_size": self.crop_size,
+                "embedder": self.embedder,
+                "embedding": self.embedding,
+                "identity": "assigned after writing: join manifests/identities.parquet on key",
+                # NaN (no landmarks anywhere) is not JSON: null instead.
+                "quality": {
+                    name: json_number(getattr(self, name))
+                    for name in (
+                        "face_width_px",
+                        "face_height_px",
+                        "yaw_deg",
+                        "pitch_deg",
+                        "roll_deg",
+                        "abs_yaw_p90_deg",
+                        "blur_var",
+                        "det_score",
+                        "detected_fraction",
+                        "landmark_fraction",
+                        "landmark_confidence",
+                    )
+                },
+            }
+        )
         return meta
 
     def shard_members(self) -> dict[str, bytes]:
@@ -347,26 +375,60 @@ class ClipRecord(FaceTrackRecord):
 
     def sample_metadata(self) -> dict[str, Any]:
         meta = ShotRecord.sample_metadata(self)
-        meta.update({
-            "track_index": self.track_index, "track_start_frame": self.track_start_frame,
-            "track_end_frame": self.track_end_frame, "clip_index": self.clip_index, "n_clips": self.n_clips,
-            "clip_start_frame": self.clip_start_frame, "clip_end_frame": self.clip_end_frame,
-            "clip_start_s": self.clip_start_s, "clip_end_s": self.clip_end_s,
-            "n_frames": self.clip_end_frame - self.clip_start_frame, "sample_rate": 16000,
-            "identity_id": self.identity_id, "split": self.split,
-            "self_speaker": self.self_speaker, "other_speakers": list(self.other_speakers),
-            "state_seconds": {"talk": self.talk_s, "listen": self.listen_s, "both": self.both_s,
-                              "silence": self.silence_s},
-            "quality": {name: json_number(getattr(self, name)) for name in (
-                "face_width_px", "face_height_px", "yaw_deg", "pitch_deg", "roll_deg", "abs_yaw_p90_deg",
-                "blur_var", "landmark_fraction", "landmark_confidence", "attribution_margin", "asd_mean",
-                "speech_share", "overlap_share", "background_excess_db", "embedding_spread")},
-            "speaker_asd": {k: json_number(v) for k, v in self.speaker_asd.items()},
-            "provenance": {"source_uri": self.source_uri, "licence": self.source_licence,
-                           "attribution": self.source_attribution},
-            "models": dict(self.model_hashes), "config_hash": self.config_hash,
-            "shard_format": 1,
-        })
+        meta.update(
+            {
+                "track_index": self.track_index,
+                "track_start_frame": self.track_start_frame,
+                "track_end_frame": self.track_end_frame,
+                "clip_index": self.clip_index,
+                "n_clips": self.n_clips,
+                "clip_start_frame": self.clip_start_frame,
+                "clip_end_frame": self.clip_end_frame,
+                "clip_start_s": self.clip_start_s,
+                "clip_end_s": self.clip_end_s,
+                "n_frames": self.clip_end_frame - self.clip_start_frame,
+                "sample_rate": 16000,
+                "identity_id": self.identity_id,
+                "split": self.split,
+                "self_speaker": self.self_speaker,
+                "other_speakers": list(self.other_speakers),
+                "state_seconds": {
+                    "talk": self.talk_s,
+                    "listen": self.listen_s,
+                    "both": self.both_s,
+                    "silence": self.silence_s,
+                },
+                "quality": {
+                    name: json_number(getattr(self, name))
+                    for name in (
+                        "face_width_px",
+                        "face_height_px",
+                        "yaw_deg",
+                        "pitch_deg",
+                        "roll_deg",
+                        "abs_yaw_p90_deg",
+                        "blur_var",
+                        "landmark_fraction",
+                        "landmark_confidence",
+                        "attribution_margin",
+                        "asd_mean",
+                        "speech_share",
+                        "overlap_share",
+                        "background_excess_db",
+                        "embedding_spread",
+                    )
+                },
+                "speaker_asd": {k: json_number(v) for k, v in self.speaker_asd.items()},
+                "provenance": {
+                    "source_uri": self.source_uri,
+                    "licence": self.source_licence,
+                    "attribution": self.source_attribution,
+                },
+                "models": dict(self.model_hashes),
+                "config_hash": self.config_hash,
+                "shard_format": 1,
+            }
+        )
         return meta
 
     def shard_members(self) -> dict[str, bytes]:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import yaml
 
+from voxhear.manifests import Ledger, consolidate
 from voxhear.pipeline import registry
 from voxhear.pipeline.config import ConfigError, RunConfig, save_config
 from voxhear.pipeline.executors import make_executor
 from voxhear.pipeline.inputs import expand_inputs
-from voxhear.manifests import Ledger, consolidate
 from voxhear.pipeline.models import ModelStore, UnknownModelError
 from voxhear.pipeline.records import STATUS_FAILED, SourceRecord
 from voxhear.pipeline.sink import DatasetSink
@@ -30,8 +30,10 @@ def build_stages(config: RunConfig, context: RunContext) -> list[Stage]:
     stages = [registry.stage_class(name)(config.section(name), context) for name in config.stages]
     for before, after in zip(stages, stages[1:]):
         if not issubclass(before.output_type, after.input_type):
-            raise ConfigError(f"stage {after.name} takes {after.input_type.__name__} rows but {before.name} "
-                              f"emits {before.output_type.__name__}; check the config's 'stages'")
+            raise ConfigError(
+                f"stage {after.name} takes {after.input_type.__name__} rows but {before.name} "
+                f"emits {before.output_type.__name__}; check the config's 'stages'"
+            )
     return stages
 
 
@@ -72,16 +74,20 @@ class RunSummary:
         return self.wall_s / (self.input_hours * 3600) if self.input_hours else 0.0
 
     def format(self) -> str:
-        lines = [f"run directory: {self.run_dir}",
-                 f"inputs: {self.inputs} ({self.skipped} already done in an earlier attempt)",
-                 "status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items()))]
+        lines = [
+            f"run directory: {self.run_dir}",
+            f"inputs: {self.inputs} ({self.skipped} already done in an earlier attempt)",
+            "status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items())),
+        ]
         for reason, count in sorted(self.reason_counts.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {reason}: {count}")
-        lines += [f"clips: {self.clips} ({self.clip_hours:.4f} h) in {self.shards} shards",
-                  f"input video: {self.input_hours:.4f} h; wall time {self.wall_s:.1f} s; "
-                  f"real-time factor {self.real_time_factor:.3f}",
-                  f"manifests: {self.run_dir / 'manifests'}",
-                  f"shards: {self.run_dir / 'shards'}"]
+        lines += [
+            f"clips: {self.clips} ({self.clip_hours:.4f} h) in {self.shards} shards",
+            f"input video: {self.input_hours:.4f} h; wall time {self.wall_s:.1f} s; "
+            f"real-time factor {self.real_time_factor:.3f}",
+            f"manifests: {self.run_dir / 'manifests'}",
+            f"shards: {self.run_dir / 'shards'}",
+        ]
         return "\n".join(lines)
 
 
@@ -96,7 +102,8 @@ def check_resume_compatible(config: RunConfig, run_dir: Path) -> None:
         if saved.get(section) != values:
             raise ConfigError(
                 f"run directory {run_dir} was made with different '{section}' settings "
-                f"({saved.get(section)} vs {values}); use a new run_dir, or the same settings to resume")
+                f"({saved.get(section)} vs {values}); use a new run_dir, or the same settings to resume"
+            )
 
 
 def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
@@ -112,11 +119,15 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
     state = ledger.recover()
     # A run directory inside an input folder must not feed its own work files back in.
     inputs = [uri for uri in expand_inputs(config.inputs) if not uri.startswith(str(run_dir) + "/")]
-    todo = [uri for uri in inputs if uri not in state.status_by_uri
-            or (config.retry_failed and state.status_by_uri[uri] == STATUS_FAILED)]
+    todo = [
+        uri
+        for uri in inputs
+        if uri not in state.status_by_uri or (config.retry_failed and state.status_by_uri[uri] == STATUS_FAILED)
+    ]
     log.info("%d inputs, %d to process", len(inputs), len(todo))
-    sink = DatasetSink(config, ledger, state, final_type=stages[-1].output_type, total_sources=len(todo),
-                       show_progress=show_progress)
+    sink = DatasetSink(
+        config, ledger, state, final_type=stages[-1].output_type, total_sources=len(todo), show_progress=show_progress
+    )
     executor = make_executor(config.runner, config.ray, show_progress=show_progress)
     try:
         executor.execute(stages, [SourceRecord(source_uri=uri) for uri in todo], sink)
@@ -132,8 +143,13 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
         from voxhear.passes.splits import write_splits
 
         write_splits(run_dir, config.shards.val_share, config.shards.test_share, config.shards.split_seed)
-    return summarize_run(run_dir, inputs_total=len(inputs), skipped=len(inputs) - len(todo),
-                         wall_s=time.perf_counter() - started, processed=set(todo))
+    return summarize_run(
+        run_dir,
+        inputs_total=len(inputs),
+        skipped=len(inputs) - len(todo),
+        wall_s=time.perf_counter() - started,
+        processed=set(todo),
+    )
 
 
 def summarize_run(run_dir: Path, inputs_total: int, skipped: int, wall_s: float, processed: set[str]) -> RunSummary:
@@ -143,8 +159,9 @@ def summarize_run(run_dir: Path, inputs_total: int, skipped: int, wall_s: float,
     summary = RunSummary(run_dir=run_dir, inputs=inputs_total, skipped=skipped, wall_s=wall_s)
     rows = sources.to_pylist()
     summary.status_counts = dict(collections.Counter(r["status"] for r in rows))
-    summary.reason_counts = dict(collections.Counter(
-        f"{r['status']}/{r['stage']}/{r['reason']}" for r in rows if r["status"] != "ok"))
+    summary.reason_counts = dict(
+        collections.Counter(f"{r['status']}/{r['stage']}/{r['reason']}" for r in rows if r["status"] != "ok")
+    )
     kept = [c for c in clips.to_pylist() if c["status"] == "ok"]
     summary.clips = len(kept)
     summary.clip_hours = sum(c["end_s"] - c["start_s"] for c in kept) / 3600

@@ -83,13 +83,28 @@ class Bounds:
         return ", ".join(parts)
 
 
-def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
-            ge: float | None = None, gt: float | None = None, le: float | None = None,
-            lt: float | None = None, choices: Sequence[Any] | None = None, even: bool = False,
-            min_items: int = 0) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: Sequence[Any] | None = None,
+    even: bool = False,
+    min_items: int = 0,
+) -> Any:
     """A dataclass field with its constraints (checked by `check_config`)."""
-    bounds = Bounds(ge=ge, gt=gt, le=le, lt=lt, choices=tuple(choices) if choices is not None else None,
-                    even=even, min_items=min_items)
+    bounds = Bounds(
+        ge=ge,
+        gt=gt,
+        le=le,
+        lt=lt,
+        choices=tuple(choices) if choices is not None else None,
+        even=even,
+        min_items=min_items,
+    )
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata={"bounds": bounds})
     return dataclasses.field(default=default, metadata={"bounds": bounds})

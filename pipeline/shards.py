@@ -57,8 +57,9 @@ class ShardWriter:
         self.next_number += 1
         tmp = temp_path_for(self.shards_dir / name)
         handle = open(tmp, "wb")
-        self._current = _OpenShard(name=name, tmp=tmp, handle=handle,
-                                   tar=tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT))
+        self._current = _OpenShard(
+            name=name, tmp=tmp, handle=handle, tar=tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT)
+        )
         return self._current
 
     def close_current(self) -> None:

@@ -14,8 +14,8 @@ from fractions import Fraction
 
 from tqdm import tqdm
 
-from voxhear.pipeline.config import RunConfig
 from voxhear.manifests import Ledger, LedgerState, SourceManifestRow, clip_row_type
+from voxhear.pipeline.config import RunConfig
 from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, ShotRecord
 from voxhear.pipeline.shards import ShardWriter
 
@@ -40,14 +40,25 @@ class _Pending:
 
 
 class DatasetSink:
-    def __init__(self, config: RunConfig, ledger: Ledger, state: LedgerState, final_type: type[ShotRecord],
-                 total_sources: int, show_progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        ledger: Ledger,
+        state: LedgerState,
+        final_type: type[ShotRecord],
+        total_sources: int,
+        show_progress: bool = True,
+    ) -> None:
         self.config = config
         self.clip_type = clip_row_type(final_type)
         self.ledger = ledger
         self.state = state
-        self.writer = ShardWriter(ledger.shards_dir, config.shards.max_samples,
-                                  int(config.shards.max_megabytes * 1e6), next_number=state.next_shard)
+        self.writer = ShardWriter(
+            ledger.shards_dir,
+            config.shards.max_samples,
+            int(config.shards.max_megabytes * 1e6),
+            next_number=state.next_shard,
+        )
         self.commit_seq = state.next_commit
         self.incomplete: dict[str, _Pending] = {}
         # Sources complete but not yet committed, and the kept clips of each unpublished shard.
@@ -56,8 +67,9 @@ class DatasetSink:
         self.last_commit = time.monotonic()
         self.completed = 0
         self.failed = 0
-        self.progress = tqdm(total=total_sources, desc="sources", unit="src", disable=not show_progress,
-                             dynamic_ncols=True)
+        self.progress = tqdm(
+            total=total_sources, desc="sources", unit="src", disable=not show_progress, dynamic_ncols=True
+        )
 
     def consume(self, rows: list[ShotRecord]) -> None:
         for row in rows:
@@ -74,8 +86,12 @@ class DatasetSink:
         source = summarize_source(rows)
         owner = self.state.source_ids.get(source.source_id)
         if source.status == STATUS_OK and owner not in (None, source.source_uri):
-            source.mark(STATUS_FILTERED, "sink", "duplicate_content",
-                        message=f"same content (source_id {source.source_id}) as {owner}")
+            source.mark(
+                STATUS_FILTERED,
+                "sink",
+                "duplicate_content",
+                message=f"same content (source_id {source.source_id}) as {owner}",
+            )
             for row in rows:
                 if row.status == STATUS_OK:
                     row.mark(STATUS_FILTERED, "sink", "duplicate_content", message=source.error_message)
@@ -134,7 +150,8 @@ class DatasetSink:
             self.commit(close_open=True)
             raise RunAbortedError(
                 f"{self.failed} of {self.completed} inputs failed (> max_failure_rate={cfg.max_failure_rate}); "
-                f"stopping. Read the failed rows' error_message in manifests/sources.parquet.")
+                f"stopping. Read the failed rows' error_message in manifests/sources.parquet."
+            )
 
     def finish(self) -> None:
         self.commit(close_open=True)
@@ -169,4 +186,3 @@ def summarize_source(rows: list[ShotRecord]) -> SourceManifestRow:
         summary = ", ".join(f"{reason} x{count}" for reason, count in reasons.most_common())
         source.mark(STATUS_FILTERED, "sink", "no_clip_kept", message=f"every clip was rejected: {summary}")
     return source
-

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from voxhear.pipeline.models import ModelStore, ModelStoreError
-from voxhear.pipeline.settings import ConfigError
 from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record
+from voxhear.pipeline.settings import ConfigError
 
 In = TypeVar("In", bound=Record)
 Out = TypeVar("Out", bound=Record)
@@ -131,8 +131,11 @@ class Stage(Generic[In, Out]):
     @classmethod
     def resources_for(cls, config: Any) -> Resources:
         """One worker's request: a CPU per thread the section asks for, and its GPU share."""
-        return Resources(cpus=float(getattr(config, "threads", 1)), gpus=float(getattr(config, "gpus", 0.0)),
-                         memory_gb=float(getattr(config, "memory_gb", 0.0)))
+        return Resources(
+            cpus=float(getattr(config, "threads", 1)),
+            gpus=float(getattr(config, "gpus", 0.0)),
+            memory_gb=float(getattr(config, "memory_gb", 0.0)),
+        )
 
     def setup(self) -> None:
         """Load models; called once per worker before the first batch."""
@@ -147,7 +150,12 @@ class Stage(Generic[In, Out]):
 
 # Errors that are about the installation or the machine, not the row: they stop the run.
 FATAL_ERRORS: tuple[type[BaseException], ...] = (
-    ImportError, ModelStoreError, ConfigError, MemoryError, NotImplementedError, KeyboardInterrupt,
+    ImportError,
+    ModelStoreError,
+    ConfigError,
+    MemoryError,
+    NotImplementedError,
+    KeyboardInterrupt,
 )
 
 

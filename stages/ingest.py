@@ -64,13 +64,24 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
         RejectReason("no_audio_stream", (), "the input has no audio stream"),
         RejectReason("silent_audio", (), "the audio track is digital silence"),
         RejectReason("frame_too_large", ("ingest.max_pixels",), "frame has more pixels than the bound"),
-        RejectReason("unsupported_frame_rate", ("ingest.min_fps", "ingest.max_fps"),
-                     "container frame rate outside the accepted range",
-                     (Bound("ingest.min_fps", "sources", "fps", "min"), Bound("ingest.max_fps", "sources", "fps", "max"))),
-        RejectReason("too_short", ("ingest.min_duration_s",), "input shorter than the bound",
-                     (Bound("ingest.min_duration_s", "sources", "duration_s", "min"),)),
-        RejectReason("too_long", ("ingest.max_duration_s",), "input longer than the bound",
-                     (Bound("ingest.max_duration_s", "sources", "duration_s", "max"),)),
+        RejectReason(
+            "unsupported_frame_rate",
+            ("ingest.min_fps", "ingest.max_fps"),
+            "container frame rate outside the accepted range",
+            (Bound("ingest.min_fps", "sources", "fps", "min"), Bound("ingest.max_fps", "sources", "fps", "max")),
+        ),
+        RejectReason(
+            "too_short",
+            ("ingest.min_duration_s",),
+            "input shorter than the bound",
+            (Bound("ingest.min_duration_s", "sources", "duration_s", "min"),),
+        ),
+        RejectReason(
+            "too_long",
+            ("ingest.max_duration_s",),
+            "input longer than the bound",
+            (Bound("ingest.max_duration_s", "sources", "duration_s", "max"),),
+        ),
     )
 
     config: IngestConfig
@@ -108,13 +119,17 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
         try:
             info = ffmpeg.probe(str(path))
         except ffmpeg.Error as error:
-            raise InputError("probe_failed", f"ffprobe cannot read {row.source_uri}: "
-                             f"{_last_lines(error.stderr)}") from None
+            raise InputError(
+                "probe_failed", f"ffprobe cannot read {row.source_uri}: {_last_lines(error.stderr)}"
+            ) from None
         fmt = info.get("format", {})
         row.container = fmt.get("format_name", "")
         row.duration_s = float(fmt.get("duration") or 0.0)
-        video = [s for s in info.get("streams", []) if s.get("codec_type") == "video"
-                 and not s.get("disposition", {}).get("attached_pic")]
+        video = [
+            s
+            for s in info.get("streams", [])
+            if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+        ]
         audio = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
         row.has_video, row.has_audio = bool(video), bool(audio)
         if video:
@@ -138,15 +153,22 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
         if row.width <= 0 or row.height <= 0:
             raise InputError("bad_frame_size", f"video stream reports {row.width}x{row.height}")
         if row.width * row.height > cfg.max_pixels:
-            raise FilteredError("frame_too_large", f"frame {row.width}x{row.height} exceeds "
-                                f"ingest.max_pixels={cfg.max_pixels}")
+            raise FilteredError(
+                "frame_too_large", f"frame {row.width}x{row.height} exceeds ingest.max_pixels={cfg.max_pixels}"
+            )
         if not cfg.min_fps <= row.fps <= cfg.max_fps:
-            raise FilteredError("unsupported_frame_rate", f"frame rate {row.fps:.3f} is outside "
-                                f"[{cfg.min_fps}, {cfg.max_fps}] (broken metadata?)")
+            raise FilteredError(
+                "unsupported_frame_rate",
+                f"frame rate {row.fps:.3f} is outside [{cfg.min_fps}, {cfg.max_fps}] (broken metadata?)",
+            )
         if row.duration_s < cfg.min_duration_s:
-            raise FilteredError("too_short", f"duration {row.duration_s:.2f}s < ingest.min_duration_s={cfg.min_duration_s}")
+            raise FilteredError(
+                "too_short", f"duration {row.duration_s:.2f}s < ingest.min_duration_s={cfg.min_duration_s}"
+            )
         if row.duration_s > cfg.max_duration_s:
-            raise FilteredError("too_long", f"duration {row.duration_s:.0f}s > ingest.max_duration_s={cfg.max_duration_s}")
+            raise FilteredError(
+                "too_long", f"duration {row.duration_s:.0f}s > ingest.max_duration_s={cfg.max_duration_s}"
+            )
 
     def _normalize(self, path: Path, row: SourceRecord, work: Path) -> None:
         cfg = self.config
@@ -155,12 +177,50 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
         # Height is capped and rounded to even numbers because yuv420p needs even dimensions.
         scale = f"scale=-2:'trunc(min({cfg.max_height},ih)/2)*2'"
         with atomic_path(video_out) as tmp:
-            _ffmpeg(["-i", str(path), "-map", "0:v:0", "-vf", f"fps={cfg.fps},{scale}",
-                     "-c:v", "libx264", "-preset", cfg.x264_preset, "-crf", str(cfg.video_crf),
-                     "-pix_fmt", "yuv420p", "-an", "-threads", threads, "-f", "mp4", str(tmp)], row.source_uri)
+            _ffmpeg(
+                [
+                    "-i",
+                    str(path),
+                    "-map",
+                    "0:v:0",
+                    "-vf",
+                    f"fps={cfg.fps},{scale}",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    cfg.x264_preset,
+                    "-crf",
+                    str(cfg.video_crf),
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-an",
+                    "-threads",
+                    threads,
+                    "-f",
+                    "mp4",
+                    str(tmp),
+                ],
+                row.source_uri,
+            )
         with atomic_path(audio_out) as tmp:
-            _ffmpeg(["-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(cfg.sample_rate),
-                     "-c:a", "pcm_s16le", "-f", "wav", str(tmp)], row.source_uri)
+            _ffmpeg(
+                [
+                    "-i",
+                    str(path),
+                    "-map",
+                    "0:a:0",
+                    "-ac",
+                    "1",
+                    "-ar",
+                    str(cfg.sample_rate),
+                    "-c:a",
+                    "pcm_s16le",
+                    "-f",
+                    "wav",
+                    str(tmp),
+                ],
+                row.source_uri,
+            )
         if cfg.keep_original_audio:
             with atomic_path(orig_out) as tmp:
                 _ffmpeg(["-i", str(path), "-map", "0:a:0", "-c:a", "flac", "-f", "flac", str(tmp)], row.source_uri)
@@ -171,8 +231,11 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
         row.norm_fps = float(cfg.fps)
         decoded_s = row.n_frames / cfg.fps
         if decoded_s < MIN_DECODED_SHARE * row.duration_s - 0.5:
-            raise InputError("truncated", f"only {decoded_s:.2f}s of video decoded out of the "
-                             f"{row.duration_s:.2f}s the container declares (truncated or corrupt)")
+            raise InputError(
+                "truncated",
+                f"only {decoded_s:.2f}s of video decoded out of the "
+                f"{row.duration_s:.2f}s the container declares (truncated or corrupt)",
+            )
         audio = sf.read(audio_out, dtype="float32")[0]
         if audio.size == 0:
             raise InputError("truncated", "the audio stream decoded to no samples")

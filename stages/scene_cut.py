@@ -32,8 +32,12 @@ class SceneCutStage(Stage[SourceRecord, ShotRecord]):
     config_class = SceneCutConfig
     requires = ("ingest",)
     reasons = (
-        RejectReason("shot_too_short", ("scene_cut.min_shot_s",), "shot shorter than the bound",
-                     (Bound("scene_cut.min_shot_s", "clips", "shot_s", "min"),)),
+        RejectReason(
+            "shot_too_short",
+            ("scene_cut.min_shot_s",),
+            "shot shorter than the bound",
+            (Bound("scene_cut.min_shot_s", "clips", "shot_s", "min"),),
+        ),
     )
 
     config: SceneCutConfig
@@ -46,11 +50,22 @@ class SceneCutStage(Stage[SourceRecord, ShotRecord]):
         for index, (start, end) in enumerate(bounds):
             start_s, end_s = start / row.norm_fps, end / row.norm_fps
             shot = ShotRecord.from_parent(
-                row, shot_index=index, n_shots=len(bounds), start_frame=start, end_frame=end,
-                start_s=start_s, end_s=end_s, key=sample_key(row.source_id, round(start_s * 1000)))
+                row,
+                shot_index=index,
+                n_shots=len(bounds),
+                start_frame=start,
+                end_frame=end,
+                start_s=start_s,
+                end_s=end_s,
+                key=sample_key(row.source_id, round(start_s * 1000)),
+            )
             if end_s - start_s < self.config.min_shot_s:
-                shot.mark(STATUS_FILTERED, self.name, "shot_too_short",
-                          message=f"shot of {end_s - start_s:.2f}s < scene_cut.min_shot_s={self.config.min_shot_s}")
+                shot.mark(
+                    STATUS_FILTERED,
+                    self.name,
+                    "shot_too_short",
+                    message=f"shot of {end_s - start_s:.2f}s < scene_cut.min_shot_s={self.config.min_shot_s}",
+                )
             shots.append(shot)
         return shots
 

@@ -39,10 +39,34 @@ class ShotMediaStage(Stage[ShotRecord, ShotRecord]):
         video_out, audio_out = shot_dir / f"{row.key}.mp4", shot_dir / f"{row.key}.flac"
         n_frames = row.end_frame - row.start_frame
         with atomic_path(video_out) as tmp:
-            command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                       "-ss", f"{row.start_s:.6f}", "-i", row.video_uri, "-frames:v", str(n_frames),
-                       "-c:v", "libx264", "-preset", self.config.x264_preset, "-crf", str(self.config.video_crf),
-                       "-pix_fmt", "yuv420p", "-an", "-threads", "1", "-f", "mp4", str(tmp)]
+            command = [
+                "ffmpeg",
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-ss",
+                f"{row.start_s:.6f}",
+                "-i",
+                row.video_uri,
+                "-frames:v",
+                str(n_frames),
+                "-c:v",
+                "libx264",
+                "-preset",
+                self.config.x264_preset,
+                "-crf",
+                str(self.config.video_crf),
+                "-pix_fmt",
+                "yuv420p",
+                "-an",
+                "-threads",
+                "1",
+                "-f",
+                "mp4",
+                str(tmp),
+            ]
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
                 raise RuntimeError(f"ffmpeg could not cut shot {row.key}: {result.stderr.strip()[-500:]}")

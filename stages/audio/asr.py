@@ -46,9 +46,19 @@ class _Segment:
 class Transcriber:
     """faster-whisper (loaded through whisperx) with word timings and speaker attribution."""
 
-    def __init__(self, store: ModelStore, model_name: str = "faster-whisper-tiny.en", device: str | None = None,
-                 compute_type: str = "int8", batch_size: int = 8, beam_size: int = 5, threads: int = 2,
-                 chunk_s: float = 30.0, pad_s: float = 0.2, align: str = "auto") -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        model_name: str = "faster-whisper-tiny.en",
+        device: str | None = None,
+        compute_type: str = "int8",
+        batch_size: int = 8,
+        beam_size: int = 5,
+        threads: int = 2,
+        chunk_s: float = 30.0,
+        pad_s: float = 0.2,
+        align: str = "auto",
+    ) -> None:
         import torch
         import whisperx
         from faster_whisper import BatchedInferencePipeline
@@ -56,9 +66,15 @@ class Transcriber:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model_dir = store.resolve(model_name).path
         # whisperx builds the WhisperModel; its own VAD is not used (the diarized turns gate the audio).
-        pipeline = whisperx.load_model(str(model_dir), self.device, compute_type=compute_type,
-                                       language="en", vad_model=_NoVad(), threads=threads,
-                                       local_files_only=True)
+        pipeline = whisperx.load_model(
+            str(model_dir),
+            self.device,
+            compute_type=compute_type,
+            language="en",
+            vad_model=_NoVad(),
+            threads=threads,
+            local_files_only=True,
+        )
         self.model = pipeline.model
         self.batched = BatchedInferencePipeline(self.model)
         self.batch_size, self.beam_size = batch_size, beam_size
@@ -79,28 +95,46 @@ class Transcriber:
         clips = self.clips(turns, len(audio) / SAMPLE_RATE)
         if not clips:
             return [], ""
-        segments, _ = self.batched.transcribe(audio.astype(np.float32), language="en", clip_timestamps=clips,
-                                              word_timestamps=True, batch_size=self.batch_size,
-                                              beam_size=self.beam_size, without_timestamps=True,
-                                              vad_filter=False, condition_on_previous_text=False)
+        segments, _ = self.batched.transcribe(
+            audio.astype(np.float32),
+            language="en",
+            clip_timestamps=clips,
+            word_timestamps=True,
+            batch_size=self.batch_size,
+            beam_size=self.beam_size,
+            without_timestamps=True,
+            vad_filter=False,
+            condition_on_previous_text=False,
+        )
         result = {"segments": [], "language": "en"}
         for seg in segments:
-            words = [{"word": w.word.strip(), "start": float(w.start), "end": float(w.end),
-                      "score": float(w.probability)} for w in (seg.words or []) if w.word.strip()]
-            result["segments"].append({"start": float(seg.start), "end": float(seg.end),
-                                       "text": seg.text.strip(), "words": words})
+            words = [
+                {"word": w.word.strip(), "start": float(w.start), "end": float(w.end), "score": float(w.probability)}
+                for w in (seg.words or [])
+                if w.word.strip()
+            ]
+            result["segments"].append(
+                {"start": float(seg.start), "end": float(seg.end), "text": seg.text.strip(), "words": words}
+            )
         if self.align_model is not None and result["segments"]:
-            result = whisperx.align(result["segments"], self.align_model, self.align_meta, audio, self.device,
-                                    return_char_alignments=False)
+            result = whisperx.align(
+                result["segments"], self.align_model, self.align_meta, audio, self.device, return_char_alignments=False
+            )
         result = whisperx.assign_word_speakers(_turns_frame(turns), result)
         words = []
         for seg in result["segments"]:
             for w in seg.get("words", []):
                 if "start" not in w or not str(w.get("word", "")).strip():
                     continue  # whisperx leaves numbers it cannot align without times
-                words.append(Word(str(w["word"]).strip(), round(float(w["start"]), 3), round(float(w["end"]), 3),
-                                  str(w.get("speaker") or _nearest_speaker(turns, float(w["start"]))),
-                                  round(float(w.get("score", 0.0)), 4)))
+                words.append(
+                    Word(
+                        str(w["word"]).strip(),
+                        round(float(w["start"]), 3),
+                        round(float(w["end"]), 3),
+                        str(w.get("speaker") or _nearest_speaker(turns, float(w["start"]))),
+                        round(float(w.get("score", 0.0)), 4),
+                    )
+                )
         text = " ".join(seg["text"].strip() for seg in result["segments"]).strip()
         return words, text
 
@@ -140,17 +174,21 @@ def _alignment_available() -> bool:
     import torch
 
     return (Path(torch.hub.get_dir()) / "checkpoints" / ALIGN_CHECKPOINT).is_file() or bool(
-        os.environ.get("VOXHEAR_WHISPERX_ALIGN"))
+        os.environ.get("VOXHEAR_WHISPERX_ALIGN")
+    )
 
 
 def _turns_frame(turns: list[Turn]):
     import pandas as pd
 
-    return pd.DataFrame([{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns],
-                        columns=["start", "end", "speaker"])
+    return pd.DataFrame(
+        [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns], columns=["start", "end", "speaker"]
+    )
 
 
 def _nearest_speaker(turns: list[Turn], time: float) -> str:
     if not turns:
         return ""
-    return min(turns, key=lambda t: 0.0 if t.start <= time <= t.end else min(abs(t.start - time), abs(t.end - time))).speaker
+    return min(
+        turns, key=lambda t: 0.0 if t.start <= time <= t.end else min(abs(t.start - time), abs(t.end - time))
+    ).speaker

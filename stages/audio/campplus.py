@@ -58,8 +58,9 @@ class _ResBlock2d(nn.Module):
         self.bn2 = nn.BatchNorm2d(channels)
         self.shortcut = nn.Sequential()
         if stride != 1:
-            self.shortcut = nn.Sequential(nn.Conv2d(channels, channels, 1, stride=(stride, 1), bias=False),
-                                          nn.BatchNorm2d(channels))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(channels, channels, 1, stride=(stride, 1), bias=False), nn.BatchNorm2d(channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
@@ -105,8 +106,9 @@ class ContextAwareMask(nn.Module):
 
     def __init__(self, cin: int, cout: int, kernel: int, dilation: int, reduction: int = 2) -> None:
         super().__init__()
-        self.linear_local = nn.Conv1d(cin, cout, kernel, padding=(kernel - 1) // 2 * dilation,
-                                      dilation=dilation, bias=False)
+        self.linear_local = nn.Conv1d(
+            cin, cout, kernel, padding=(kernel - 1) // 2 * dilation, dilation=dilation, bias=False
+        )
         self.linear1 = nn.Conv1d(cin, cin // reduction, 1)
         self.linear2 = nn.Conv1d(cin // reduction, cout, 1)
 
@@ -138,8 +140,12 @@ class _DenseBlock(nn.ModuleDict):
     """D-TDNN block: every layer sees the concatenation of the input and all earlier outputs."""
 
     def __init__(self, n_layers: int, cin: int, growth: int, bottleneck: int, kernel: int, dilation: int) -> None:
-        super().__init__({f"tdnnd{i + 1}": _DenseLayer(cin + i * growth, growth, bottleneck, kernel, dilation)
-                          for i in range(n_layers)})
+        super().__init__(
+            {
+                f"tdnnd{i + 1}": _DenseLayer(cin + i * growth, growth, bottleneck, kernel, dilation)
+                for i in range(n_layers)
+            }
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.values():
@@ -180,9 +186,16 @@ class _StatsPool(nn.Module):
 class CAMPPlus(nn.Module):
     """CAM++ over filterbanks: (batch, frames, 80) -> (batch, 192)."""
 
-    def __init__(self, feat_dim: int = FEAT_DIM, embed_dim: int = EMBED_DIM, growth: int = 32,
-                 bottleneck_factor: int = 4, init_channels: int = 128,
-                 layers: tuple[int, int, int] = (12, 24, 16), dilations: tuple[int, int, int] = (1, 2, 2)) -> None:
+    def __init__(
+        self,
+        feat_dim: int = FEAT_DIM,
+        embed_dim: int = EMBED_DIM,
+        growth: int = 32,
+        bottleneck_factor: int = 4,
+        init_channels: int = 128,
+        layers: tuple[int, int, int] = (12, 24, 16),
+        dilations: tuple[int, int, int] = (1, 2, 2),
+    ) -> None:
         super().__init__()
         self.head = FrontEnd(feat_dim)
         self.xvector = nn.Sequential()
@@ -206,8 +219,9 @@ def fbank(waveform: torch.Tensor) -> torch.Tensor:
     """80-dim Kaldi log-mel filterbanks of a mono 16 kHz waveform, mean-normalised over time."""
     import torchaudio.compliance.kaldi as kaldi
 
-    feats = kaldi.fbank(waveform.reshape(1, -1).float(), num_mel_bins=FEAT_DIM, sample_frequency=SAMPLE_RATE,
-                        dither=0.0)
+    feats = kaldi.fbank(
+        waveform.reshape(1, -1).float(), num_mel_bins=FEAT_DIM, sample_frequency=SAMPLE_RATE, dither=0.0
+    )
     return feats - feats.mean(dim=0, keepdim=True)
 
 
@@ -253,9 +267,16 @@ def export_onnx(model: CAMPPlus, checkpoint_sha256: str = "") -> bytes:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         # 301 frames: the time axis is odd and spans two 100-frame CAM segments after the stride.
-        torch.onnx.export(model, (torch.zeros(1, 301, FEAT_DIM),), buffer, input_names=["feats"],
-                          output_names=["embedding"], opset_version=ONNX_OPSET, dynamo=False,
-                          dynamic_axes={"feats": {0: "batch", 1: "frames"}, "embedding": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 301, FEAT_DIM),),
+            buffer,
+            input_names=["feats"],
+            output_names=["embedding"],
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+            dynamic_axes={"feats": {0: "batch", 1: "frames"}, "embedding": {0: "batch"}},
+        )
     graph = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(graph, {"checkpoint_sha256": checkpoint_sha256, "export_key": onnx_export_key()})
     return graph.SerializeToString()
@@ -287,13 +308,13 @@ def _agrees(model: CAMPPlus, onnx_model: OnnxCAMPPlus) -> float:
     generator = torch.Generator().manual_seed(0)
     feats = torch.randn(2, 301, FEAT_DIM, generator=generator)
     with torch.inference_mode():
-        cosines = [F.cosine_similarity(model(x), onnx_model(x), dim=-1).min()
-                   for x in (feats, feats[:1, :57])]
+        cosines = [F.cosine_similarity(model(x), onnx_model(x), dim=-1).min() for x in (feats, feats[:1, :57])]
     return float(min(cosines))
 
 
-def campplus_onnx(model: CAMPPlus, checkpoint_sha256: str, cache_dir: str | Path | None,
-                  threads: int = 1) -> OnnxCAMPPlus:
+def campplus_onnx(
+    model: CAMPPlus, checkpoint_sha256: str, cache_dir: str | Path | None, threads: int = 1
+) -> OnnxCAMPPlus:
     """`model` (on CPU, in eval mode) on onnxruntime, exported once into `cache_dir` (None: no cache).
 
     The cached file is keyed by the checkpoint's sha256 and `onnx_export_key()`, written
@@ -308,13 +329,16 @@ def campplus_onnx(model: CAMPPlus, checkpoint_sha256: str, cache_dir: str | Path
     if path is not None and path.is_file():
         try:
             cached = OnnxCAMPPlus(path, threads)
-            if all(cached.metadata.get(k) == v for k, v in expected.items()) and \
-                    _agrees(model, cached) >= ONNX_MIN_COSINE:
+            if (
+                all(cached.metadata.get(k) == v for k, v in expected.items())
+                and _agrees(model, cached) >= ONNX_MIN_COSINE
+            ):
                 return cached
             log.warning("CAM++ ONNX cache %s does not match its checkpoint; exporting again", path)
         except Exception as error:  # noqa: BLE001 - a damaged cache file is replaced, whatever the damage
-            log.warning("CAM++ ONNX cache %s does not load (%s: %s); exporting again",
-                        path, type(error).__name__, error)
+            log.warning(
+                "CAM++ ONNX cache %s does not load (%s: %s); exporting again", path, type(error).__name__, error
+            )
     graph = export_onnx(model, checkpoint_sha256)
     fresh = OnnxCAMPPlus(graph, threads)
     cosine = _agrees(model, fresh)

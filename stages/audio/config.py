@@ -66,8 +66,11 @@ class DiarizationConfig:
     gpus: float = setting(0.0, ge=0)
 
     def check(self) -> None:
-        require(not (self.min_speakers and self.max_speakers) or self.min_speakers <= self.max_speakers,
-                "diarization.max_speakers", "must be >= min_speakers")
+        require(
+            not (self.min_speakers and self.max_speakers) or self.min_speakers <= self.max_speakers,
+            "diarization.max_speakers",
+            "must be >= min_speakers",
+        )
 
 
 @dataclass

@@ -80,11 +80,19 @@ class DfConfig:
 
         sr, hop = int(df["sr"]), int(df["hop_size"])
         alpha = float(df["norm_alpha"]) if "norm_alpha" in df else norm_alpha(sr, hop, float(df["norm_tau"]))
-        return cls(sr=sr, fft_size=int(df["fft_size"]), hop_size=hop, nb_erb=int(df["nb_erb"]),
-                   nb_df=int(df["nb_df"]), min_nb_erb_freqs=int(df["min_nb_erb_freqs"]),
-                   df_order=int(value("df_order")), df_lookahead=int(value("df_lookahead")),
-                   conv_lookahead=int(net["conv_lookahead"]), norm_alpha=alpha,
-                   model=ini.get("train", "model", fallback="deepfilternet3"))
+        return cls(
+            sr=sr,
+            fft_size=int(df["fft_size"]),
+            hop_size=hop,
+            nb_erb=int(df["nb_erb"]),
+            nb_df=int(df["nb_df"]),
+            min_nb_erb_freqs=int(df["min_nb_erb_freqs"]),
+            df_order=int(value("df_order")),
+            df_lookahead=int(value("df_lookahead")),
+            conv_lookahead=int(net["conv_lookahead"]),
+            norm_alpha=alpha,
+            model=ini.get("train", "model", fallback="deepfilternet3"),
+        )
 
     @property
     def n_freqs(self) -> int:
@@ -102,7 +110,7 @@ def norm_alpha(sr: int, hop_size: int, tau: float) -> float:
     # libDF keeps the fewest decimals (at least 3) that do not round alpha up to 1 (halves away from 0).
     precision = 3
     while True:
-        rounded = math.floor(alpha * 10 ** precision + 0.5) / 10 ** precision
+        rounded = math.floor(alpha * 10**precision + 0.5) / 10**precision
         if rounded < 1.0:
             return rounded
         precision += 1
@@ -140,7 +148,7 @@ def vorbis_window(fft_size: int) -> np.ndarray:
     """sin(pi/2 sin^2(pi (n + 1/2) / fft_size)): its squares overlap-add to 1 at half-window hops."""
     half = fft_size // 2
     inner = np.sin(0.5 * np.pi * (np.arange(fft_size) + 0.5) / half)
-    return np.sin(0.5 * np.pi * inner ** 2).astype(np.float32)
+    return np.sin(0.5 * np.pi * inner**2).astype(np.float32)
 
 
 def _running_mean(x: np.ndarray, start: np.ndarray, alpha: float) -> np.ndarray:
@@ -154,7 +162,7 @@ def _zero_padded(audio: np.ndarray, start: int, stop: int) -> np.ndarray:
     out = np.zeros(stop - start, dtype=np.float32)
     lo, hi = max(0, start), min(len(audio), stop)
     if hi > lo:
-        out[lo - start:hi - start] = audio[lo:hi]
+        out[lo - start : hi - start] = audio[lo:hi]
     return out
 
 
@@ -216,8 +224,10 @@ def _carry_state(data: bytes) -> tuple[bytes, dict[str, int], list[tuple[str, st
         probe.graph.output.append(helper.make_tensor_value_info(node.input[1], TensorProto.INT64, None))
         if len(node.input) > 2 and node.input[2]:
             probe.graph.output.append(helper.make_tensor_value_info(node.input[2], TensorProto.FLOAT, None))
-    feeds = {name: np.zeros([d.dim_value or 8 for d in i.type.tensor_type.shape.dim], np.float32)
-             for name, i in inputs.items()}
+    feeds = {
+        name: np.zeros([d.dim_value or 8 for d in i.type.tensor_type.shape.dim], np.float32)
+        for name, i in inputs.items()
+    }
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -230,10 +240,16 @@ def _carry_state(data: bytes) -> tuple[bytes, dict[str, int], list[tuple[str, st
         expected = np.zeros_like(amount)
         expected[2] = amount[2]
         # Only a zero pad of a 4-d graph input at the start of its time axis (axis 2) is understood.
-        if (node.input[0] not in inputs or mode != b"constant" or fill != 0.0 or len(amount) != 8
-                or not np.array_equal(amount, expected)):
-            raise ModelStoreError(f"unexpected Pad {node.name} (pads {amount.tolist()}, value {fill}) "
-                                  f"in the DeepFilterNet export")
+        if (
+            node.input[0] not in inputs
+            or mode != b"constant"
+            or fill != 0.0
+            or len(amount) != 8
+            or not np.array_equal(amount, expected)
+        ):
+            raise ModelStoreError(
+                f"unexpected Pad {node.name} (pads {amount.tolist()}, value {fill}) in the DeepFilterNet export"
+            )
         context[node.input[0]] = int(amount[2])
         # The input now arrives with its context frames in front: its own frame count.
         inputs[node.input[0]].type.tensor_type.shape.dim[2].dim_param = f"{node.input[0]}_frames"
@@ -281,8 +297,14 @@ class DeepFilterNetOnnxBackend:
 
     name = "deepfilternet_onnx"
 
-    def __init__(self, model_path: str | Path, atten_lim_db: float = 100.0, post_filter_beta: float = 0.0,
-                 threads: int = 1, chunk_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        atten_lim_db: float = 100.0,
+        post_filter_beta: float = 0.0,
+        threads: int = 1,
+        chunk_s: float = 2.0,
+    ) -> None:
         """Load the archive's graphs into onnxruntime sessions.
 
         Args:
@@ -307,7 +329,7 @@ class DeepFilterNetOnnxBackend:
             raise ModelStoreError(f"{model_path}: df_lookahead {cfg.df_lookahead} outside [0, df_order {cfg.df_order})")
         self.sample_rate = cfg.sr
         self.window = vorbis_window(cfg.fft_size)
-        self.wnorm = np.float32(2 * cfg.hop_size / cfg.fft_size ** 2)
+        self.wnorm = np.float32(2 * cfg.hop_size / cfg.fft_size**2)
         self.widths = erb_widths(cfg.sr, cfg.fft_size, cfg.nb_erb, cfg.min_nb_erb_freqs)
         self.band_starts = np.concatenate([[0], np.cumsum(self.widths)[:-1]])
         lim = abs(atten_lim_db)
@@ -351,18 +373,18 @@ class DeepFilterNetOnnxBackend:
         frames *= self.window * np.float32(cfg.fft_size)  # libDF's inverse FFT is unscaled
         out = np.zeros((len(spec) + k - 1) * hop, dtype=np.float32)
         for j in range(k):
-            out[j * hop:(j + len(spec)) * hop] += frames[:, j * hop:(j + 1) * hop].reshape(-1)
+            out[j * hop : (j + len(spec)) * hop] += frames[:, j * hop : (j + 1) * hop].reshape(-1)
         return out
 
     def features(self, spec: np.ndarray, state: _Stream) -> tuple[np.ndarray, np.ndarray]:
         """Network inputs feat_erb [1, 1, T, nb_erb] and feat_spec [1, 2, T, nb_df] of consecutive frames."""
         cfg = self.cfg
-        power = spec.real ** 2 + spec.imag ** 2
+        power = spec.real**2 + spec.imag**2
         bands = np.add.reduceat(power, self.band_starts, axis=1) / self.widths
         erb_db = 10.0 * np.log10(bands.astype(np.float64) + 1e-10)
         mean = _running_mean(erb_db, state.mean_norm, cfg.norm_alpha)
         feat_erb = ((erb_db - mean) / 40.0).astype(np.float32)
-        low = spec[:, :cfg.nb_df]
+        low = spec[:, : cfg.nb_df]
         unit = _running_mean(np.abs(low).astype(np.float64), state.unit_norm, cfg.norm_alpha)
         feat_cplx = low / np.sqrt(unit).astype(np.float32)
         feat_spec = np.stack([feat_cplx.real, feat_cplx.imag]).astype(np.float32)
@@ -382,7 +404,7 @@ class DeepFilterNetOnnxBackend:
                 shape[2] = frames
                 history = np.zeros(shape, np.float32)
             joined = np.concatenate([history, feeds[key]], axis=2)
-            state.context[(name, key)] = joined[:, :, joined.shape[2] - frames:]
+            state.context[(name, key)] = joined[:, :, joined.shape[2] - frames :]
             feeds[key] = joined
         for (h_in, _), size in zip(graph.states, graph.hidden):
             feeds[h_in] = state.hidden.get((name, h_in), np.zeros((1, 1, size), np.float32))
@@ -391,8 +413,9 @@ class DeepFilterNetOnnxBackend:
             state.hidden[(name, h_in)] = outputs[h_out]
         return outputs
 
-    def network(self, feat_erb: np.ndarray, feat_spec: np.ndarray,
-                state: _Stream) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def network(
+        self, feat_erb: np.ndarray, feat_spec: np.ndarray, state: _Stream
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """ERB gains [T, nb_erb], deep-filter coefficients [T, nb_df, df_order] (complex) and local SNR [T]."""
         cfg = self.cfg
         enc = self._run("enc", {"feat_erb": feat_erb, "feat_spec": feat_spec}, state)
@@ -411,16 +434,16 @@ class DeepFilterNetOnnxBackend:
         """
         cfg = self.cfg
         n, past = len(gains), cfg.df_order - 1 - cfg.df_lookahead
-        noisy = spec[past:past + n]
+        noisy = spec[past : past + n]
         out = noisy * np.repeat(gains, self.widths, axis=1)
         filtered = np.zeros((n, cfg.nb_df), dtype=np.complex64)
         for k in range(cfg.df_order):
-            filtered += coefs[:, :, k] * spec[k:k + n, :cfg.nb_df]
+            filtered += coefs[:, :, k] * spec[k : k + n, : cfg.nb_df]
         # libDF's stages by local SNR: noise only, clean, little noise (gains only), noisy (both).
         silent = lsnr < MIN_DB_THRESH
         clean = ~silent & (lsnr > MAX_DB_ERB_THRESH)
         use_df = ~silent & ~clean & (lsnr <= MAX_DB_DF_THRESH)
-        out[use_df, :cfg.nb_df] = filtered[use_df]
+        out[use_df, : cfg.nb_df] = filtered[use_df]
         if self.post_filter_beta > 0:
             gained = ~silent & ~clean
             # libDF's post-filter works on bins in groups of 4 and leaves the rest (Nyquist) alone.
@@ -461,17 +484,18 @@ class DeepFilterNetOnnxBackend:
             b = min(n_frames, a + self.chunk_frames)
             first, stop = min(step, a - past), b + cfg.lookahead
             spec = self.analysis(audio, first, stop)
-            feat_erb, feat_spec = self.features(spec[step - first:b + la - first], state)
+            feat_erb, feat_spec = self.features(spec[step - first : b + la - first], state)
             gains, coefs, lsnr = self.network(feat_erb, feat_spec, state)
             # The first piece's first conv_lookahead steps estimate frames before the signal.
             used = slice(a + la - step, b + la - step)
             step = b + la
-            enhanced = self.enhance(spec[a - past - first:b + cfg.df_lookahead - first], gains[used], coefs[used],
-                                    lsnr[used])
+            enhanced = self.enhance(
+                spec[a - past - first : b + cfg.df_lookahead - first], gains[used], coefs[used], lsnr[used]
+            )
             y = self.synthesis(enhanced)
             start = a * hop - overlap
             lo, hi = max(0, start), min(n, start + len(y))
-            out[lo:hi] += y[lo - start:hi - start]
+            out[lo:hi] += y[lo - start : hi - start]
         return out
 
 

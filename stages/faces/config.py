@@ -57,5 +57,8 @@ class FaceConfig:
     gpus: float = setting(0.0, ge=0)
 
     def check(self) -> None:
-        require(self.score_threshold <= self.new_track_score, "faces.score_threshold",
-                "must not exceed faces.new_track_score")
+        require(
+            self.score_threshold <= self.new_track_score,
+            "faces.score_threshold",
+            "must not exceed faces.new_track_score",
+        )

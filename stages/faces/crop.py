@@ -20,8 +20,9 @@ def crop_square(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     # Shrinking by more than 2x with bilinear sampling aliases; area-average first.
     if scale < 0.5:
         return cv2.resize(_cut(frame, box), (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return cv2.warpAffine(
+        frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
+    )
 
 
 def _cut(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -33,7 +34,7 @@ def _cut(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
     sx1, sy1 = max(0, x1), max(0, y1)
     sx2, sy2 = min(w, x1 + side), min(h, y1 + side)
     if sx2 > sx1 and sy2 > sy1:
-        out[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = frame[sy1:sy2, sx1:sx2]
+        out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = frame[sy1:sy2, sx1:sx2]
     return out
 
 
@@ -48,11 +49,41 @@ class CropVideoWriter:
     def __init__(self, path: Path, size: int, fps: float, crf: int = 20, preset: str = "veryfast") -> None:
         self.path = Path(path)
         self.size = size
-        command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                   "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size}x{size}", "-r", f"{fps:g}", "-i", "-",
-                   "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-                   "-threads", "1", "-x264-params", "threads=1:lookahead-threads=1",
-                   "-movflags", "+faststart", "-f", "mp4", str(self.path)]
+        command = [
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "-s",
+            f"{size}x{size}",
+            "-r",
+            f"{fps:g}",
+            "-i",
+            "-",
+            "-c:v",
+            "libx264",
+            "-preset",
+            preset,
+            "-crf",
+            str(crf),
+            "-pix_fmt",
+            "yuv420p",
+            "-threads",
+            "1",
+            "-x264-params",
+            "threads=1:lookahead-threads=1",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+            str(self.path),
+        ]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self.frames = 0
 

@@ -110,9 +110,16 @@ class YuNetDetector:
     name = "yunet"
     STRIDES = (8, 16, 32)
 
-    def __init__(self, model_path: Path, score_threshold: float = 0.6, nms_threshold: float = 0.3,
-                 max_side: int = 640, threads: int = 1, use_gpu: bool = False,
-                 adjust: tuple[float, float, float, float] | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        score_threshold: float = 0.6,
+        nms_threshold: float = 0.3,
+        max_side: int = 640,
+        threads: int = 1,
+        use_gpu: bool = False,
+        adjust: tuple[float, float, float, float] | None = None,
+    ) -> None:
         import onnx
         import onnxruntime as ort
 
@@ -121,8 +128,9 @@ class YuNetDetector:
         dims[2].dim_param, dims[3].dim_param = "height", "width"
         for output in model.graph.output:
             output.type.tensor_type.shape.dim[1].dim_param = "anchors"
-        self.session = ort.InferenceSession(model.SerializeToString(), _session_options(threads),
-                                            providers=_providers(use_gpu))
+        self.session = ort.InferenceSession(
+            model.SerializeToString(), _session_options(threads), providers=_providers(use_gpu)
+        )
         self.input_name = self.session.get_inputs()[0].name
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
@@ -159,8 +167,11 @@ class YuNetDetector:
         all_scores = np.concatenate(scores)
         all_kps = np.concatenate(kps) / scale
         keep = nms(all_boxes, all_scores, self.nms_threshold)
-        return Detections(calibrate(all_boxes[keep], self.adjust), all_scores[keep].astype(np.float32),
-                          all_kps[keep].astype(np.float32))
+        return Detections(
+            calibrate(all_boxes[keep], self.adjust),
+            all_scores[keep].astype(np.float32),
+            all_kps[keep].astype(np.float32),
+        )
 
 
 class ScrfdDetector:
@@ -168,17 +179,25 @@ class ScrfdDetector:
 
     name = "insightface"
 
-    def __init__(self, model_path: Path, score_threshold: float = 0.5, nms_threshold: float = 0.4,
-                 max_side: int = 640, threads: int = 1, use_gpu: bool = False,
-                 adjust: tuple[float, float, float, float] | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        score_threshold: float = 0.5,
+        nms_threshold: float = 0.4,
+        max_side: int = 640,
+        threads: int = 1,
+        use_gpu: bool = False,
+        adjust: tuple[float, float, float, float] | None = None,
+    ) -> None:
         from insightface.model_zoo import get_model
 
         providers = _providers(use_gpu)
         self.model = get_model(str(model_path), providers=providers, sess_options=_session_options(threads))
         if self.model is None:
             raise ImportError(f"insightface could not build a model from {model_path}")
-        self.model.prepare(ctx_id=0 if providers[0].startswith("CUDA") else -1,
-                           det_thresh=score_threshold, nms_thresh=nms_threshold)
+        self.model.prepare(
+            ctx_id=0 if providers[0].startswith("CUDA") else -1, det_thresh=score_threshold, nms_thresh=nms_threshold
+        )
         self.max_side = max_side
         self.adjust = BOX_CALIBRATION[self.name] if adjust is None else adjust
 
@@ -213,9 +232,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def make_detector(backend: str, model_store, score_threshold: float, nms_threshold: float, max_side: int,
-                  threads: int = 1, use_gpu: bool = False,
-                  adjust: tuple[float, float, float, float] | None = None) -> FaceDetector:
+def make_detector(
+    backend: str,
+    model_store,
+    score_threshold: float,
+    nms_threshold: float,
+    max_side: int,
+    threads: int = 1,
+    use_gpu: bool = False,
+    adjust: tuple[float, float, float, float] | None = None,
+) -> FaceDetector:
     """Build the configured detector from the model store (a missing model stops the run)."""
     if backend == "yunet":
         path = model_store.resolve("yunet").path

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 class DlibEmbedder:
     """dlib's face descriptor (ResNet, 128-d) on a 5-point aligned 150 px chip.
 
@@ -58,8 +59,9 @@ class ArcFaceEmbedder:
 
 def make_embedder(kind: str, model_store):
     if kind == "dlib":
-        return DlibEmbedder(model_store.resolve("dlib-shape-predictor-5").path,
-                            model_store.resolve("dlib-face-recognition").path)
+        return DlibEmbedder(
+            model_store.resolve("dlib-shape-predictor-5").path, model_store.resolve("dlib-face-recognition").path
+        )
     if kind == "arcface":
         return ArcFaceEmbedder(model_store.resolve("insightface-arcface").path)
     raise ValueError(f"unknown face embedder {kind!r}")

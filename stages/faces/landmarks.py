@@ -53,10 +53,14 @@ class LandmarkTracker:
 
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(model_path)),
-            running_mode=vision.RunningMode.VIDEO, num_faces=1,
-            min_face_detection_confidence=min_confidence, min_face_presence_confidence=min_confidence,
+            running_mode=vision.RunningMode.VIDEO,
+            num_faces=1,
+            min_face_detection_confidence=min_confidence,
+            min_face_presence_confidence=min_confidence,
             min_tracking_confidence=min_confidence,
-            output_face_blendshapes=True, output_facial_transformation_matrixes=True)
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+        )
         self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self.blendshape_names: list[str] = []
         self._last_ms = -1
@@ -91,9 +95,14 @@ class LandmarkTracker:
         shapes = result.face_blendshapes[0] if result.face_blendshapes else []
         if shapes and not self.blendshape_names:
             self.blendshape_names = [c.category_name for c in shapes]
-        blend = np.array([c.score for c in shapes], np.float32) if shapes else np.full(N_BLENDSHAPES, np.nan, np.float32)
-        matrix = (np.asarray(result.facial_transformation_matrixes[0], np.float32)
-                  if result.facial_transformation_matrixes else np.full((4, 4), np.nan, np.float32))
+        blend = (
+            np.array([c.score for c in shapes], np.float32) if shapes else np.full(N_BLENDSHAPES, np.nan, np.float32)
+        )
+        matrix = (
+            np.asarray(result.facial_transformation_matrixes[0], np.float32)
+            if result.facial_transformation_matrixes
+            else np.full((4, 4), np.nan, np.float32)
+        )
         return FaceMesh(points, blend, matrix)
 
     def close(self) -> None:

@@ -26,13 +26,19 @@ import soundfile as sf
 
 from voxhear.pipeline.io import atomic_path
 from voxhear.pipeline.records import STATUS_FILTERED, FaceTrackRecord, ShotRecord, sample_key
-from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReason, RunContext, Stage
+from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReason, Stage
 from voxhear.stages.faces.config import FaceConfig
 from voxhear.stages.faces.crop import CropVideoWriter, blur_score, crop_square
 from voxhear.stages.faces.detect import make_detector
 from voxhear.stages.faces.identity import make_embedder
-from voxhear.stages.faces.landmarks import (LANDMARK_INPUT, N_BLENDSHAPES, N_LANDMARKS, LandmarkTracker,
-                                            landmark_box, pose_from_matrix)
+from voxhear.stages.faces.landmarks import (
+    LANDMARK_INPUT,
+    N_BLENDSHAPES,
+    N_LANDMARKS,
+    LandmarkTracker,
+    landmark_box,
+    pose_from_matrix,
+)
 from voxhear.stages.faces.track import DenseTrack, FaceTracker, densify, iou_matrix, square_crop_boxes
 
 # Blur is measured on every this many frames of a track (the Laplacian of a 256 px crop).
@@ -96,16 +102,35 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
     config_class = FaceConfig
     requires = ("shot_media",)
     reasons = (
-        RejectReason("no_face", ("faces.detector", "faces.score_threshold", "faces.new_track_score"),
-                     "no face detected in the shot"),
-        RejectReason("track_too_short", ("faces.min_track_s",), "face track shorter than the bound",
-                     (Bound("faces.min_track_s", "clips", "clip_s", "min"),)),
-        RejectReason("face_too_small", ("faces.min_face_px",), "median face height below the bound",
-                     (Bound("faces.min_face_px", "clips", "face_height_px", "min"),)),
-        RejectReason("profile_view", ("faces.max_median_abs_yaw",), "median |yaw| above the bound",
-                     (Bound("faces.max_median_abs_yaw", "clips", "yaw_deg", "abs_max"),)),
-        RejectReason("landmarks_lost", ("faces.min_landmark_fraction",), "face mesh on too few frames",
-                     (Bound("faces.min_landmark_fraction", "clips", "landmark_fraction", "min"),)),
+        RejectReason(
+            "no_face",
+            ("faces.detector", "faces.score_threshold", "faces.new_track_score"),
+            "no face detected in the shot",
+        ),
+        RejectReason(
+            "track_too_short",
+            ("faces.min_track_s",),
+            "face track shorter than the bound",
+            (Bound("faces.min_track_s", "clips", "clip_s", "min"),),
+        ),
+        RejectReason(
+            "face_too_small",
+            ("faces.min_face_px",),
+            "median face height below the bound",
+            (Bound("faces.min_face_px", "clips", "face_height_px", "min"),),
+        ),
+        RejectReason(
+            "profile_view",
+            ("faces.max_median_abs_yaw",),
+            "median |yaw| above the bound",
+            (Bound("faces.max_median_abs_yaw", "clips", "yaw_deg", "abs_max"),),
+        ),
+        RejectReason(
+            "landmarks_lost",
+            ("faces.min_landmark_fraction",),
+            "face mesh on too few frames",
+            (Bound("faces.min_landmark_fraction", "clips", "landmark_fraction", "min"),),
+        ),
         RejectReason("no_embedding", ("faces.embedder",), "no frame gave an identity embedding"),
     )
     uses_models = True
@@ -115,16 +140,26 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
     @classmethod
     def models(cls, config: FaceConfig) -> list[str]:
         detector = {"yunet": "yunet", "insightface": "insightface-scrfd"}[config.detector]
-        embedder = (["dlib-shape-predictor-5", "dlib-face-recognition"] if config.embedder == "dlib"
-                    else ["insightface-arcface"])
+        embedder = (
+            ["dlib-shape-predictor-5", "dlib-face-recognition"]
+            if config.embedder == "dlib"
+            else ["insightface-arcface"]
+        )
         return [detector, "mediapipe-face-landmarker", *embedder]
 
     def setup(self) -> None:
         cfg = self.config
         store = self.context.model_store
         cv2.setNumThreads(1)
-        self.detector = make_detector(cfg.detector, store, cfg.score_threshold, cfg.nms_threshold,
-                                      cfg.detect_max_side, threads=cfg.threads, use_gpu=cfg.gpus > 0)
+        self.detector = make_detector(
+            cfg.detector,
+            store,
+            cfg.score_threshold,
+            cfg.nms_threshold,
+            cfg.detect_max_side,
+            threads=cfg.threads,
+            use_gpu=cfg.gpus > 0,
+        )
         self.landmark_model = store.resolve("mediapipe-face-landmarker").path
         self.embedder = make_embedder(cfg.embedder, store)
         # Idle landmarkers, reused by later tracks. They must be closed before interpreter exit
@@ -151,8 +186,11 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
         timer = _Timer()
         n_frames, tracks = self._detect_and_track(row, fps, timer)
         if not tracks:
-            raise FilteredError("no_face", f"no face found in the shot's {n_frames} frames "
-                                f"(detector {cfg.detector}, every {cfg.detect_every} frames)")
+            raise FilteredError(
+                "no_face",
+                f"no face found in the shot's {n_frames} frames "
+                f"(detector {cfg.detector}, every {cfg.detect_every} frames)",
+            )
         min_frames = max(1, round(cfg.min_track_s * fps))
         out_dir = self.context.source_work_dir(row.source_id) / "faces"
         rows: list[FaceTrackRecord] = []
@@ -161,12 +199,19 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
             dense = densify(track)
             record = self._track_record(row, index, len(tracks), dense, fps)
             if len(dense) < min_frames:
-                record.mark(STATUS_FILTERED, self.name, "track_too_short",
-                            message=f"track of {len(dense)} frames < faces.min_track_s={cfg.min_track_s}s")
+                record.mark(
+                    STATUS_FILTERED,
+                    self.name,
+                    "track_too_short",
+                    message=f"track of {len(dense)} frames < faces.min_track_s={cfg.min_track_s}s",
+                )
             elif record.face_height_px < cfg.min_face_px:
-                record.mark(STATUS_FILTERED, self.name, "face_too_small",
-                            message=f"median face height {record.face_height_px:.1f}px < "
-                            f"faces.min_face_px={cfg.min_face_px}")
+                record.mark(
+                    STATUS_FILTERED,
+                    self.name,
+                    "face_too_small",
+                    message=f"median face height {record.face_height_px:.1f}px < faces.min_face_px={cfg.min_face_px}",
+                )
             else:
                 live.append(self._live(index, dense, record.key, fps))
             rows.append(record)
@@ -188,8 +233,9 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
         cfg = self.config
         expected = row.end_frame - row.start_frame
         every = cfg.detect_every
-        tracker = FaceTracker(iou_threshold=cfg.track_iou, high_score=cfg.new_track_score,
-                              max_gap=max(every, round(cfg.max_gap_s * fps)))
+        tracker = FaceTracker(
+            iou_threshold=cfg.track_iou, high_score=cfg.new_track_score, max_gap=max(every, round(cfg.max_gap_s * fps))
+        )
         capture = cv2.VideoCapture(row.segment_video_uri)
         if not capture.isOpened():
             raise InputError("decode_failed", f"cannot open the shot video {row.segment_video_uri}")
@@ -222,33 +268,49 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
                 tracker.update(n - 1, found.boxes, found.scores, found.kps)
         return n, tracker.finish()
 
-    def _track_record(self, row: ShotRecord, index: int, n_tracks: int, dense: DenseTrack,
-                      fps: float) -> FaceTrackRecord:
+    def _track_record(
+        self, row: ShotRecord, index: int, n_tracks: int, dense: DenseTrack, fps: float
+    ) -> FaceTrackRecord:
         start = row.start_frame + dense.start
         end = row.start_frame + dense.end
         # The facts known before landmarks go on every track row, dropped ones included.
         sizes = dense.boxes[:, 2:] - dense.boxes[:, :2]
         return FaceTrackRecord.from_parent(
-            row, track_index=index, n_tracks=n_tracks, track_start_frame=start, track_end_frame=end,
-            track_start_s=start / fps, track_end_s=end / fps, detector=self.config.detector,
-            crop_size=self.config.crop_size, embedder=self.config.embedder,
+            row,
+            track_index=index,
+            n_tracks=n_tracks,
+            track_start_frame=start,
+            track_end_frame=end,
+            track_start_s=start / fps,
+            track_end_s=end / fps,
+            detector=self.config.detector,
+            crop_size=self.config.crop_size,
+            embedder=self.config.embedder,
             key=sample_key(row.source_id, round(start / fps * 1000), track=f"face{index}"),
-            face_width_px=float(np.median(sizes[:, 0])), face_height_px=float(np.median(sizes[:, 1])),
+            face_width_px=float(np.median(sizes[:, 0])),
+            face_height_px=float(np.median(sizes[:, 1])),
             det_score=float(dense.scores[dense.detected].mean()) if dense.detected.any() else 0.0,
-            detected_fraction=_detected_fraction(dense, self.config.detect_every))
+            detected_fraction=_detected_fraction(dense, self.config.detect_every),
+        )
 
     def _live(self, index: int, dense: DenseTrack, key: str, fps: float) -> _Live:
         cfg = self.config
         crop_boxes = square_crop_boxes(dense.boxes, cfg.crop_scale, cfg.crop_smooth_s * fps)
         t = len(dense)
-        return _Live(index=index, dense=dense, crop_boxes=crop_boxes, key=key,
-                     embed_frames=_embed_frames(dense, cfg.embed_samples),
-                     landmarks=np.full((t, N_LANDMARKS, 3), np.nan, np.float32),
-                     blendshapes=np.full((t, N_BLENDSHAPES), np.nan, np.float32),
-                     matrices=np.full((t, 4, 4), np.nan, np.float32))
+        return _Live(
+            index=index,
+            dense=dense,
+            crop_boxes=crop_boxes,
+            key=key,
+            embed_frames=_embed_frames(dense, cfg.embed_samples),
+            landmarks=np.full((t, N_LANDMARKS, 3), np.nan, np.float32),
+            blendshapes=np.full((t, N_BLENDSHAPES), np.nan, np.float32),
+            matrices=np.full((t, 4, 4), np.nan, np.float32),
+        )
 
-    def _second_pass(self, row: ShotRecord, live: list[_Live], n_frames: int, fps: float, out_dir: Path,
-                     timer: _Timer) -> None:
+    def _second_pass(
+        self, row: ShotRecord, live: list[_Live], n_frames: int, fps: float, out_dir: Path, timer: _Timer
+    ) -> None:
         cfg = self.config
         capture = cv2.VideoCapture(row.segment_video_uri)
         with contextlib.ExitStack() as stack:
@@ -283,12 +345,14 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
                         mesh = track.marker.process(small_rgb, round(k * 1000 / fps))
                     if mesh is not None:
                         track.landmarks[k], track.blendshapes[k], track.matrices[k] = (
-                            mesh.landmarks, mesh.blendshapes, mesh.matrix)
+                            mesh.landmarks,
+                            mesh.blendshapes,
+                            mesh.matrix,
+                        )
                     if k in track.embed_frames:
                         with timer("identity"):
                             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if rgb is None else rgb
-                            track.embeddings.append(
-                                self.embedder.embed(rgb, track.dense.boxes[k], track.dense.kps[k]))
+                            track.embeddings.append(self.embedder.embed(rgb, track.dense.boxes[k], track.dense.kps[k]))
             for track in live:
                 track.blendshape_names = track.marker.blendshape_names
                 writer, track.writer = track.writer, None
@@ -322,12 +386,20 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
             abs_yaw = float("nan")
         crop_path = out_dir / f"{track.key}.mp4"
         if record.landmark_fraction < cfg.min_landmark_fraction:
-            record.mark(STATUS_FILTERED, self.name, "landmarks_lost",
-                        message=f"landmarks on {record.landmark_fraction:.0%} of frames "
-                        f"< faces.min_landmark_fraction={cfg.min_landmark_fraction}")
+            record.mark(
+                STATUS_FILTERED,
+                self.name,
+                "landmarks_lost",
+                message=f"landmarks on {record.landmark_fraction:.0%} of frames "
+                f"< faces.min_landmark_fraction={cfg.min_landmark_fraction}",
+            )
         elif abs_yaw > cfg.max_median_abs_yaw:
-            record.mark(STATUS_FILTERED, self.name, "profile_view",
-                        message=f"median |yaw| {abs_yaw:.1f} deg > faces.max_median_abs_yaw={cfg.max_median_abs_yaw}")
+            record.mark(
+                STATUS_FILTERED,
+                self.name,
+                "profile_view",
+                message=f"median |yaw| {abs_yaw:.1f} deg > faces.max_median_abs_yaw={cfg.max_median_abs_yaw}",
+            )
         elif not track.embeddings:
             record.mark(STATUS_FILTERED, self.name, "no_embedding", message="no frame gave an identity embedding")
         if record.status == STATUS_FILTERED:
@@ -342,18 +414,29 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
             np.savez_compressed(
                 handle,
                 frame=np.arange(record.track_start_frame, record.track_end_frame, dtype=np.int32),
-                box=dense.boxes.astype(np.float32), detected=dense.detected,
-                det_score=dense.scores.astype(np.float32), det_kps=dense.kps.astype(np.float32),
-                crop_box=track.crop_boxes.astype(np.float32), has_landmarks=has,
-                landmarks=track.landmarks, blendshapes=track.blendshapes,
+                box=dense.boxes.astype(np.float32),
+                detected=dense.detected,
+                det_score=dense.scores.astype(np.float32),
+                det_kps=dense.kps.astype(np.float32),
+                crop_box=track.crop_boxes.astype(np.float32),
+                has_landmarks=has,
+                landmarks=track.landmarks,
+                blendshapes=track.blendshapes,
                 blendshape_names=np.array(track.blendshape_names or [""] * N_BLENDSHAPES),
-                transform=track.matrices, rotation_deg=pose, translation=translation,
-                confidence=confidence, embedding=embedding.astype(np.float32),
-                embeddings=np.stack(track.embeddings).astype(np.float32))
+                transform=track.matrices,
+                rotation_deg=pose,
+                translation=translation,
+                confidence=confidence,
+                embedding=embedding.astype(np.float32),
+                embeddings=np.stack(track.embeddings).astype(np.float32),
+            )
         audio_path = out_dir / f"{track.key}.flac"
         _cut_audio(row.audio_uri, record.track_start_s, record.track_end_s, audio_path)
         record.frames_uri, record.crop_video_uri, record.track_audio_uri = (
-            str(frames_path), str(crop_path), str(audio_path))
+            str(frames_path),
+            str(crop_path),
+            str(audio_path),
+        )
 
 
 def _embed_frames(dense: DenseTrack, samples: int) -> set[int]:

@@ -215,6 +215,7 @@ class FaceTracker:
         self.finished, self.active = [], []
         return sorted(tracks, key=lambda t: (t.start, t.track_id))
 
+
 def densify(track: Track) -> DenseTrack:
     """The track on every frame from its first to its last detection (linear interpolation)."""
     frames = np.asarray(track.frames)
@@ -226,8 +227,9 @@ def densify(track: Track) -> DenseTrack:
     scores[frames - track.start] = track.scores
     kps = np.full((len(span), 5, 2), np.nan)
     kps[frames - track.start] = np.asarray(track.kps)
-    return DenseTrack(track_id=track.track_id, start=track.start, boxes=boxes, detected=detected,
-                      scores=scores, kps=kps)
+    return DenseTrack(
+        track_id=track.track_id, start=track.start, boxes=boxes, detected=detected, scores=scores, kps=kps
+    )
 
 
 def split_by_length(tracks: list[Track], min_frames: int) -> tuple[list[Track], list[Track]]:

@@ -15,8 +15,9 @@ def speakers_of(turns: list[Turn]) -> list[str]:
     return sorted({t.speaker for t in turns})
 
 
-def frame_activity(turns: list[Turn], speakers: list[str], start_frame: int, n_frames: int, fps: float,
-                   pad_s: float = 0.0) -> np.ndarray:
+def frame_activity(
+    turns: list[Turn], speakers: list[str], start_frame: int, n_frames: int, fps: float, pad_s: float = 0.0
+) -> np.ndarray:
     """(n_speakers, n_frames) bool: the speaker talks over at least half of the frame."""
     active = np.zeros((len(speakers), n_frames), bool)
     index = {s: i for i, s in enumerate(speakers)}
@@ -36,8 +37,9 @@ def frame_states(self_active: np.ndarray, other_active: np.ndarray) -> np.ndarra
     return state
 
 
-def sample_mask(turns: list[Turn], start_sample: int, n_samples: int, rate: int, pad_s: float,
-                ramp_s: float) -> np.ndarray:
+def sample_mask(
+    turns: list[Turn], start_sample: int, n_samples: int, rate: int, pad_s: float, ramp_s: float
+) -> np.ndarray:
     """Float mask in [0, 1] over [start_sample, start_sample + n_samples): 1 inside the (padded)
     turns, with raised-cosine edges of ramp_s so that cutting speech never clicks."""
     mask = np.zeros(n_samples, np.float64)
@@ -52,5 +54,5 @@ def sample_mask(turns: list[Turn], start_sample: int, n_samples: int, rate: int,
         if ramp and b - a > 2 * ramp:
             piece[:ramp], piece[-ramp:] = edge, edge[::-1]
         lo, hi = max(a, 0), min(b, n_samples)
-        np.maximum(mask[lo:hi], piece[lo - a:hi - a], out=mask[lo:hi])
+        np.maximum(mask[lo:hi], piece[lo - a : hi - a], out=mask[lo:hi])
     return mask

@@ -80,7 +80,7 @@ def speaking_scores(model: LightASD, crops: np.ndarray, audio_16k: np.ndarray) -
     runs = []
     for seconds in WINDOW_SECONDS:
         step = seconds * FPS
-        pieces = [model.classify(fused[start:start + step][None])[0] for start in range(0, frames, step)]
+        pieces = [model.classify(fused[start : start + step][None])[0] for start in range(0, frames, step)]
         runs.append(torch.cat(pieces))
     scores = torch.stack(runs).mean(0).numpy()
     # Frames past the end of the audio (a track can outlast it by a frame) repeat the last score.

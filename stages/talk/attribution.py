@@ -27,9 +27,16 @@ class Attribution:
     margin: float = 0.0
 
 
-def attribute(scores: np.ndarray, active: np.ndarray, speakers: list[str], min_frames: int,
-              threshold: float, band: float, runner_up_margin: float,
-              exclude: frozenset[str] = frozenset()) -> Attribution:
+def attribute(
+    scores: np.ndarray,
+    active: np.ndarray,
+    speakers: list[str],
+    min_frames: int,
+    threshold: float,
+    band: float,
+    runner_up_margin: float,
+    exclude: frozenset[str] = frozenset(),
+) -> Attribution:
     """Decide the on-screen speaker from per-frame ASD `scores` (T,) and speaker `active` (S, T).
 
     Speakers in `exclude` (taken by another face on screen at the same time) keep their evidence

@@ -34,22 +34,25 @@ class TalkConfig:
     turn_pad_s: float = setting(0.1, ge=0)
     mask_ramp_s: float = setting(0.02, ge=0)
     # Quality filter (reasons in the stage's `reasons`).
-    min_face_px: float = setting(64.0, ge=0)              # face_too_small: median face box height, source px
+    min_face_px: float = setting(64.0, ge=0)  # face_too_small: median face box height, source px
     max_p90_abs_yaw: float = setting(45.0, gt=0, le=180)  # pose_not_frontal: 90th percentile |yaw|, degrees
     max_median_abs_pitch: float = setting(35.0, gt=0, le=180)  # pose_not_frontal: median |pitch|
-    min_blur_var: float = 8.0                             # blurry: variance of Laplacian of the 256 px crop
+    min_blur_var: float = 8.0  # blurry: variance of Laplacian of the 256 px crop
     min_landmark_confidence: float = setting(0.5, ge=0, le=1)  # low_landmark_confidence: mean mesh/box IoU
-    min_landmark_fraction: float = setting(0.8, ge=0, le=1)    # low_landmark_confidence: frames with a mesh
-    min_speech_share: float = setting(0.3, ge=0, le=1)    # too_little_speech: frames with anyone talking
-    require_listening: bool = False                       # no_listening: clips must contain listening
+    min_landmark_fraction: float = setting(0.8, ge=0, le=1)  # low_landmark_confidence: frames with a mesh
+    min_speech_share: float = setting(0.3, ge=0, le=1)  # too_little_speech: frames with anyone talking
+    require_listening: bool = False  # no_listening: clips must contain listening
     min_listen_s: float = 1.0
-    max_overlap_share: float = setting(0.3, ge=0, le=1)   # overlap_too_high: overlapped share of speech frames
-    max_background_excess_db: float = 10.0                # separation_leakage: see ClipRecord.background_excess_db
-    max_embedding_spread: float = 0.6                     # identity_switch: largest distance between embeddings
+    max_overlap_share: float = setting(0.3, ge=0, le=1)  # overlap_too_high: overlapped share of speech frames
+    max_background_excess_db: float = 10.0  # separation_leakage: see ClipRecord.background_excess_db
+    max_embedding_spread: float = 0.6  # identity_switch: largest distance between embeddings
     # torch threads per worker (and the CPUs the worker asks for); GPUs per worker (Light-ASD).
     threads: int = setting(1, ge=1)
     gpus: float = setting(0.0, ge=0)
 
     def check(self) -> None:
-        require(self.max_clip_s >= 2 * self.min_clip_s, "talk.max_clip_s",
-                "must be at least twice min_clip_s (so long tracks split into windows within range)")
+        require(
+            self.max_clip_s >= 2 * self.min_clip_s,
+            "talk.max_clip_s",
+            "must be at least twice min_clip_s (so long tracks split into windows within range)",
+        )

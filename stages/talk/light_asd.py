@@ -43,7 +43,11 @@ class VisualBlock(nn.Module):
         super().__init__()
         stride = (1, 2, 2) if downsample else (1, 1, 1)
         for k in (3, 5):
-            setattr(self, f"s_{k}", nn.Conv3d(c_in, c_out, (1, k, k), stride=stride, padding=(0, k // 2, k // 2), bias=False))
+            setattr(
+                self,
+                f"s_{k}",
+                nn.Conv3d(c_in, c_out, (1, k, k), stride=stride, padding=(0, k // 2, k // 2), bias=False),
+            )
             setattr(self, f"bn_s_{k}", _bn3d(c_out))
             setattr(self, f"t_{k}", nn.Conv3d(c_out, c_out, (k, 1, 1), padding=(k // 2, 0, 0), bias=False))
             setattr(self, f"bn_t_{k}", _bn3d(c_out))

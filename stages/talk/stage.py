@@ -22,14 +22,23 @@ import pyarrow.parquet as pq
 import torch
 
 from voxhear.pipeline.io import atomic_path
-from voxhear.pipeline.records import (STATE_BOTH, STATE_LISTEN, STATE_NAMES, STATE_SILENCE, STATE_TALK, STATUS_FILTERED,
-                             ClipRecord, FaceTrackRecord, sample_key)
+from voxhear.pipeline.records import (
+    STATE_BOTH,
+    STATE_LISTEN,
+    STATE_NAMES,
+    STATE_SILENCE,
+    STATE_TALK,
+    STATUS_FILTERED,
+    ClipRecord,
+    FaceTrackRecord,
+    sample_key,
+)
 from voxhear.pipeline.stage import InputError, RejectReason, RunContext, Stage
 from voxhear.stages.audio.diarization import Turn, read_rttm
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
 from voxhear.stages.talk.asd import crop_geometry, face_crop, smooth, speaking_scores
-from voxhear.stages.talk.config import TalkConfig
 from voxhear.stages.talk.attribution import Attribution, attribute, loses_to
+from voxhear.stages.talk.config import TalkConfig
 from voxhear.stages.talk.light_asd import load_light_asd
 from voxhear.stages.talk.tracks import energy_db, read_int24, split_tracks, write_int24
 
@@ -52,19 +61,31 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
     reasons = (
         RejectReason("track_too_short", ("talk.min_clip_s",), "face track shorter than one clip"),
         RejectReason("face_too_small", ("talk.min_face_px",), "median face height below the bound"),
-        RejectReason("pose_not_frontal", ("talk.max_p90_abs_yaw", "talk.max_median_abs_pitch"),
-                     "head turned away (90th percentile |yaw| or median |pitch| above the bounds)"),
+        RejectReason(
+            "pose_not_frontal",
+            ("talk.max_p90_abs_yaw", "talk.max_median_abs_pitch"),
+            "head turned away (90th percentile |yaw| or median |pitch| above the bounds)",
+        ),
         RejectReason("blurry", ("talk.min_blur_var",), "crop sharpness below the bound"),
-        RejectReason("low_landmark_confidence", ("talk.min_landmark_fraction", "talk.min_landmark_confidence"),
-                     "face mesh missing or poorly fitted"),
+        RejectReason(
+            "low_landmark_confidence",
+            ("talk.min_landmark_fraction", "talk.min_landmark_confidence"),
+            "face mesh missing or poorly fitted",
+        ),
         RejectReason("identity_switch", ("talk.max_embedding_spread",), "the track's identity embeddings disagree"),
-        RejectReason("ambiguous_speaker", ("talk.asd_threshold", "talk.asd_band", "talk.asd_runner_up_margin"),
-                     "active-speaker evidence too close to call"),
+        RejectReason(
+            "ambiguous_speaker",
+            ("talk.asd_threshold", "talk.asd_band", "talk.asd_runner_up_margin"),
+            "active-speaker evidence too close to call",
+        ),
         RejectReason("too_little_speech", ("talk.min_speech_share",), "too few frames with anyone talking"),
         RejectReason("no_listening", ("talk.require_listening", "talk.min_listen_s"), "too little listening"),
         RejectReason("overlap_too_high", ("talk.max_overlap_share",), "too much overlapped speech"),
-        RejectReason("separation_leakage", ("talk.max_background_excess_db",),
-                     "background louder during speech than in pauses (speech leaked into it)"),
+        RejectReason(
+            "separation_leakage",
+            ("talk.max_background_excess_db",),
+            "background louder during speech than in pauses (speech leaked into it)",
+        ),
     )
     uses_models = True
 
@@ -93,12 +114,18 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         windows = clip_windows(n, fps, cfg.min_clip_s, cfg.max_clip_s)
         if not windows:
             clip = ClipRecord.from_parent(row)
-            clip.mark(STATUS_FILTERED, self.name, "track_too_short",
-                      message=f"track of {n / fps:.2f}s < talk.min_clip_s={cfg.min_clip_s}s")
+            clip.mark(
+                STATUS_FILTERED,
+                self.name,
+                "track_too_short",
+                message=f"track of {n / fps:.2f}s < talk.min_clip_s={cfg.min_clip_s}s",
+            )
             return [clip]
         if not (row.speech_uri and row.rttm_uri):
-            raise InputError("no_audio_stages", "the talk stage needs the separation and diarization stages "
-                             "(config 'stages' must include them)")
+            raise InputError(
+                "no_audio_stages",
+                "the talk stage needs the separation and diarization stages (config 'stages' must include them)",
+            )
         arrays = dict(np.load(row.frames_uri))
         scores = self._cached_scores(row, Path(row.frames_uri).stem, arrays["box"], row.track_start_frame, fps)
         turns = read_rttm(row.rttm_uri)
@@ -124,8 +151,9 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             clip.embedding_spread = spread
             self._label(clip, states[a:b], fps)
             self._write_frames(clip, arrays, scores, states, a, b, out_dir)
-            self._write_audio(clip, row, turns, decision.self_speaker, self_active[a:b] | other_active[a:b],
-                              fps, out_dir)
+            self._write_audio(
+                clip, row, turns, decision.self_speaker, self_active[a:b] | other_active[a:b], fps, out_dir
+            )
             self._write_words(clip, words, decision.self_speaker, out_dir)
             self._measure_face(clip, arrays, a, b)
             self._filter(clip)
@@ -136,18 +164,35 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
 
     # ------------------------------------------------------------------------------------------
 
-    def _decide(self, row: FaceTrackRecord, arrays: dict, scores: np.ndarray, active: np.ndarray,
-                turns: list[Turn], speakers: list[str], fps: float) -> Attribution:
+    def _decide(
+        self,
+        row: FaceTrackRecord,
+        arrays: dict,
+        scores: np.ndarray,
+        active: np.ndarray,
+        turns: list[Turn],
+        speakers: list[str],
+        fps: float,
+    ) -> Attribution:
         """Attribute a speaker to this face (`active`: its frames' speaker activity), then give it
         up to a face on screen at the same time that claims the same speaker with stronger
         evidence (`attribution.loses_to`)."""
         cfg = self.config
         min_frames = max(1, round(cfg.min_evidence_s * fps))
 
-        def decide(face_scores: np.ndarray, face_active: np.ndarray,
-                   exclude: frozenset[str] = frozenset()) -> Attribution:
-            return attribute(face_scores, face_active, speakers, min_frames, cfg.asd_threshold, cfg.asd_band,
-                             cfg.asd_runner_up_margin, exclude)
+        def decide(
+            face_scores: np.ndarray, face_active: np.ndarray, exclude: frozenset[str] = frozenset()
+        ) -> Attribution:
+            return attribute(
+                face_scores,
+                face_active,
+                speakers,
+                min_frames,
+                cfg.asd_threshold,
+                cfg.asd_band,
+                cfg.asd_runner_up_margin,
+                exclude,
+            )
 
         own_key = Path(row.frames_uri).stem
         decision = decide(scores, active)
@@ -174,8 +219,9 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
                 continue
             yield path.stem, start, self._cached_scores(row, path.stem, boxes, start, fps)
 
-    def _cached_scores(self, row: FaceTrackRecord, key: str, boxes: np.ndarray, start_frame: int,
-                       fps: float) -> np.ndarray:
+    def _cached_scores(
+        self, row: FaceTrackRecord, key: str, boxes: np.ndarray, start_frame: int, fps: float
+    ) -> np.ndarray:
         """ASD scores of track `key` of `row`'s shot, computed once per run: a two-shot's other
         face needs them too."""
         path = self.context.source_work_dir(row.source_id) / "talk" / f"{key}.asd.npy"
@@ -212,18 +258,26 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         rate = 16000
         start = round(row.track_start_s * rate)
         speech = read_int24(row.speech_uri, start, start + round(len(boxes) * rate / fps))
-        return smooth(speaking_scores(self.model, crops, (speech / 2 ** 23).astype(np.float32)))
+        return smooth(speaking_scores(self.model, crops, (speech / 2**23).astype(np.float32)))
 
     def _clip(self, row: FaceTrackRecord, index: int, n_clips: int, a: int, b: int, fps: float) -> ClipRecord:
         start, end = row.track_start_frame + a, row.track_start_frame + b
         licence, attribution = source_licence(row.source_uri)
         provenance = self.context.provenance
         return ClipRecord.from_parent(
-            row, clip_index=index, n_clips=n_clips, clip_start_frame=start, clip_end_frame=end,
-            clip_start_s=start / fps, clip_end_s=end / fps,
+            row,
+            clip_index=index,
+            n_clips=n_clips,
+            clip_start_frame=start,
+            clip_end_frame=end,
+            clip_start_s=start / fps,
+            clip_end_s=end / fps,
             key=sample_key(row.source_id, round(start / fps * 1000), track=f"face{row.track_index}"),
-            source_licence=licence, source_attribution=attribution,
-            model_hashes=dict(provenance.get("model_hashes", {})), config_hash=provenance.get("config_hash", ""))
+            source_licence=licence,
+            source_attribution=attribution,
+            model_hashes=dict(provenance.get("model_hashes", {})),
+            config_hash=provenance.get("config_hash", ""),
+        )
 
     def _label(self, clip: ClipRecord, states: np.ndarray, fps: float) -> None:
         seconds = {code: float((states == code).sum() / fps) for code in range(len(STATE_NAMES))}
@@ -233,22 +287,39 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         clip.speech_share = speech / max(len(states) / fps, 1e-9)
         clip.overlap_share = clip.both_s / speech if speech else 0.0
 
-    def _write_frames(self, clip: ClipRecord, arrays: dict, scores: np.ndarray, states: np.ndarray, a: int, b: int,
-                      out_dir: Path) -> None:
+    def _write_frames(
+        self, clip: ClipRecord, arrays: dict, scores: np.ndarray, states: np.ndarray, a: int, b: int, out_dir: Path
+    ) -> None:
         pose = np.concatenate([arrays["rotation_deg"][a:b], arrays["translation"][a:b]], axis=1)
         path = out_dir / f"{clip.key}.npz"
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(
-                handle, frame=arrays["frame"][a:b].astype(np.int32), state=states[a:b].astype(np.uint8),
-                state_names=np.array(STATE_NAMES), asd=scores[a:b].astype(np.float32),
-                landmarks=arrays["landmarks"][a:b], blendshapes=arrays["blendshapes"][a:b],
-                blendshape_names=arrays["blendshape_names"], pose=pose.astype(np.float32),
-                has_landmarks=arrays["has_landmarks"][a:b], landmark_confidence=arrays["confidence"][a:b],
-                box=arrays["box"][a:b], crop_box=arrays["crop_box"][a:b])
+                handle,
+                frame=arrays["frame"][a:b].astype(np.int32),
+                state=states[a:b].astype(np.uint8),
+                state_names=np.array(STATE_NAMES),
+                asd=scores[a:b].astype(np.float32),
+                landmarks=arrays["landmarks"][a:b],
+                blendshapes=arrays["blendshapes"][a:b],
+                blendshape_names=arrays["blendshape_names"],
+                pose=pose.astype(np.float32),
+                has_landmarks=arrays["has_landmarks"][a:b],
+                landmark_confidence=arrays["confidence"][a:b],
+                box=arrays["box"][a:b],
+                crop_box=arrays["crop_box"][a:b],
+            )
         clip.clip_frames_uri = str(path)
 
-    def _write_audio(self, clip: ClipRecord, row: FaceTrackRecord, turns: list[Turn], self_speaker: str,
-                     speaking: np.ndarray, fps: float, out_dir: Path) -> None:
+    def _write_audio(
+        self,
+        clip: ClipRecord,
+        row: FaceTrackRecord,
+        turns: list[Turn],
+        self_speaker: str,
+        speaking: np.ndarray,
+        fps: float,
+        out_dir: Path,
+    ) -> None:
         cfg = self.config
         rate = 16000
         start = round(clip.clip_start_frame * rate / fps)
@@ -265,8 +336,11 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         for name, values in tracks.items():
             path = out_dir / f"{clip.key}.{name}.flac"
             write_int24(path, values, rate)
-            setattr(clip, {"mix": "mix_uri", "self": "self_uri", "other": "other_uri",
-                           "background": "background_clip_uri"}[name], str(path))
+            setattr(
+                clip,
+                {"mix": "mix_uri", "self": "self_uri", "other": "other_uri", "background": "background_clip_uri"}[name],
+                str(path),
+            )
         per_frame = rate / fps
         frame_of_sample = (np.arange(count) / per_frame).astype(int).clip(0, len(speaking) - 1)
         talking = speaking[frame_of_sample]
@@ -282,9 +356,16 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             middle = (w["start_s"] + w["end_s"]) / 2
             if clip.clip_start_s <= middle < clip.clip_end_s:
                 party = "self" if self_speaker and w["speaker"] == self_speaker else "other"
-                inside.append({"word": w["word"], "start_s": round(w["start_s"] - clip.clip_start_s, 3),
-                               "end_s": round(w["end_s"] - clip.clip_start_s, 3), "speaker": w["speaker"],
-                               "party": party, "probability": w.get("probability")})
+                inside.append(
+                    {
+                        "word": w["word"],
+                        "start_s": round(w["start_s"] - clip.clip_start_s, 3),
+                        "end_s": round(w["end_s"] - clip.clip_start_s, 3),
+                        "speaker": w["speaker"],
+                        "party": party,
+                        "probability": w.get("probability"),
+                    }
+                )
         clip.n_words_self = sum(w["party"] == "self" for w in inside)
         clip.n_words_other = len(inside) - clip.n_words_self
         path = out_dir / f"{clip.key}.words.json"
@@ -311,32 +392,68 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         """Mark the clip filtered with the first failing reason; the message lists all of them."""
         cfg = self.config
         checks = [
-            ("face_too_small", clip.face_height_px < cfg.min_face_px,
-             f"median face height {clip.face_height_px:.0f}px < talk.min_face_px={cfg.min_face_px}"),
-            ("pose_not_frontal", not (clip.abs_yaw_p90_deg <= cfg.max_p90_abs_yaw),
-             f"90th percentile |yaw| {clip.abs_yaw_p90_deg:.0f} deg > talk.max_p90_abs_yaw={cfg.max_p90_abs_yaw}"),
-            ("pose_not_frontal", abs(clip.pitch_deg) > cfg.max_median_abs_pitch,
-             f"median |pitch| {abs(clip.pitch_deg):.0f} deg > talk.max_median_abs_pitch={cfg.max_median_abs_pitch}"),
-            ("blurry", clip.blur_var < cfg.min_blur_var,
-             f"blur variance {clip.blur_var:.1f} < talk.min_blur_var={cfg.min_blur_var}"),
-            ("low_landmark_confidence", clip.landmark_fraction < cfg.min_landmark_fraction,
-             f"face mesh on {clip.landmark_fraction:.0%} of frames < talk.min_landmark_fraction"),
-            ("low_landmark_confidence", clip.landmark_confidence < cfg.min_landmark_confidence,
-             f"mean landmark confidence {clip.landmark_confidence:.2f} < talk.min_landmark_confidence"),
-            ("identity_switch", clip.embedding_spread > cfg.max_embedding_spread,
-             f"identity embeddings {clip.embedding_spread:.2f} apart > talk.max_embedding_spread"),
-            ("ambiguous_speaker", clip.attribution_margin < 0,
-             f"active-speaker evidence {_fmt(clip.speaker_asd)} too close to call (threshold "
-             f"{cfg.asd_threshold}±{cfg.asd_band}, runner-up margin {cfg.asd_runner_up_margin})"),
-            ("too_little_speech", clip.speech_share < cfg.min_speech_share,
-             f"speech on {clip.speech_share:.0%} of frames < talk.min_speech_share={cfg.min_speech_share}"),
-            ("no_listening", cfg.require_listening and clip.listen_s < cfg.min_listen_s,
-             f"{clip.listen_s:.1f}s of listening < talk.min_listen_s={cfg.min_listen_s}"),
-            ("overlap_too_high", clip.overlap_share > cfg.max_overlap_share,
-             f"overlap {clip.overlap_share:.0%} of speech > talk.max_overlap_share={cfg.max_overlap_share}"),
-            ("separation_leakage", clip.background_excess_db > cfg.max_background_excess_db,
-             f"background {clip.background_excess_db:.1f} dB louder during speech than in pauses > "
-             f"talk.max_background_excess_db={cfg.max_background_excess_db}"),
+            (
+                "face_too_small",
+                clip.face_height_px < cfg.min_face_px,
+                f"median face height {clip.face_height_px:.0f}px < talk.min_face_px={cfg.min_face_px}",
+            ),
+            (
+                "pose_not_frontal",
+                not (clip.abs_yaw_p90_deg <= cfg.max_p90_abs_yaw),
+                f"90th percentile |yaw| {clip.abs_yaw_p90_deg:.0f} deg > talk.max_p90_abs_yaw={cfg.max_p90_abs_yaw}",
+            ),
+            (
+                "pose_not_frontal",
+                abs(clip.pitch_deg) > cfg.max_median_abs_pitch,
+                f"median |pitch| {abs(clip.pitch_deg):.0f} deg > talk.max_median_abs_pitch={cfg.max_median_abs_pitch}",
+            ),
+            (
+                "blurry",
+                clip.blur_var < cfg.min_blur_var,
+                f"blur variance {clip.blur_var:.1f} < talk.min_blur_var={cfg.min_blur_var}",
+            ),
+            (
+                "low_landmark_confidence",
+                clip.landmark_fraction < cfg.min_landmark_fraction,
+                f"face mesh on {clip.landmark_fraction:.0%} of frames < talk.min_landmark_fraction",
+            ),
+            (
+                "low_landmark_confidence",
+                clip.landmark_confidence < cfg.min_landmark_confidence,
+                f"mean landmark confidence {clip.landmark_confidence:.2f} < talk.min_landmark_confidence",
+            ),
+            (
+                "identity_switch",
+                clip.embedding_spread > cfg.max_embedding_spread,
+                f"identity embeddings {clip.embedding_spread:.2f} apart > talk.max_embedding_spread",
+            ),
+            (
+                "ambiguous_speaker",
+                clip.attribution_margin < 0,
+                f"active-speaker evidence {_fmt(clip.speaker_asd)} too close to call (threshold "
+                f"{cfg.asd_threshold}±{cfg.asd_band}, runner-up margin {cfg.asd_runner_up_margin})",
+            ),
+            (
+                "too_little_speech",
+                clip.speech_share < cfg.min_speech_share,
+                f"speech on {clip.speech_share:.0%} of frames < talk.min_speech_share={cfg.min_speech_share}",
+            ),
+            (
+                "no_listening",
+                cfg.require_listening and clip.listen_s < cfg.min_listen_s,
+                f"{clip.listen_s:.1f}s of listening < talk.min_listen_s={cfg.min_listen_s}",
+            ),
+            (
+                "overlap_too_high",
+                clip.overlap_share > cfg.max_overlap_share,
+                f"overlap {clip.overlap_share:.0%} of speech > talk.max_overlap_share={cfg.max_overlap_share}",
+            ),
+            (
+                "separation_leakage",
+                clip.background_excess_db > cfg.max_background_excess_db,
+                f"background {clip.background_excess_db:.1f} dB louder during speech than in pauses > "
+                f"talk.max_background_excess_db={cfg.max_background_excess_db}",
+            ),
         ]
         failed = [(reason, message) for reason, bad, message in checks if bad]
         if failed:
@@ -349,10 +466,30 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             return
         path = out_dir / f"{clip.key}.mp4"
         with atomic_path(path) as tmp:
-            command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", row.crop_video_uri,
-                       "-vf", f"trim=start_frame={a}:end_frame={b},setpts=PTS-STARTPTS", "-an",
-                       "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-                       "-f", "mp4", str(tmp)]
+            command = [
+                "ffmpeg",
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-i",
+                row.crop_video_uri,
+                "-vf",
+                f"trim=start_frame={a}:end_frame={b},setpts=PTS-STARTPTS",
+                "-an",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "20",
+                "-pix_fmt",
+                "yuv420p",
+                "-f",
+                "mp4",
+                str(tmp),
+            ]
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
                 raise RuntimeError(f"ffmpeg could not cut the clip video: {result.stderr.strip()[-400:]}")

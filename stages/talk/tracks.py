@@ -16,7 +16,7 @@ import soundfile as sf
 
 from voxhear.pipeline.io import atomic_path
 
-LIMIT = 2 ** 23  # 24-bit full scale
+LIMIT = 2**23  # 24-bit full scale
 
 
 def read_int24(path: str | Path, start: int, stop: int) -> np.ndarray:
@@ -28,8 +28,9 @@ def read_int24(path: str | Path, start: int, stop: int) -> np.ndarray:
     return values
 
 
-def split_tracks(mix: np.ndarray, speech: np.ndarray, self_mask: np.ndarray,
-                 other_mask: np.ndarray) -> dict[str, np.ndarray]:
+def split_tracks(
+    mix: np.ndarray, speech: np.ndarray, self_mask: np.ndarray, other_mask: np.ndarray
+) -> dict[str, np.ndarray]:
     """Integer self/other/background tracks with self + other + background == mix."""
     self_track = np.rint(speech * self_mask).astype(np.int64)
     other_track = np.rint(speech * other_mask).astype(np.int64)
