@@ -7,18 +7,19 @@ Saved into every checkpoint (as a plain dict) and into the training folder as `c
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import yaml
+from voxhear.pipeline.settings import ConfigError, apply_override, build_config, check_config, require, setting
 
 VARIANTS = ("mhgk", "local", "global")
 LOSSES = ("l1", "mse")
 
 
-class BaselineConfigError(ValueError):
-    """An invalid baseline configuration (unknown key, wrong type, out-of-range value)."""
+class BaselineConfigError(ConfigError):
+    """An invalid baseline configuration (unknown key, wrong type, out-of-range value).
+
+    A ConfigError (and so a ValueError) of the shared mechanism in voxhear.pipeline.settings.
+    """
 
 
 def _geometric(lo: float, hi: float, n: int) -> list[float]:
@@ -80,62 +81,50 @@ class BaselineConfig:
             resumed run repeats an uninterrupted one exactly).
     """
 
-    variant: str = "mhgk"
-    d_model: int = 128
-    n_heads: int = 4
-    n_layers: int = 3
-    ff_mult: int = 2
-    dropout: float = 0.1
-    sigmas: list[float] = field(default_factory=list)
+    variant: str = setting("mhgk", choices=VARIANTS)
+    d_model: int = setting(128, ge=1)
+    n_heads: int = setting(4, ge=1)
+    n_layers: int = setting(3, ge=1)
+    ff_mult: int = setting(2, ge=1)
+    dropout: float = setting(0.1, ge=0, lt=1)
+    # Every width must be > 0 (and finite); their count is checked against n_heads in check().
+    sigmas: list[float] = setting(default_factory=list, gt=0)
     learn_sigma: bool = True
-    local_window: int = 3
-    n_mels: int = 80
-    window_frames: int = 50
-    train_hop_frames: int = 5
-    batch_size: int = 16
-    steps: int = 1000
-    prior_steps: int = 0
-    prior_mask_ratio: float = 0.7
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    loss: str = "l1"
-    velocity_weight: float = 0.5
-    aug_gain_db: float = 6.0
-    aug_warp: float = 0.1
-    aug_freq_mask: int = 16
+    local_window: int = setting(3, ge=0)
+    n_mels: int = setting(80, ge=1)
+    window_frames: int = setting(50, ge=1)
+    train_hop_frames: int = setting(5, ge=1)
+    batch_size: int = setting(16, ge=1)
+    steps: int = setting(1000, ge=0)
+    prior_steps: int = setting(0, ge=0)
+    prior_mask_ratio: float = setting(0.7, gt=0, le=1)
+    lr: float = setting(1e-3, gt=0)
+    warmup_steps: int = setting(100, ge=0)
+    weight_decay: float = setting(0.01, ge=0)
+    grad_clip: float = setting(1.0, ge=0)
+    loss: str = setting("l1", choices=LOSSES)
+    velocity_weight: float = setting(0.5, ge=0)
+    aug_gain_db: float = setting(6.0, ge=0)
+    aug_warp: float = setting(0.1, ge=0, lt=0.5)
+    aug_freq_mask: int = setting(16, ge=0)
     centre_clips: bool = True
     calibrate: bool = False
-    eval_every: int = 250
+    eval_every: int = setting(250, ge=1)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise BaselineConfigError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
-        if self.loss not in LOSSES:
-            raise BaselineConfigError(f"loss must be one of {LOSSES}, not {self.loss!r}")
-        if self.d_model % self.n_heads:
-            raise BaselineConfigError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
-        if not self.sigmas:
+        if not self.sigmas and isinstance(self.n_heads, int):
             self.sigmas = _geometric(1.0, 32.0, self.n_heads)
         self.sigmas = [float(s) for s in self.sigmas]
-        if len(self.sigmas) != self.n_heads or any(not (s > 0 and math.isfinite(s)) for s in self.sigmas):
-            raise BaselineConfigError(f"sigmas needs {self.n_heads} positive widths, got {self.sigmas}")
-        positive = ("d_model", "n_heads", "n_layers", "ff_mult", "n_mels", "window_frames",
-                    "train_hop_frames", "batch_size", "eval_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise BaselineConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("steps", "prior_steps", "warmup_steps", "local_window", "aug_freq_mask", "aug_gain_db"):
-            if getattr(self, name) < 0:
-                raise BaselineConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 < self.prior_mask_ratio <= 1.0:
-            raise BaselineConfigError("dropout must be in [0, 1) and prior_mask_ratio in (0, 1]")
-        if not 0.0 <= self.aug_warp < 0.5:
-            raise BaselineConfigError(f"aug_warp must be in [0, 0.5), got {self.aug_warp}")
-        if self.lr <= 0:
-            raise BaselineConfigError(f"lr must be > 0, got {self.lr}")
+        check_config(self, error=BaselineConfigError)
+
+    def check(self) -> None:
+        """The rules that tie fields together (field bounds are checked before this)."""
+        require(self.d_model % self.n_heads == 0, "d_model",
+                f"must be divisible by n_heads (got d_model={self.d_model}, n_heads={self.n_heads})",
+                BaselineConfigError)
+        require(len(self.sigmas) == self.n_heads, "sigmas",
+                f"needs one width per head (n_heads={self.n_heads}), got {self.sigmas}", BaselineConfigError)
 
     @property
     def total_steps(self) -> int:
@@ -146,34 +135,20 @@ class BaselineConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> BaselineConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in values if k not in names]
-        if unknown:
-            hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, names, 1)) else "")
-                     for k in unknown]
-            raise BaselineConfigError(f"unknown baseline config key(s): {', '.join(hints)}")
-        typed = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in values:
-                continue
-            value = values[f.name]
-            kind = type(f.default) if f.default is not dataclasses.MISSING else list
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise BaselineConfigError(f"{f.name} must be {kind.__name__}, got {value!r}")
-            typed[f.name] = value
-        return cls(**typed)
+        """Build from plain data (a checkpoint's dict, a YAML file): strict keys and types, then checked.
+
+        Unknown keys get a did-you-mean; values must have the field's type (an int is accepted
+        for a float); every bound and cross-field rule is checked (by `__post_init__`).
+        """
+        return build_config(cls, values, error=BaselineConfigError)
 
     def with_overrides(self, overrides: list[str]) -> BaselineConfig:
         """Apply `key=value` strings (values parsed as YAML: `sigmas=[1,4,16,64]`)."""
         values = self.to_dict()
+        keys = set()
         for item in overrides:
-            key, sep, raw = item.partition("=")
-            if not sep:
-                raise BaselineConfigError(f"override {item!r} is not key=value")
-            values[key.strip()] = yaml.safe_load(raw)
-        if any(o.partition("=")[0].strip() == "n_heads" for o in overrides) and \
-                not any(o.partition("=")[0].strip() == "sigmas" for o in overrides):
+            apply_override(values, item, error=BaselineConfigError)
+            keys.add(item.partition("=")[0].strip())
+        if "n_heads" in keys and "sigmas" not in keys:
             values["sigmas"] = []  # re-derive the default widths for the new head count
         return BaselineConfig.from_dict(values)

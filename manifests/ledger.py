@@ -13,8 +13,10 @@ is processed again, and samples whose keys a commit already published are not wr
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +24,9 @@ import pyarrow.parquet as pq
 
 from voxhear.manifests.schemas import ClipManifestRow, SourceManifestRow
 from voxhear.pipeline.io import atomic_write_table, remove_stale_temps
+
+if TYPE_CHECKING:
+    from voxhear.manifests.schemas import ClipRow
 
 SHARD_PATTERN = re.compile(r"^(\d{6})\.tar$")
 PART_PATTERN = re.compile(r"^(\d{6})-(sources|clips)\.parquet$")
@@ -85,7 +90,9 @@ class Ledger:
                 state.next_shard = max(state.next_shard, int(match.group(1)) + 1)
         return state
 
-    def commit(self, seq: int, sources: list[SourceManifestRow], clips: list, clip_type: type) -> None:
+    def commit(
+        self, seq: int, sources: Sequence[SourceManifestRow], clips: Sequence[ClipRow], clip_type: type[ClipRow]
+    ) -> None:
         for row in sources:
             row.commit = seq
         for row in clips:

@@ -20,6 +20,7 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -186,7 +187,7 @@ def assign_identities(run_dir: Path, threshold: float) -> pa.Table | None:
         keys_of_track[track_id].append(r["key"])
     track_of_key = {keys[0]: track_id for track_id, keys in keys_of_track.items()}
     labels = cluster_tracks(tracks, threshold)
-    out = []
+    out: list[dict[str, Any]] = []
     for label in range(int(labels.max()) + 1 if len(labels) else 0):
         members = [tracks[i] for i in np.nonzero(labels == label)[0]]
         centroid = np.mean([m.embedding for m in members], axis=0)

@@ -104,9 +104,12 @@ def rewrite_shard_metadata(path: Path, by_key: dict[str, dict]) -> bool:
     with tarfile.open(path) as tar:
         for info in tar.getmembers():
             key, _, ext = info.name.partition(".")
-            if ext != "json" or key not in by_key or not info.isfile():
+            if ext != "json" or key not in by_key:
                 continue
-            meta = json.loads(tar.extractfile(info).read())
+            member = tar.extractfile(info) if info.isfile() else None
+            if member is None:
+                continue
+            meta = json.loads(member.read())
             wanted = {"identity_id": by_key[key]["identity_id"], "split": by_key[key]["split"]}
             if any(meta.get(k) != v for k, v in wanted.items()):
                 meta.update(wanted)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from voxhear.pipeline.config import RunConfig
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -34,11 +39,27 @@ def _is_override(arg: str) -> bool:
     return bool(sep) and all(part.isidentifier() for part in key.split("."))
 
 
+def _config_without_inputs(path: str | None, overrides: list[str]) -> RunConfig:
+    """The config of a command that reads no inputs (`models`, `config`, `schema`).
+
+    An installed voxhear has no bundled sample, so its default `inputs` is empty: only `voxhear run`
+    refuses that. Every other key is checked as usual (a config that fails only with inputs added
+    failed for another reason, which is raised).
+    """
+    from voxhear.pipeline.config import ConfigError, load_config
+
+    try:
+        return load_config(path, overrides)
+    except ConfigError:
+        config = load_config(path, [*overrides, "inputs=[unused]"])
+        config.inputs = []
+        return config
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
-    from voxhear.pipeline.config import load_config
     from voxhear.pipeline.models import ModelStore, ModelStoreError
 
-    store = ModelStore.from_config(load_config(args.config, args.overrides).models)
+    store = ModelStore.from_config(_config_without_inputs(args.config, args.overrides).models)
     verify = args.action == "verify"
     bad = 0
     width = max(len(n) for n in store.registry)
@@ -62,22 +83,55 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from voxhear.pipeline.config import config_to_dict, load_config
+    from voxhear.pipeline import registry
+    from voxhear.pipeline.config import RunConfig, config_to_dict
+    from voxhear.pipeline.settings import bounds_of
 
-    print(yaml.safe_dump(config_to_dict(load_config(args.config, args.overrides)), sort_keys=False), end="")
+    config = _config_without_inputs(args.config, args.overrides)
+    resolved = config_to_dict(config)  # engine keys, then one section per registered stage
+    if not args.explain:
+        print(yaml.safe_dump(resolved, sort_keys=False), end="")
+        return 0
+
+    def flow(value: object) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
+
+    def keys(cls: type, values: dict, indent: str) -> None:
+        for key, value in values.items():
+            bounds = bounds_of(cls, key)
+            described = bounds.describe() if bounds else ""
+            print(f"{indent}{key} = {flow(value)}" + (f"    [{described}]" if described else ""))
+
+    keys(RunConfig, {k: v for k, v in resolved.items() if not isinstance(v, dict)}, "")
+    stages = {cls.name: cls for cls in registry.stage_classes()}
+    for name, values in resolved.items():
+        if not isinstance(values, dict):
+            continue
+        print(f"\n{name}:")
+        if name in stages:
+            cls = stages[name]
+            state = "runs" if name in config.stages else "not in `stages`"
+            print(
+                f"  # stage ({state}); requires: {', '.join(cls.requires) or '-'}; "
+                f"models: {', '.join(cls.models(config.section(name))) or '-'}"
+            )
+            for reason in cls.reasons:
+                print(
+                    f"  # rejects {reason.name} ({', '.join(reason.keys) or 'a property of the input'}): {reason.doc}"
+                )
+        keys(type(config.section(name) if name in stages else getattr(config, name)), values, "  ")
     return 0
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
     from voxhear.manifests import SourceManifestRow, clip_row_type
-    from voxhear.pipeline.config import load_config
     from voxhear.pipeline.models import ModelStore
-    from voxhear.pipeline.runner import build_stages
+    from voxhear.pipeline.runner import build_stages, final_record_type
     from voxhear.pipeline.stage import RunContext
 
-    config = load_config(args.config, [])
-    stages = build_stages(config, RunContext(run_dir=config.run_dir, model_store=ModelStore()))
-    tables = {"sources": SourceManifestRow, "clips": clip_row_type(stages[-1].output_type)}
+    config = _config_without_inputs(args.config, [])
+    stages = build_stages(config, RunContext(run_dir=Path(config.run_dir), model_store=ModelStore()))
+    tables = {"sources": SourceManifestRow, "clips": clip_row_type(final_record_type(stages))}
     for name in args.tables or list(tables):
         print(f"manifests/{name}.parquet")
         for column in tables[name].schema():
@@ -120,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the resolved configuration")
     config.add_argument("--config")
+    config.add_argument(
+        "--explain",
+        action="store_true",
+        help="per section: each key with its bounds; per stage: requires, models, rejects",
+    )
     config.add_argument("overrides", nargs="*", default=[])
     config.set_defaults(func=_cmd_config)
 

@@ -87,11 +87,14 @@ class RayExecutor:
         if ray.is_initialized():
             return
         address = self.config.address or os.environ.get("RAY_ADDRESS")
-        kwargs = dict(include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=self.config.num_cpus, **kwargs)
+        ray.init(
+            address=address or None,
+            # Only a local cluster is sized here; an existing one keeps its own CPUs.
+            num_cpus=None if address else self.config.num_cpus,
+            include_dashboard=False,
+            log_to_driver=True,
+            logging_level=logging.WARNING,
+        )
 
     def execute(self, stages: list[Stage], rows: list[Record], sink: DatasetSink) -> None:
         import ray

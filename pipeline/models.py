@@ -14,11 +14,25 @@ import csv
 import os
 import urllib.request
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from voxhear.pipeline.io import atomic_path, sha256_file
 
-REGISTRY_PATH = Path(__file__).with_name("models.tsv")
+
+def package_file(package: str, name: str) -> Path:
+    """A data file shipped inside `package` (listed in pyproject's package-data), as a path.
+
+    Found through importlib.resources, so a checkout, an editable install and an installed wheel
+    all resolve it; wheels install unpacked, so it is a real file.
+    """
+    resource = resources.files(package).joinpath(name)
+    if not isinstance(resource, Path):
+        raise FileNotFoundError(f"{package}/{name} is not a plain file (is voxhear installed zipped?)")
+    return resource
+
+
+REGISTRY_PATH = package_file("voxhear.pipeline", "models.tsv")
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
@@ -223,6 +237,8 @@ class ModelStore:
             target = self.cache_dir / f.path
             if target.is_file() and _hash_of(target) == f.sha256:
                 continue
+            if not f.url:  # _can_download() checked this
+                return f"{f.path} has no download URL"
             try:
                 request = urllib.request.Request(f.url, headers=_auth_headers(f.url))
                 with atomic_path(target) as tmp:

@@ -17,7 +17,8 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
 
@@ -72,6 +73,8 @@ class Record:
     share_den: int = 1
     wall_s: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
+    # Set on each class by schema() (a ClassVar: neither a field nor a slot).
+    _schema_cache: ClassVar[pa.Schema]
 
     @classmethod
     def schema(cls) -> pa.Schema:
@@ -109,7 +112,7 @@ class Record:
         return cls(**kwargs)
 
     @classmethod
-    def to_table(cls, records: list[Record]) -> pa.Table:
+    def to_table(cls, records: Sequence[Record]) -> pa.Table:
         return pa.Table.from_pylist([r.to_row() for r in records], schema=cls.schema())
 
     @classmethod
@@ -240,6 +243,9 @@ class FaceTrackRecord(ShotRecord):
     track_end_s: float = 0.0
     detector: str = ""
     frames_uri: str = ""
+    # Frames files of the shot's other tracks that are on screen at the same time as this one:
+    # the talk stage weighs their active-speaker evidence against this face's.
+    co_visible_frames_uris: list[str] = field(default_factory=list)
     crop_video_uri: str = ""
     track_audio_uri: str = ""
     crop_size: int = 0

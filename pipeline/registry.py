@@ -5,9 +5,10 @@ config sections and their validation (voxhear.pipeline.config), the stage factor
 provenance (voxhear.pipeline.runner), the reject-reason table and thresholds of the QC page
 (voxhear.qc.data) and the datasheet's model and settings lists (voxhear.qc.datasheet).
 
-A new stage is one module with one `Stage` subclass plus one line in `STAGES`. Stage modules
-import their heavy dependencies (torch, onnxruntime, whisperx) inside `setup()` or the functions
-that need them, so reading the registry stays cheap.
+A new stage is one module with one `Stage` subclass plus one line in `STAGES`. Reading the
+registry imports the stage modules: model runtimes (whisperx, pyannote, onnxruntime, MediaPipe)
+load inside `setup()`, but torch, scipy and OpenCV are imported with the talk and face stages
+(about 3 s, once per process).
 """
 
 from __future__ import annotations

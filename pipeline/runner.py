@@ -18,7 +18,7 @@ from voxhear.pipeline.config import ConfigError, RunConfig, save_config
 from voxhear.pipeline.executors import make_executor
 from voxhear.pipeline.inputs import expand_inputs
 from voxhear.pipeline.models import ModelStore, UnknownModelError
-from voxhear.pipeline.records import STATUS_FAILED, SourceRecord
+from voxhear.pipeline.records import STATUS_FAILED, ShotRecord, SourceRecord
 from voxhear.pipeline.sink import DatasetSink
 from voxhear.pipeline.stage import RunContext, Stage
 
@@ -35,6 +35,14 @@ def build_stages(config: RunConfig, context: RunContext) -> list[Stage]:
                 f"emits {before.output_type.__name__}; check the config's 'stages'"
             )
     return stages
+
+
+def final_record_type(stages: list[Stage]) -> type[ShotRecord]:
+    """The rows the last stage emits: shots or a subclass (the sink writes one sample per shot)."""
+    final = stages[-1].output_type
+    if not issubclass(final, ShotRecord):
+        raise ConfigError(f"the last stage, {stages[-1].name}, emits {final.__name__} rows; the sink writes shots")
+    return final
 
 
 def models_in_use(config: RunConfig) -> list[str]:
@@ -126,7 +134,7 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
     ]
     log.info("%d inputs, %d to process", len(inputs), len(todo))
     sink = DatasetSink(
-        config, ledger, state, final_type=stages[-1].output_type, total_sources=len(todo), show_progress=show_progress
+        config, ledger, state, final_type=final_record_type(stages), total_sources=len(todo), show_progress=show_progress
     )
     executor = make_executor(config.runner, config.ray, show_progress=show_progress)
     try:

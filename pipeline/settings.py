@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -173,7 +174,7 @@ def coerce(tp: Any, value: Any, key: str, error: type[ConfigError] = ConfigError
         if value is None:
             return None
         return coerce(args[0], value, key, error)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build_config(tp, value if value is not None else {}, f"{key}.", error)
     if origin is list:
         if isinstance(value, str):
@@ -223,4 +224,11 @@ def apply_override(data: dict[str, Any], item: str, error: type[ConfigError] = C
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise error(f"override '{item}': '{part}' is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; on a command line it means the number.
+        value = float(value)
+    node[parts[-1]] = value
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

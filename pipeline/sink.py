@@ -10,14 +10,19 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from voxhear.manifests import Ledger, LedgerState, SourceManifestRow, clip_row_type
 from voxhear.pipeline.config import RunConfig
-from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, ShotRecord
+from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record, ShotRecord
 from voxhear.pipeline.shards import ShardWriter
+
+if TYPE_CHECKING:
+    from voxhear.manifests.schemas import ClipRow
 
 
 class RunAbortedError(RuntimeError):
@@ -30,7 +35,7 @@ class _Waiting:
 
     source: SourceManifestRow
     shards: set[str] = field(default_factory=set)
-    clips: list[ShotRecord] = field(default_factory=list)  # rejected clips, recorded with the source
+    clips: list[ClipRow] = field(default_factory=list)  # rejected clips, recorded with the source
 
 
 @dataclass
@@ -63,7 +68,7 @@ class DatasetSink:
         self.incomplete: dict[str, _Pending] = {}
         # Sources complete but not yet committed, and the kept clips of each unpublished shard.
         self.waiting: list[_Waiting] = []
-        self.clips_by_shard: dict[str, list[ShotRecord]] = {}
+        self.clips_by_shard: dict[str, list[ClipRow]] = {}
         self.last_commit = time.monotonic()
         self.completed = 0
         self.failed = 0
@@ -71,8 +76,10 @@ class DatasetSink:
             total=total_sources, desc="sources", unit="src", disable=not show_progress, dynamic_ncols=True
         )
 
-    def consume(self, rows: list[ShotRecord]) -> None:
+    def consume(self, rows: Sequence[Record]) -> None:
         for row in rows:
+            if not isinstance(row, ShotRecord):
+                raise TypeError(f"the sink writes shots; it was given a {type(row).__name__} row")
             pending = self.incomplete.setdefault(row.source_uri, _Pending())
             pending.rows.append(row)
             pending.share += Fraction(1, row.share_den)

@@ -148,8 +148,14 @@ class Stage(Generic[In, Out]):
         raise NotImplementedError(f"stage {self.name} implements neither process nor process_batch")
 
 
+class StageContractError(RuntimeError):
+    """A stage broke the interface (e.g. `process_batch` returned a list per row of the wrong length):
+    a bug in the stage, not in the data, so it stops the run."""
+
+
 # Errors that are about the installation or the machine, not the row: they stop the run.
 FATAL_ERRORS: tuple[type[BaseException], ...] = (
+    StageContractError,
     ImportError,
     ModelStoreError,
     ConfigError,
@@ -188,29 +194,33 @@ def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
         outputs = stage.process_batch([rows[i] for i in indices])
         wall1, cpu1 = _clock()
         if len(outputs) != len(indices):
-            raise RuntimeError(f"stage {stage.name} returned {len(outputs)} lists for {len(indices)} rows")
+            raise StageContractError(f"stage {stage.name} returned {len(outputs)} lists for {len(indices)} rows")
         for i, produced in zip(indices, outputs):
             results[i] = list(produced)
             seconds[i] = ((wall1 - wall0) / len(indices), (cpu1 - cpu0) / len(indices))
 
+    batch_error: BaseException | None = None
     if active:
         try:
             run(active)
         except BaseException as error:  # noqa: BLE001 - sorted into fatal vs data below
             if _is_fatal(error):
                 raise
-            if len(active) == 1:
-                results[active[0]] = error
-                seconds[active[0]] = (0.0, 0.0)
-            else:
-                for i in active:
-                    try:
-                        run([i])
-                    except BaseException as row_error:  # noqa: BLE001
-                        if _is_fatal(row_error):
-                            raise
-                        results[i] = row_error
-                        seconds[i] = (0.0, 0.0)
+            batch_error = error
+    if batch_error is not None:
+        # Retried outside the except block, so a row's own error does not carry the batch's as its cause.
+        if len(active) == 1:
+            results[active[0]] = batch_error
+            seconds[active[0]] = (0.0, 0.0)
+        else:
+            for i in active:
+                try:
+                    run([i])
+                except BaseException as row_error:  # noqa: BLE001
+                    if _is_fatal(row_error):
+                        raise
+                    results[i] = row_error
+                    seconds[i] = (0.0, 0.0)
 
     emitted: list[Record] = []
     for i, row in enumerate(rows):
@@ -240,14 +250,17 @@ def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
 
 def _split_share(parent: Record, children: list[Record], stage_name: str, wall: float, cpu: float) -> None:
     n = len(children)
+    # Read the parent before writing any child: a stage may return its input row among its outputs.
+    source_uri, source_id, share_den = parent.source_uri, parent.source_id, parent.share_den
+    parent_wall, parent_cpu = dict(parent.wall_s), dict(parent.cpu_s)
     for child in children:
-        child.source_uri = parent.source_uri
-        child.source_id = child.source_id or parent.source_id
-        child.share_den = parent.share_den * n
+        child.source_uri = source_uri
+        child.source_id = child.source_id or source_id
+        child.share_den = share_den * n
         # Each child carries 1/n of everything spent on its ancestors, so summing a source's
         # final rows gives exactly its total time.
-        child.wall_s = {k: v / n for k, v in parent.wall_s.items()}
-        child.cpu_s = {k: v / n for k, v in parent.cpu_s.items()}
+        child.wall_s = {k: v / n for k, v in parent_wall.items()}
+        child.cpu_s = {k: v / n for k, v in parent_cpu.items()}
         child.wall_s[stage_name] = child.wall_s.get(stage_name, 0.0) + wall / n
         child.cpu_s[stage_name] = child.cpu_s.get(stage_name, 0.0) + cpu / n
 

@@ -3,8 +3,9 @@
 Nothing here knows a fixed list of QC metrics: a clip metric is any numeric column of
 `clips.parquet` that is neither bookkeeping nor a fact inherited from the source row, so the
 columns later stages add (face quality, talk/listen time, ...) show up without an edit here.
-Thresholds are the exception: which config key bounds which column is declared in
-`THRESHOLDS`, since the manifests do not say it.
+Thresholds and reject reasons are the exception: which config key bounds which column, and which
+keys decide each (stage, reason), is declared by the stages themselves and read from the stage
+registry (voxhear.pipeline.registry), since the manifests do not say it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+
+if TYPE_CHECKING:
+    from voxhear.pipeline.stage import Bound
 
 IDENTITIES_FILE = "identities.parquet"
 
@@ -36,45 +40,43 @@ DERIVED_CLIP_METRICS = ("clip_s", "shot_s")
 TALK_CLASSES = ("talk", "listen", "both", "silence")
 
 
-@dataclass(frozen=True)
-class Threshold:
-    """A configured bound on a metric: `kind` is min (keep >=), max (keep <=) or abs_max (keep |x| <=)."""
+def thresholds() -> list[Bound]:
+    """Which config key bounds which manifest column: every registered stage's declared bounds.
 
-    table: str
-    column: str
-    key: str
-    kind: str
+    Read from the registry at each call (stage modules are imported on first use only, so loading
+    this module stays cheap).
+    """
+    from voxhear.pipeline import registry
+
+    return registry.bounds()
 
 
-# Which config key bounds which manifest column (reasons in parentheses).
-THRESHOLDS: tuple[Threshold, ...] = (
-    Threshold("sources", "duration_s", "ingest.min_duration_s", "min"),        # too_short
-    Threshold("sources", "duration_s", "ingest.max_duration_s", "max"),        # too_long
-    Threshold("sources", "fps", "ingest.min_fps", "min"),                      # unsupported_frame_rate
-    Threshold("sources", "fps", "ingest.max_fps", "max"),
-    Threshold("sources", "speech_s", "diarization.min_speech_s", "min"),       # no_speech
-    Threshold("clips", "shot_s", "scene_cut.min_shot_s", "min"),               # shot_too_short
-    Threshold("clips", "clip_s", "faces.min_track_s", "min"),                  # track_too_short
-    Threshold("clips", "face_height_px", "faces.min_face_px", "min"),          # face_too_small
-    Threshold("clips", "yaw_deg", "faces.max_abs_yaw", "abs_max"),             # profile_view
-    Threshold("clips", "landmark_fraction", "faces.min_landmark_fraction", "min"),  # landmarks_lost
-)
+def reason_keys() -> dict[tuple[str, str], tuple[str, ...]]:
+    """(stage, reason) -> the config keys that decide it, as each registered stage declares them."""
+    from voxhear.pipeline import registry
 
-# Reject reasons and the config keys that decide them (for the datasheet's filter table).
-REASON_KEYS: dict[str, tuple[str, ...]] = {
-    "too_short": ("ingest.min_duration_s",),
-    "too_long": ("ingest.max_duration_s",),
-    "unsupported_frame_rate": ("ingest.min_fps", "ingest.max_fps"),
-    "frame_too_large": ("ingest.max_pixels",),
-    "no_speech": ("diarization.min_speech_s",),
-    "shot_too_short": ("scene_cut.min_shot_s",),
-    "no_face": ("faces.detector", "faces.score_threshold", "faces.new_track_score"),
-    "track_too_short": ("faces.min_track_s",),
-    "face_too_small": ("faces.min_face_px",),
-    "profile_view": ("faces.max_abs_yaw",),
-    "landmarks_lost": ("faces.min_landmark_fraction",),
-    "no_embedding": ("faces.embedder",),
-}
+    return {key: reason.keys for key, reason in registry.reject_reasons().items()}
+
+
+def __getattr__(name: str) -> Any:
+    # The former hand-written tables, now derived from the registry (computed on access).
+    if name == "THRESHOLDS":
+        return tuple(thresholds())
+    if name == "REASON_KEYS":
+        return reason_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def split_label(label: str) -> tuple[str, str, str]:
+    """`status: stage/reason` (a row's label) -> (status, stage, reason)."""
+    status, _, rest = label.partition(": ")
+    stage, _, reason = rest.rpartition("/")
+    return status, stage, reason
+
+
+def explain_reason(config: dict[str, Any], stage: str, reason: str) -> list[tuple[str, Any]]:
+    """The config keys `stage` declares for `reason`, with their values in `config` (None if unset)."""
+    return [(key, config_value(config, key)) for key in reason_keys().get((stage, reason), ())]
 
 
 def config_value(config: dict[str, Any], dotted: str) -> Any:
@@ -91,17 +93,17 @@ def config_value(config: dict[str, Any], dotted: str) -> Any:
 class BoundValue:
     """A threshold resolved against the run's config."""
 
-    threshold: Threshold
+    bound: Bound
     value: float
 
     @property
     def label(self) -> str:
-        sign = "\u00b1" if self.threshold.kind == "abs_max" else ""
-        return f"{self.threshold.key} = {sign}{_short(self.value)}"
+        sign = "\u00b1" if self.bound.kind == "abs_max" else ""
+        return f"{self.bound.key} = {sign}{_short(self.value)}"
 
     def lines(self) -> list[float]:
         """Where to draw it on the metric's axis."""
-        return [-self.value, self.value] if self.threshold.kind == "abs_max" else [self.value]
+        return [-self.value, self.value] if self.bound.kind == "abs_max" else [self.value]
 
 
 def _short(value: float) -> str:
@@ -132,11 +134,11 @@ class RunData:
 
     def thresholds(self, table: str, column: str) -> list[BoundValue]:
         found = []
-        for threshold in THRESHOLDS:
-            if threshold.table == table and threshold.column == column:
-                value = config_value(self.config, threshold.key)
+        for bound in thresholds():
+            if bound.table == table and bound.column == column:
+                value = config_value(self.config, bound.key)
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    found.append(BoundValue(threshold, float(value)))
+                    found.append(BoundValue(bound, float(value)))
         return found
 
     def talk_columns(self) -> dict[str, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib.metadata
+import importlib.resources
 import os
 import subprocess
 import sys
@@ -29,8 +30,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from voxhear.qc.data import (REASON_KEYS, RunData, breakdown, config_value, headline, kept, load_run,
-                             per_identity, stage_timings, talk_totals)
+from voxhear.qc.data import (RunData, breakdown, config_value, explain_reason, headline, kept, load_run,
+                             per_identity, split_label, stage_timings, talk_totals)
 from voxhear.qc.media import ShardIndex
 
 UNKNOWN = "unknown"
@@ -173,53 +174,47 @@ def _display_path(path: str | Path) -> str:
 # Models and software
 
 
-def models_used(config: dict[str, Any], stages: list[str]) -> tuple[list[str], list[str]]:
-    """Registry names of the models the run's stages load, from its config; and stages not known here.
+def models_used(config: dict[str, Any], stages: list[str]) -> tuple[list[str], list[str], str]:
+    """Model store names the run's stages load, as each stage declares them for the run's saved config.
 
-    Kept in step with the stages by hand (a stage does not declare its models yet).
+    Returns the names (stage order), the stages the registry does not know, and a note when the
+    saved config's stage sections no longer load (renamed or removed keys of an older version);
+    then no names can be derived and the caller lists every registered model.
     """
-    names: list[str] = []
-    unknown: list[str] = []
+    from voxhear.pipeline import registry
+    from voxhear.pipeline.config import config_from_dict
 
-    def add(*models: str) -> None:
-        names.extend(m for m in models if m and m not in names)
-
-    for stage in stages:
-        if stage in ("ingest", "scene_cut", "shot_media"):
-            continue
-        if stage == "separation":
-            backend = config_value(config, "separation.backend")
-            add("deepfilternet3" if backend != "demucs" else str(config_value(config, "separation.demucs_model")))
-        elif stage == "diarization":
-            if config_value(config, "diarization.pipeline") == "official":
-                add("pyannote-speaker-diarization-3.1", "pyannote-segmentation-3.0")
-            else:
-                add("pyannote-segmentation-3.0", "campplus")
-        elif stage == "asr":
-            add(str(config_value(config, "asr.model") or ""))
-        elif stage == "faces":
-            add("insightface-scrfd" if config_value(config, "faces.detector") == "insightface" else "yunet")
-            add("mediapipe-face-landmarker")
-            if config_value(config, "faces.embedder") == "arcface":
-                add("insightface-arcface")
-            else:
-                add("dlib-shape-predictor-5", "dlib-face-recognition")
-        elif stage in ("talk", "talk_listen", "asd", "active_speaker"):
-            add("light-asd")
-        else:
-            unknown.append(stage)
-    return names, unknown
+    known = registry.stage_names()
+    unknown = [stage for stage in stages if stage not in known]
+    # Only the stage sections decide the models; old engine keys must not stop the datasheet.
+    sections = {k: v for k, v in config.items() if k in registry.section_classes()}
+    try:
+        run_config = config_from_dict(sections)
+    except ValueError as error:  # ConfigError: the config predates a rename or removal
+        return [], unknown, f"The run's `config.yaml` does not load with this version of voxhear ({error})"
+    run_config.stages = [stage for stage in known if stage in stages]
+    return registry.models_in_use(run_config), unknown, ""
 
 
 def model_registry() -> dict[str, Any]:
-    """`voxhear.pipeline.models.load_registry()` plus the optional registries stages keep beside them."""
-    from voxhear.pipeline.models import REGISTRY_PATH, load_registry
+    """`voxhear.pipeline.models.load_registry()` plus the optional `models.tsv` a registered stage's package
+    keeps beside its modules (found as package resources, so an installed wheel finds them too)."""
+    from voxhear.pipeline import registry as stage_registry
+    from voxhear.pipeline.models import load_registry
 
-    registry = load_registry()
-    for extra in sorted(Path(REGISTRY_PATH).resolve().parent.parent.glob("stages/*/models.tsv")):
-        for name, spec in load_registry(extra).items():
-            registry.setdefault(name, spec)
-    return registry
+    models = load_registry()
+    packages: list[str] = []
+    for cls in stage_registry.stage_classes():
+        package = sys.modules[cls.__module__].__package__
+        if package and package not in packages:
+            packages.append(package)
+    for package in packages:
+        resource = importlib.resources.files(package) / "models.tsv"
+        if resource.is_file():
+            with importlib.resources.as_file(resource) as path:
+                for name, spec in load_registry(path).items():
+                    models.setdefault(name, spec)
+    return models
 
 
 def software_versions() -> dict[str, str]:
@@ -376,7 +371,8 @@ def build_datasheet(run_dir: str | Path, info: dict[str, Any] | None = None,
     # 4. Preprocessing
     w("## 4. Preprocessing, cleaning and labelling\n")
     w(_qa("What preprocessing and labelling was done?", _stages_text(data, stages)))
-    w(_qa("Which filters were applied, with which thresholds, and how much did each remove?", _filters_text(data)))
+    w(_qa("Which filters were applied, with which thresholds, and how much did each remove?",
+          _filters_text(data, stages)))
     w(_qa("Which models produced the labels?", _models_text(data, stages)))
     w(_qa("Which software?", "Installed where this datasheet was generated (the run itself records voxhear's "
           "version in every sample's json):\n\n"
@@ -508,45 +504,58 @@ def _stages_text(data: RunData, stages: list[str]) -> str:
     text = ("Stages that ran, in order, with wall seconds over all inputs and the real-time factor (wall s per "
             "input s); their settings are the run's `config.yaml`:\n\n"
             + _md_table(["stage", "wall s", "RTF"], rows))
-    sections = ["ingest", "scene_cut", "separation", "diarization", "asr", "faces"]
+    from voxhear.pipeline import registry
+
     settings = []
-    for section in sections:
+    for section in registry.section_classes():
         values = data.config.get(section)
         if isinstance(values, dict):
             settings.append(f"- `{section}`: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     return text + ("\n\nSettings:\n\n" + "\n".join(settings) if settings else "")
 
 
-def _filters_text(data: RunData) -> str:
+def _keys_text(keys: list[tuple[str, Any]]) -> str:
+    return ", ".join(f"`{key}` = {value}" for key, value in keys) or "-"
+
+
+def _filters_text(data: RunData, stages: list[str]) -> str:
+    """Every reject found, explained with the config keys its stage declares for it, then every reason a
+    stage that ran declares and that removed nothing."""
+    from voxhear.pipeline import registry
+
+    declared = registry.reject_reasons()
     rows = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for level, frame, seconds in (("input", data.sources, "duration_s"), ("clip", data.clips, "clip_s")):
         for entry in breakdown(frame, seconds):
             if entry["label"] == "ok":
                 continue
-            reason = entry["label"].split("/")[-1]
-            seen.add(reason)
-            keys = ", ".join(f"`{k}` = {config_value(data.config, k)}" for k in REASON_KEYS.get(reason, ()))
-            rows.append([level, entry["label"], keys or "-", entry["count"], entry["hours"]])
-    for reason, keys in REASON_KEYS.items():
-        if reason not in seen:
-            values = ", ".join(f"`{k}` = {config_value(data.config, k)}" for k in keys)
-            rows.append(["-", reason, values, 0, 0.0])
-    return ("Every reject reason found, then every configured filter that removed nothing:\n\n"
-            + _md_table(["level", "status: stage/reason", "config", "count", "hours"], rows)
+            _, stage, reason = split_label(entry["label"])
+            seen.add((stage, reason))
+            doc = declared[(stage, reason)].doc if (stage, reason) in declared else ""
+            rows.append([level, entry["label"], _keys_text(explain_reason(data.config, stage, reason)),
+                         entry["count"], entry["hours"], doc])
+    for (stage, reason), declaration in declared.items():
+        if (stage, reason) not in seen and (stage in stages or not stages):
+            rows.append(["-", f"{stage}/{reason}", _keys_text(explain_reason(data.config, stage, reason)), 0, 0.0,
+                         declaration.doc])
+    return ("Every reject reason found, then every reason the stages that ran declare that removed nothing; "
+            "each with the config keys its stage declares for it and their values in this run:\n\n"
+            + _md_table(["level", "status: stage/reason", "config", "count", "hours", "meaning"], rows)
             + "\n\nInputs are also failed, not filtered, when they cannot be read (empty, truncated, undecodable); "
             "those rows carry the whole error message in `manifests/sources.parquet`.")
 
 
 def _models_text(data: RunData, stages: list[str]) -> str:
     registry = model_registry()
-    used, unknown = models_used(data.config, stages)
+    used, unknown, problem = models_used(data.config, stages)
     listed = [m for m in used if m in registry]
     missing = [m for m in used if m not in registry]
-    note = "Models the run's stages load (from `config.yaml`), as listed in the model registry:"
-    if unknown:
-        note = (f"Stages {', '.join(unknown)} are not known to the datasheet, so every registered model is "
-                "listed:")
+    note = ("Models the run's stages load (as each stage declares them for the run's `config.yaml`), as listed in "
+            "the model registry:")
+    if unknown or problem:
+        why = problem or f"Stages {', '.join(unknown)} are not in this version's stage registry"
+        note = f"{why}, so every registered model is listed:"
         listed = sorted(registry)
     rows = []
     for name in listed:

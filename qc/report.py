@@ -22,8 +22,8 @@ import pandas as pd
 
 from voxhear.pipeline.io import atomic_write_text
 from voxhear.qc import charts
-from voxhear.qc.data import (RunData, breakdown, funnel, headline, kept, load_run, map_means, per_identity,
-                             per_source, stage_timings, talk_totals)
+from voxhear.qc.data import (RunData, breakdown, explain_reason, funnel, headline, kept, load_run, map_means,
+                             per_identity, per_source, split_label, stage_timings, talk_totals)
 from voxhear.qc.media import ShardIndex, Track, sample_tracks, track_bytes
 
 # A rendered table shows at most this many rows (the server's filters narrow the rest down).
@@ -156,16 +156,19 @@ def _funnel(data: RunData) -> str:
     for title, rows in (("inputs", breakdown(data.sources, "duration_s") if "duration_s" in data.sources else []),
                         ("clips", breakdown(data.clips, "clip_s"))):
         for row in rows:
-            status_rows.append([title, row["label"], row["count"], row["hours"]])
+            _, stage, reason = split_label(row["label"])
+            keys = ", ".join(f"{key} = {value}" for key, value in explain_reason(data.config, stage, reason))
+            status_rows.append([title, row["label"], row["count"], row["hours"], keys])
     bars = [(f'{r[0]}: {r[1]}', float(r[2]), charts.COLORS.get(r[1].split(":")[0], charts.COLORS["bar"]))
             for r in status_rows if r[1] != "ok"]
     reject_chart = charts.hbars(bars, "inputs and clips not kept, by reason", value_format=lambda v: f"{v:.0f}") \
         if bars else '<p class="note">nothing was filtered or failed</p>'
-    table = _table(["level", "status / reason", "count", "hours"], status_rows, css="breakdown")
+    table = _table(["level", "status / reason", "count", "hours", "decided by (config key = value)"], status_rows,
+                   css="breakdown")
     return _section("funnel", "Funnel: from inputs to clips",
                     f'<div class="row">{charts.funnel(steps)}<div>{reject_chart}</div></div>{table}',
-                    "Counts and hours at each step, then per status and reject reason "
-                    "(a reason reads status: stage/reason).")
+                    "Counts and hours at each step, then per status and reject reason (a reason reads "
+                    "status: stage/reason), with the config keys that stage declares for it.")
 
 
 def _metric_grid(data: RunData, table: str, names: Sequence[str]) -> str:

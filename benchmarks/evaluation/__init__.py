@@ -1,7 +1,9 @@
 """`voxhear eval`: score a pipeline run against `voxhear synth` ground truth.
 
 Metrics are modules registered in `voxhear.benchmarks.evaluation.registry.METRICS`; each reports itself
-"not available" when the run lacks the output it scores. Today: shot boundaries.
+"not available" when the run lacks the output it scores. Each labelling metric reports its
+headline figures per video, pooled over all videos, with a bootstrap interval over videos and the
+worst video (`voxhear.benchmarks.evaluation.bootstrap`).
 """
 
 from voxhear.benchmarks.evaluation.base import EvalSettings, MetricResult

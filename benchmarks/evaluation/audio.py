@@ -3,10 +3,15 @@
 - `separation`: SI-SDR (zero-mean, torchmetrics) of the run's speech stem against the sum of the
   truth's person stems and of its background stem against `stems/background.flac`, each also as
   improvement over the truth mix taken as the estimate. Compared at 16 kHz over the common length.
-  Summary: means over the videos that have stems.
-- `diarization`: DER with pyannote.metrics (collar 0.25 s, overlap scored) of the run's RTTM
-  against `turns.rttm`, over [0, duration]; summary micro-averaged (components summed). A video
-  without a run RTTM scores all its speech as missed.
+  Pooled: means over the videos that have stems.
+- `diarization`: DER with pyannote.metrics (overlapped speech scored: `skip_overlap=False`, so
+  two true speakers at once are two speaker-seconds per second and a hypothesis with one
+  speaker there misses one) of the run's RTTM against `turns.rttm`, over [0, duration], at each
+  collar of `EvalSettings.der_collars` (default 0 s, the headline `der`, and 0.25 s: `der_c0.25`;
+  pyannote's collar, half on each side of every reference boundary). `missed_overlap`: the share
+  of the reference's overlapped time (two or more true speakers) where the hypothesis does not
+  have two or more speakers (`overlap_s`: that time). Pooled: seconds summed over videos. A
+  video without a run RTTM scores all its speech as missed.
 - `asr`: WER (torchmetrics) of the run's words against `words.parquet`, both normalised (lower
   case, no punctuation, digits spelled out, letter-digit tokens split: "F2." -> "f two"). Truth
   words exist only for speakers with a transcript; run words whose middle lies in speech of a
@@ -25,9 +30,9 @@ import numpy as np
 import soundfile as sf
 
 from voxhear.benchmarks.evaluation.base import EvalSettings, MetricResult, not_available
+from voxhear.benchmarks.evaluation.bootstrap import HIGHER, LOWER, attach_figures, sum_arrays
 from voxhear.benchmarks.evaluation.data import RunView, TruthSet, read_columns
 
-COLLAR_S = 0.25
 AUDIO_STAGES = ("separation", "diarization", "asr")
 
 
@@ -93,11 +98,16 @@ class SeparationMetric:
                                 "background_si_sdr": b,
                                 "background_si_sdri": round(b - si_sdr(mix, background_ref), 3),
                                 "snr_db": truth.meta(video).get("snr_db")}
-        scored = [v for v in per_video.values() if not v["missing"]]
-        summary = {c: _mean([v[c] for v in scored]) for c in self.COLUMNS}
-        summary.update({"videos": len(per_video), "missing_videos": len(per_video) - len(scored),
-                        "backend": ",".join(sorted(backends)), "average": "mean over videos"})
-        return MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
+        scored = {video: {c: v[c] for c in self.COLUMNS} for video, v in per_video.items() if not v["missing"]}
+        result = MetricResult(self.name, True, per_video=per_video, columns=self.COLUMNS)
+        attach_figures(result, scored, self.pool, {c: HIGHER for c in self.COLUMNS}, self.settings)
+        result.summary.update({"videos": len(per_video), "missing_videos": len(per_video) - len(scored),
+                               "backend": ",".join(sorted(backends)), "average": "mean over videos"})
+        return result
+
+    def pool(self, parts: list[dict]) -> dict:
+        """The mean over videos of each SI-SDR (a video: its own values)."""
+        return {c: _mean([p[c] for p in parts]) for c in self.COLUMNS}
 
 
 def _annotation(turns: list[tuple[float, float, str]]):
@@ -120,14 +130,54 @@ def read_rttm(path: Path | str) -> list[tuple[float, float, str]]:
     return turns
 
 
+def collar_suffix(collar: float, primary: float) -> str:
+    """'' for the headline collar, else ``_c<collar>`` (``_c0.25``)."""
+    return "" if collar == primary else f"_c{collar:g}"
+
+
+def active_counts(turns: list[tuple[float, float, str]], points: np.ndarray) -> np.ndarray:
+    """How many distinct speakers of `turns` are active at each time of `points` (start <= t < end)."""
+    if not turns or not len(points):
+        return np.zeros(len(points), dtype=np.int64)
+    labels = sorted({t[2] for t in turns})
+    starts = np.array([t[0] for t in turns])
+    ends = np.array([t[1] for t in turns])
+    active = (starts[None, :] <= points[:, None]) & (points[:, None] < ends[None, :])
+    by_speaker = np.stack([active[:, [i for i, t in enumerate(turns) if t[2] == label]].any(axis=1)
+                           for label in labels], axis=1)
+    return by_speaker.sum(axis=1)
+
+
+def overlap_seconds(reference: list[tuple[float, float, str]], hypothesis: list[tuple[float, float, str]],
+                    start: float, end: float) -> tuple[float, float]:
+    """(seconds of [start, end] where the reference has two or more speakers, of which seconds
+    the hypothesis also has two or more). Exact: counted on the pieces between all turn boundaries."""
+    edges = {start, end} | {t for s, e, _ in reference + hypothesis for t in (s, e) if start < t < end}
+    edges = np.array(sorted(edges))
+    if len(edges) < 2:
+        return 0.0, 0.0
+    lengths, mids = np.diff(edges), 0.5 * (edges[:-1] + edges[1:])
+    ref_overlap = active_counts(reference, mids) >= 2
+    hyp_overlap = active_counts(hypothesis, mids) >= 2
+    return float(lengths[ref_overlap].sum()), float(lengths[ref_overlap & hyp_overlap].sum())
+
+
 class DiarizationMetric:
-    """DER (pyannote.metrics, collar 0.25 s) of the run's RTTM against the truth turns."""
+    """DER (pyannote.metrics, overlapped speech scored) of the run's RTTM against the truth turns,
+    at each collar of the settings, and the share of overlapped speech the run misses."""
 
     name = "diarization"
-    COLUMNS = ["der", "confusion", "missed", "false_alarm", "n_speakers_true", "n_speakers_found"]
+    PARTS = ("total", "confusion", "missed detection", "false alarm")
 
     def __init__(self, settings: EvalSettings) -> None:
         self.settings = settings
+        self.collars = tuple(settings.der_collars) or (0.0,)
+        primary = self.collars[0]
+        self.suffixes = [collar_suffix(c, primary) for c in self.collars]
+        self.better = {f"{k}{x}": LOWER for x in self.suffixes for k in ("der", "confusion", "missed", "false_alarm")}
+        self.better["missed_overlap"] = LOWER
+        self.COLUMNS = (["der", "confusion", "missed", "false_alarm"] + [f"der{x}" for x in self.suffixes[1:]]
+                        + ["overlap_s", "missed_overlap", "n_speakers_true", "n_speakers_found"])
 
     def evaluate(self, run: RunView, truth: TruthSet) -> MetricResult:
         from pyannote.core import Segment, Timeline
@@ -136,34 +186,50 @@ class DiarizationMetric:
         rows = _sources(run, ["rttm_uri"])
         if not any(r.get("rttm_uri") for r in rows.values()):
             return not_available(self.name, "the run has no diarization output (rttm_uri)")
-        metric = DiarizationErrorRate(collar=COLLAR_S, skip_overlap=False)
+        metrics = [DiarizationErrorRate(collar=c, skip_overlap=False) for c in self.collars]
         per_video: dict[str, dict] = {}
+        stats: dict[str, np.ndarray] = {}
         for video in truth.video_ids:
             ref_turns = read_rttm(truth.path(video, "turns.rttm"))
             row = rows.get(run.source_of_video.get(video, ""), {})
             missing = not row.get("rttm_uri") or not Path(row["rttm_uri"]).is_file()
             hyp_turns = [] if missing else read_rttm(row["rttm_uri"])
-            uem = Timeline([Segment(0.0, float(truth.meta(video)["duration_s"]))])
-            parts = metric(_annotation(ref_turns), _annotation(hyp_turns), uem=uem, detailed=True)
-            total = parts["total"]
-            per_video[video] = {
-                "missing": missing, "der": _ratio(parts["diarization error rate"]),
-                "confusion": _ratio(parts["confusion"] / total if total else 0.0),
-                "missed": _ratio(parts["missed detection"] / total if total else 0.0),
-                "false_alarm": _ratio(parts["false alarm"] / total if total else 0.0),
-                "n_speakers_true": len({t[2] for t in ref_turns}), "n_speakers_found": len({t[2] for t in hyp_turns})}
-        totals = {k: float(metric.accumulated_.get(k, 0.0)) for k in ("total", "confusion", "missed detection",
-                                                                          "false alarm")}
-        total = totals["total"] or 1.0
-        summary = {"der": _ratio(abs(metric)), "confusion": _ratio(totals["confusion"] / total),
-                   "missed": _ratio(totals["missed detection"] / total),
-                   "false_alarm": _ratio(totals["false alarm"] / total),
-                   "n_speakers_true": sum(v["n_speakers_true"] for v in per_video.values()),
-                   "n_speakers_found": sum(v["n_speakers_found"] for v in per_video.values()),
-                   "collar_s": COLLAR_S, "videos": len(per_video),
-                   "speaker_count_correct": sum(v["n_speakers_true"] == v["n_speakers_found"] for v in per_video.values()),
-                   "missing_videos": sum(v["missing"] for v in per_video.values())}
-        return MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
+            duration = float(truth.meta(video)["duration_s"])
+            uem = Timeline([Segment(0.0, duration)])
+            reference, hypothesis = _annotation(ref_turns), _annotation(hyp_turns)
+            parts = [metric(reference, hypothesis, uem=uem, detailed=True) for metric in metrics]
+            overlap, detected = overlap_seconds(ref_turns, hyp_turns, 0.0, duration)
+            stats[video] = np.array([float(p.get(k, 0.0)) for p in parts for k in self.PARTS] + [overlap, detected])
+            per_video[video] = {"missing": missing, "n_speakers_true": len({t[2] for t in ref_turns}),
+                                "n_speakers_found": len({t[2] for t in hyp_turns})}
+        result = MetricResult(self.name, True, per_video=per_video, columns=self.COLUMNS)
+        attach_figures(result, stats, self.pool, self.better, self.settings)
+        result.summary.update({
+            "n_speakers_true": sum(v["n_speakers_true"] for v in per_video.values()),
+            "n_speakers_found": sum(v["n_speakers_found"] for v in per_video.values()),
+            "collar_s": self.collars[0], "collars_s": list(self.collars), "overlap": "scored",
+            "videos": len(per_video),
+            "speaker_count_correct": sum(v["n_speakers_true"] == v["n_speakers_found"] for v in per_video.values()),
+            "missing_videos": sum(v["missing"] for v in per_video.values())})
+        return result
+
+    def pool(self, parts: list[np.ndarray]) -> dict:
+        """DER and its parts per collar, and the missed overlap, of the summed seconds of `parts`."""
+        sums = sum_arrays(parts, 4 * len(self.collars) + 2)
+        out: dict = {}
+        for i, suffix in enumerate(self.suffixes):
+            total, confusion, missed, false_alarm = sums[4 * i:4 * i + 4]
+            errors = confusion + missed + false_alarm
+            # pyannote's convention when there is no reference speech: 0 without errors, else 1.
+            der = errors / total if total else (0.0 if errors == 0 else 1.0)
+            out.update({f"der{suffix}": _ratio(der),
+                        **{f"{name}{suffix}": _ratio(value / total if total else 0.0)
+                           for name, value in (("confusion", confusion), ("missed", missed),
+                                               ("false_alarm", false_alarm))}})
+        overlap, detected = sums[-2:]
+        out["overlap_s"] = round(float(overlap), 3)
+        out["missed_overlap"] = _ratio(1.0 - detected / overlap) if overlap > 0 else None
+        return out
 
 
 def _ratio(value: float) -> float:
@@ -248,11 +314,19 @@ class WordErrorMetric:
                                 "reference": " ".join(reference), "hypothesis": " ".join(hypothesis)}
         errors = sum(v["errors"] for v in per_video.values())
         n_ref = sum(v["ref_words"] for v in per_video.values())
-        summary = {"wer": round(errors / n_ref, 4) if n_ref else None, "errors": errors, "ref_words": n_ref,
+        summary = {"wer": None, "errors": errors, "ref_words": n_ref,
                    "hyp_words": sum(v["hyp_words"] for v in per_video.values()),
                    "hyp_words_excluded": sum(v["hyp_words_excluded"] for v in per_video.values()),
                    "videos": len(per_video), "missing_videos": sum(v["missing"] for v in per_video.values())}
-        return MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
+        result = MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
+        stats = {video: np.array([v["errors"], v["ref_words"]], dtype=np.float64) for video, v in per_video.items()}
+        attach_figures(result, stats, _wer_pool, {"wer": LOWER}, self.settings)
+        return result
+
+
+def _wer_pool(parts: list[np.ndarray]) -> dict:
+    errors, n_ref = sum_arrays(parts, 2)
+    return {"wer": round(float(errors / n_ref), 4) if n_ref else None}
 
 
 def _inside(t: float, spans: list[tuple[float, float]]) -> bool:

@@ -14,9 +14,23 @@ class EvalSettings:
 
     Attributes:
         shot_tolerance_frames: A predicted cut within this many frames of a true one matches it.
+        der_collars: DER collars in seconds (pyannote's convention: half on each side of every
+            reference boundary); the first is the headline `der`, the others add `der_c<collar>`.
+        bootstrap_resamples: Resamples of the videos for the intervals (0: none).
+        bootstrap_seed: Seed of the resampling (fixed: the intervals are reproducible).
+        bootstrap_level: Coverage of the intervals.
     """
 
     shot_tolerance_frames: int = 2
+    der_collars: tuple[float, ...] = (0.0, 0.25)
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
+    bootstrap_level: float = 0.95
+
+    def to_json(self) -> dict:
+        return {"shot_tolerance_frames": self.shot_tolerance_frames, "der_collars_s": list(self.der_collars),
+                "bootstrap": {"unit": "video", "resamples": self.bootstrap_resamples, "seed": self.bootstrap_seed,
+                              "level": self.bootstrap_level}}
 
 
 @dataclass(slots=True)
@@ -30,6 +44,9 @@ class MetricResult:
         summary: Scores over all videos (micro-averaged where that applies).
         per_video: Scores per truth video id.
         columns: The keys of `summary` and of each per-video dict shown in the table, in order.
+        figures: Per headline figure (a key of `summary` and of the per-video dicts): its pooled
+            value, the bootstrap interval over videos, the worst video and its value, which way
+            is better (see `voxhear.benchmarks.evaluation.bootstrap`).
     """
 
     name: str
@@ -38,11 +55,13 @@ class MetricResult:
     summary: dict[str, Any] = field(default_factory=dict)
     per_video: dict[str, dict[str, Any]] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)
+    figures: dict[str, dict] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         if not self.available:
             return {"available": False, "reason": self.reason}
-        return {"available": True, "summary": self.summary, "per_video": self.per_video, "columns": self.columns}
+        return {"available": True, "summary": self.summary, "per_video": self.per_video, "columns": self.columns,
+                "figures": self.figures}
 
 
 class Metric(Protocol):

@@ -13,7 +13,8 @@ from voxhear.benchmarks.evaluation.registry import build_metrics
 from voxhear.benchmarks.evaluation.report import format_table
 from voxhear.pipeline.io import atomic_write_text
 
-EVAL_VERSION = 1
+# 2: figures (per-video, pooled, bootstrap interval, worst video); DER at collar 0 and 0.25.
+EVAL_VERSION = 2
 
 
 def evaluate_run(run_dir: Path, truth_dir: Path, settings: EvalSettings | None = None) -> dict:
@@ -35,7 +36,7 @@ def evaluate_run(run_dir: Path, truth_dir: Path, settings: EvalSettings | None =
         "eval_version": EVAL_VERSION,
         "run_dir": str(run_dir),
         "truth_dir": str(truth.truth_dir),
-        "settings": {"shot_tolerance_frames": settings.shot_tolerance_frames},
+        "settings": settings.to_json(),
         "videos": truth.video_ids,
         "source_of_video": run.source_of_video,
         "missing_videos": [v for v in truth.video_ids if v not in run.source_of_video],
@@ -51,7 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--truth", required=True, help="`voxhear synth` output folder, or its truth/ folder")
     parser.add_argument("--shot-tolerance", type=int, default=EvalSettings().shot_tolerance_frames,
                         help="frames a predicted cut may be off a true one (default 2)")
-    parser.add_argument("--out", default=None, help="where to write the JSON (default RUN/eval.json)")
+    defaults = EvalSettings()
+    parser.add_argument("--der-collars", default=",".join(f"{c:g}" for c in defaults.der_collars),
+                        help="DER collars in seconds, comma-separated; the first is the headline `der` "
+                             "(default 0,0.25)")
+    parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap_resamples,
+                        help="resamples of the videos for the intervals (default 1000; 0: none)")
+    parser.add_argument("--seed", type=int, default=defaults.bootstrap_seed,
+                        help="seed of the bootstrap resampling (default 0)")
+    parser.add_argument("--out", "--json", dest="out", default=None,
+                        help="where to write the JSON (default RUN/eval.json)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -59,9 +69,20 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.shot_tolerance < 0:
         print("voxhear eval: --shot-tolerance must be >= 0", file=sys.stderr)
         return 2
+    if args.bootstrap < 0:
+        print("voxhear eval: --bootstrap must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        collars = tuple(float(c) for c in str(args.der_collars).split(",") if c.strip())
+    except ValueError:
+        collars = ()
+    if not collars or any(c < 0 for c in collars):
+        print("voxhear eval: --der-collars must be one or more seconds >= 0, comma-separated", file=sys.stderr)
+        return 2
     try:
         result = evaluate_run(Path(args.run), Path(args.truth),
-                              EvalSettings(shot_tolerance_frames=args.shot_tolerance))
+                              EvalSettings(shot_tolerance_frames=args.shot_tolerance, der_collars=collars,
+                                           bootstrap_resamples=args.bootstrap, bootstrap_seed=args.seed))
     except FileNotFoundError as err:
         print(f"voxhear eval: {err}", file=sys.stderr)
         return 2

@@ -17,6 +17,9 @@ and frame clock when the run normalized the video to another size or frame rate.
   predicted identity. Purity is the share of tracks in clusters that agree with their cluster's
   majority; inverse purity (completeness) the share of tracks whose identity is in its most
   common cluster: putting every track in its own cluster scores purity 1 and inverse purity low.
+
+Detection precision, recall, F1, mean IoU and track purity also get a bootstrap interval over
+videos and their worst video (identity purity clusters across videos: no per-video interval).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pyarrow.parquet as pq
 from scipy.optimize import linear_sum_assignment
 
 from voxhear.benchmarks.evaluation.base import EvalSettings, MetricResult, not_available
+from voxhear.benchmarks.evaluation.bootstrap import HIGHER, attach_figures, sum_arrays
 from voxhear.benchmarks.evaluation.data import DEFAULT_RUN_FPS, RunView, TruthSet, read_columns
 from voxhear.benchmarks.evaluation.matching import Counts
 
@@ -107,6 +111,7 @@ class FaceMetric:
         ious: list[float] = []
         per_video: dict[str, dict] = {}
         all_tracks: list[dict] = []
+        stats: dict[str, np.ndarray] = {}
         for video in truth.video_ids:
             source = run.source_of_video.get(video)
             result = self._video(truth, video, tracks_by_source.get(source, []) if source else [],
@@ -116,14 +121,20 @@ class FaceMetric:
             for t in result["tracks"]:
                 t["identity_id"] = identities.get(t["key"])
             all_tracks += result["tracks"]
+            counts = result["counts"]
+            stats[video] = np.array([counts.tp, counts.fp, counts.fn, sum(result["ious"]), len(result["ious"]),
+                                     sum(t["majority_frames"] for t in result["tracks"]),
+                                     sum(t["frames"] for t in result["tracks"])], dtype=np.float64)
             per_video[video] = {"source_id": source, "missing": source is None,
                                 **self._scores(result["counts"], result["ious"], result["tracks"], result["switches"])}
         summary = self._scores(total, ious, all_tracks, sum(v["id_switches"] for v in per_video.values()))
         summary.update({"iou_threshold": IOU_MATCH, "videos": len(per_video),
                         "missing_videos": sum(v["missing"] for v in per_video.values()),
                         "identities_available": bool(identities)})
-        return MetricResult(self.name, True, summary=summary, per_video=per_video,
-                            columns=DETECTION_COLUMNS + TRACK_COLUMNS)
+        result = MetricResult(self.name, True, summary=summary, per_video=per_video,
+                              columns=DETECTION_COLUMNS + TRACK_COLUMNS)
+        attach_figures(result, stats, _pool, {k: HIGHER for k in FIGURES}, self.settings)
+        return result
 
     def _video(self, truth: TruthSet, video: str, tracks: list[dict], run_fps: float) -> dict:
         meta = truth.meta(video)
@@ -190,6 +201,18 @@ class FaceMetric:
             "identity_purity": round(purity, 6) if purity is not None else None,
             "identity_inverse_purity": round(inverse, 6) if inverse is not None else None,
         }
+
+
+FIGURES = ("precision", "recall", "f1", "mean_iou", "track_purity")
+
+
+def _pool(parts: list[np.ndarray]) -> dict:
+    """Detection and track figures of summed (tp, fp, fn, IoU sum, pairs, majority frames, frames)."""
+    tp, fp, fn, iou_sum, pairs, majority, frames = sum_arrays(parts, 7)
+    counts = Counts(tp=int(tp), fp=int(fp), fn=int(fn)).to_json()
+    return {"precision": counts["precision"], "recall": counts["recall"], "f1": counts["f1"],
+            "mean_iou": round(float(iou_sum / pairs), 6) if pairs else None,
+            "track_purity": round(float(majority / frames), 6) if frames else None}
 
 
 class StageTimeMetric:

@@ -7,6 +7,7 @@ start_frame of a shot taken. True boundaries come from `shots.parquet`, moved on
 frame clock when the truth's fps differs. Each prediction matches at most one truth within
 ±tolerance frames (`match_within`); counts are summed over videos (micro average). A truth video
 the run did not process counts all its cuts as missed; a source with no truth is only listed.
+Precision, recall and F1 also get a bootstrap interval over videos and their worst video.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections import defaultdict
 import numpy as np
 
 from voxhear.benchmarks.evaluation.base import EvalSettings, MetricResult, not_available
+from voxhear.benchmarks.evaluation.bootstrap import HIGHER, attach_figures
 from voxhear.benchmarks.evaluation.data import RunView, TruthSet
 from voxhear.benchmarks.evaluation.matching import Counts, match_within
 
@@ -28,6 +30,7 @@ class ShotBoundaryMetric:
     name = "shots"
 
     def __init__(self, settings: EvalSettings) -> None:
+        self.settings = settings
         self.tolerance = settings.shot_tolerance_frames
 
     def evaluate(self, run: RunView, truth: TruthSet) -> MetricResult:
@@ -57,7 +60,10 @@ class ShotBoundaryMetric:
                    "n_pred": sum(v["n_pred"] for v in per_video.values()), **total.to_json(),
                    "mean_abs_offset": _mean(offsets), "tolerance_frames": self.tolerance,
                    "videos": len(per_video), "missing_videos": sum(v["missing"] for v in per_video.values())}
-        return MetricResult(self.name, True, summary=summary, per_video=per_video, columns=COLUMNS)
+        result = MetricResult(self.name, True, summary=summary, per_video=per_video, columns=COLUMNS)
+        stats = {video: Counts(tp=v["tp"], fp=v["fp"], fn=v["fn"]) for video, v in per_video.items()}
+        attach_figures(result, stats, _pool, {k: HIGHER for k in ("precision", "recall", "f1")}, self.settings)
+        return result
 
 
 def predicted_boundaries(run: RunView) -> dict[str, list[int]]:
@@ -86,6 +92,11 @@ def true_boundaries(truth: TruthSet, video: str, run_fps: float) -> list[int]:
     if abs(fps - run_fps) < 1e-9:
         return starts
     return sorted({int(np.floor(s / fps * run_fps + 0.5)) for s in starts})
+
+
+def _pool(parts: list[Counts]) -> dict:
+    counts = sum(parts, Counts()).to_json()
+    return {k: counts[k] for k in ("precision", "recall", "f1")}
 
 
 def _mean(values: list[float]) -> float | None:

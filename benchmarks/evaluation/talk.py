@@ -30,6 +30,10 @@ speaks, nobody else), listen (someone else speaks, P does not), both, silence.
   `mix_max_abs_error`: the largest |self + other + background - mix| of any clip, in the int32
   units soundfile reads 24-bit FLAC as (256 per 24-bit step; 0 when the stage keeps its promise);
   `bad_length_clips`: clips whose four tracks are not all `T * 640` samples long.
+
+Each metric's F1s, accuracy, shares and SI-SDRs (all clips and `ok_`) are given per video, pooled
+(frames, counts or clip signals of all videos together) and with a bootstrap interval over videos
+and the worst video (`voxhear.benchmarks.evaluation.bootstrap`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import soundfile as sf
 
 from voxhear.benchmarks.evaluation.audio import _read, read_rttm, si_sdr
 from voxhear.benchmarks.evaluation.base import EvalSettings, MetricResult, not_available
+from voxhear.benchmarks.evaluation.bootstrap import HIGHER, LOWER, attach_figures, sum_arrays
 from voxhear.benchmarks.evaluation.data import DEFAULT_RUN_FPS, RunView, TruthSet, read_columns
 from voxhear.benchmarks.evaluation.faces import IOU_MATCH, match_boxes
 from voxhear.benchmarks.evaluation.matching import Counts
@@ -192,6 +197,11 @@ def _labelled_clips(rows: list[dict], truth_video: VideoTruth) -> tuple[list[Cli
     return out, bad
 
 
+def _scoped(figures: dict[str, str]) -> dict[str, str]:
+    """`figures` over all clips, then the same over the ok clips (``ok_`` keys)."""
+    return {**figures, **{f"ok_{k}": v for k, v in figures.items()}}
+
+
 def _round(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(float(value), digits)
 
@@ -254,6 +264,8 @@ class TalkListenMetric:
     name = "talk_listen"
     COLUMNS = ["clips", "frames", "unmatched_frames"] + [f"{n}_f1" for n in STATE_NAMES] + [
         "macro_f1", "ok_clips", "ok_macro_f1"]
+    STATE_FIGURES = ["macro_f1"] + [f"{n}_f1" for n in STATE_NAMES] + ["accuracy"]
+    FIGURES = _scoped({k: HIGHER for k in STATE_FIGURES})
 
     def __init__(self, settings: EvalSettings) -> None:
         self.settings = settings
@@ -264,6 +276,7 @@ class TalkListenMetric:
             return found
         labelled, missing = found
         per_video: dict[str, dict] = {}
+        stats: dict[str, np.ndarray] = {}
         all_clips: list[ClipLabels] = []
         bad = 0
         for video in truth.video_ids:
@@ -275,11 +288,24 @@ class TalkListenMetric:
             all_clips += clips
             per_video[video] = {"source_id": run.source_of_video[video], "missing": False,
                                 **self._scores(clips), "bad_clips": bad_here}
+            stats[video] = np.stack([confusion_matrix(clips), confusion_matrix([c for c in clips if c.ok])])
         summary = self._scores(all_clips)
         summary.update({"iou_threshold": IOU_MATCH, "videos": len(per_video),
                         "missing_videos": sum(v["missing"] for v in per_video.values()),
                         "bad_clips": bad, "missing_files": dict(missing)})
-        return MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
+        result = MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
+        attach_figures(result, stats, self.pool, self.FIGURES, self.settings)
+        return result
+
+    @classmethod
+    def pool(cls, parts: list[np.ndarray]) -> dict:
+        """The figures of the summed (all clips, ok clips) confusion matrices of `parts`."""
+        matrices = sum_arrays(parts, 0) if parts else np.zeros((2, len(STATE_NAMES), INVALID + 1), np.int64)
+        out = {}
+        for prefix, matrix in zip(("", "ok_"), matrices):
+            scores = state_scores(matrix)
+            out.update({f"{prefix}{k}": scores[k] for k in cls.STATE_FIGURES})
+        return out
 
     @staticmethod
     def _scores(clips: list[ClipLabels]) -> dict:
@@ -298,8 +324,8 @@ class TalkListenMetric:
 _PARTIES = np.array([0b00, 0b01, 0b10, 0b11, -1])
 
 
-def attribution_scores(clips: list[ClipLabels]) -> dict:
-    """Share of true speech frames whose predicted parties equal the true ones, and the errors."""
+def attribution_counts(clips: list[ClipLabels]) -> np.ndarray:
+    """(speech frames, correct, missed, swapped, speech seconds) over the scored frames of `clips`."""
     speech = correct = missed = swapped = 0
     seconds = 0.0
     for clip in clips:
@@ -310,10 +336,21 @@ def attribution_scores(clips: list[ClipLabels]) -> dict:
         correct += int((true == predicted).sum())
         missed += int((predicted == 0).sum())
         swapped += int((((true == 0b01) & (predicted == 0b10)) | ((true == 0b10) & (predicted == 0b01))).sum())
+    return np.array([speech, correct, missed, swapped, seconds], dtype=np.float64)
+
+
+def attribution_from_counts(counts: np.ndarray) -> dict:
+    """The shares of `attribution_counts` (summed over any clips)."""
+    speech, correct, missed, swapped, seconds = (float(x) for x in counts)
     share = (lambda n: round(n / speech, 6) if speech else None)
-    return {"speech_frames": speech, "speech_s": round(seconds, 3), "attribution": share(correct),
+    return {"speech_frames": int(speech), "speech_s": round(seconds, 3), "attribution": share(correct),
             "missed_share": share(missed), "swapped_share": share(swapped),
             "partial_share": share(speech - correct - missed - swapped)}
+
+
+def attribution_scores(clips: list[ClipLabels]) -> dict:
+    """Share of true speech frames whose predicted parties equal the true ones, and the errors."""
+    return attribution_from_counts(attribution_counts(clips))
 
 
 class AttributionMetric:
@@ -322,6 +359,8 @@ class AttributionMetric:
     name = "attribution"
     COLUMNS = ["clips", "speech_s", "attribution", "missed_share", "swapped_share", "partial_share",
                "ok_clips", "ok_attribution"]
+    SHARES = ("attribution", "missed_share", "swapped_share", "partial_share")
+    FIGURES = _scoped({k: HIGHER if k == "attribution" else LOWER for k in SHARES})
 
     def __init__(self, settings: EvalSettings) -> None:
         self.settings = settings
@@ -332,6 +371,7 @@ class AttributionMetric:
             return found
         labelled, missing = found
         per_video: dict[str, dict] = {}
+        stats: dict[str, np.ndarray] = {}
         all_clips: list[ClipLabels] = []
         for video in truth.video_ids:
             if video not in labelled:
@@ -340,11 +380,24 @@ class AttributionMetric:
             clips, _ = labelled[video]
             all_clips += clips
             per_video[video] = {"source_id": run.source_of_video[video], "missing": False, **self._scores(clips)}
+            stats[video] = np.stack([attribution_counts(clips), attribution_counts([c for c in clips if c.ok])])
         summary = self._scores(all_clips)
         summary.update({"unmatched_frames": sum(int((c.true < 0).sum()) for c in all_clips),
                         "videos": len(per_video), "missing_videos": sum(v["missing"] for v in per_video.values()),
                         "missing_files": dict(missing)})
-        return MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
+        result = MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
+        attach_figures(result, stats, self.pool, self.FIGURES, self.settings)
+        return result
+
+    @classmethod
+    def pool(cls, parts: list[np.ndarray]) -> dict:
+        """The shares of the summed (all clips, ok clips) counts of `parts`."""
+        counts = sum_arrays(parts, 0) if parts else np.zeros((2, 5))
+        out = {}
+        for prefix, row in zip(("", "ok_"), counts):
+            scores = attribution_from_counts(row)
+            out.update({f"{prefix}{k}": scores[k] for k in cls.SHARES})
+        return out
 
     @staticmethod
     def _scores(clips: list[ClipLabels]) -> dict:
@@ -379,6 +432,15 @@ class PooledSiSdr:
         self.ee += float(e.dot(e))
         self.rr += float(r.dot(r))
         self.er += float(e.dot(r))
+
+    def merge(self, other: PooledSiSdr) -> None:
+        """Add `other`'s pairs (as if they had been added here)."""
+        self.n += other.n
+        self.e += other.e
+        self.r += other.r
+        self.ee += other.ee
+        self.rr += other.rr
+        self.er += other.er
 
     def value(self) -> float | None:
         if not self.n:
@@ -433,17 +495,30 @@ class _Tally:
         self.pooled_mix = PooledSiSdr()
         self.skipped = 0
 
+    @classmethod
+    def merge(cls, tallies: list[_Tally]) -> _Tally:
+        """One tally of all clips of `tallies` (in order; the pooled sums added)."""
+        out = cls()
+        for tally in tallies:
+            out.values += tally.values
+            out.baseline += tally.baseline
+            out.skipped += tally.skipped
+            for mine, theirs in ((out.pooled, tally.pooled), (out.pooled_mix, tally.pooled_mix)):
+                mine.merge(theirs)
+        return out
+
     def scores(self, track: str) -> dict:
-        gains = [v - b for v, b in zip(self.values, self.baseline)]
+        values, baseline = np.asarray(self.values, np.float64), np.asarray(self.baseline, np.float64)
+        gains = values - baseline
         total, total_mix = self.pooled.value(), self.pooled_mix.value()
 
-        def stat(values: list[float], fn) -> float | None:
-            return round(float(fn(values)), 3) if values else None
+        def stat(values: np.ndarray, fn) -> float | None:
+            return round(float(fn(values)), 3) if len(values) else None
 
         return {f"{track}_clips": len(self.values), f"{track}_skipped": self.skipped,
-                f"{track}_si_sdr_mean": stat(self.values, np.mean),
-                f"{track}_si_sdr_median": stat(self.values, np.median), f"{track}_si_sdr_total": total,
-                f"{track}_mix_si_sdr_mean": stat(self.baseline, np.mean), f"{track}_mix_si_sdr_total": total_mix,
+                f"{track}_si_sdr_mean": stat(values, np.mean),
+                f"{track}_si_sdr_median": stat(values, np.median), f"{track}_si_sdr_total": total,
+                f"{track}_mix_si_sdr_mean": stat(baseline, np.mean), f"{track}_mix_si_sdr_total": total_mix,
                 f"{track}_si_sdri_mean": stat(gains, np.mean), f"{track}_si_sdri_median": stat(gains, np.median),
                 f"{track}_si_sdri_total": round(total - total_mix, 3) if total is not None else None}
 
@@ -455,6 +530,8 @@ class SelfOtherMetric:
     COLUMNS = ["clips", "self_si_sdr_mean", "self_si_sdr_median", "self_si_sdr_total", "self_si_sdri_mean",
                "other_si_sdr_mean", "other_si_sdr_median", "other_si_sdr_total", "other_si_sdri_mean",
                "self_skipped", "other_skipped", "mix_max_abs_error", "ok_self_si_sdr_mean", "ok_other_si_sdr_mean"]
+    FIGURES = _scoped({f"{t}_{k}": HIGHER for t in TRACKS for k in ("si_sdr_total", "si_sdr_median", "si_sdr_mean",
+                                                                     "si_sdri_total", "si_sdri_median")})
 
     def __init__(self, settings: EvalSettings) -> None:
         self.settings = settings
@@ -465,7 +542,7 @@ class SelfOtherMetric:
             return found
         rows_by_video, missing = found
         per_video: dict[str, dict] = {}
-        tallies = {scope: {t: _Tally() for t in TRACKS} for scope in ("all", "ok")}
+        stats: dict[str, dict[str, dict[str, _Tally]]] = {}
         totals = Counter()
         max_error = None
         for video in truth.video_ids:
@@ -473,20 +550,26 @@ class SelfOtherMetric:
                 per_video[video] = {"source_id": None, "missing": True}
                 continue
             here = {scope: {t: _Tally() for t in TRACKS} for scope in ("all", "ok")}
-            counts, error = self._video(truth, video, rows_by_video[video], [here, tallies])
+            counts, error = self._video(truth, video, rows_by_video[video], [here])
             totals.update(counts)
             if error is not None:
                 max_error = error if max_error is None else max(max_error, error)
+            stats[video] = here
             per_video[video] = {"source_id": run.source_of_video[video], "missing": False, **counts,
-                                "mix_max_abs_error": error, **self._scores(here)}
-        summary = {**dict(totals), "mix_max_abs_error": max_error, **self._scores(tallies),
-                   "min_reference_dbfs": MIN_REFERENCE_DBFS, "videos": len(per_video),
-                   "missing_videos": sum(v["missing"] for v in per_video.values()), "missing_files": dict(missing),
-                   "average": "mean/median over clips; total: all scored clips concatenated"}
-        return MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
+                                "mix_max_abs_error": error}
+        summary = {**dict(totals), "mix_max_abs_error": max_error}
+        result = MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
+        attach_figures(result, stats, self.pool, self.FIGURES, self.settings)
+        result.summary.update({"min_reference_dbfs": MIN_REFERENCE_DBFS, "videos": len(per_video),
+                               "missing_videos": sum(v["missing"] for v in per_video.values()),
+                               "missing_files": dict(missing),
+                               "average": "mean/median over clips; total: all scored clips concatenated"})
+        return result
 
     @staticmethod
-    def _scores(tallies: dict[str, dict[str, _Tally]]) -> dict:
+    def pool(parts: list[dict[str, dict[str, _Tally]]]) -> dict:
+        """Every score of the merged tallies of `parts` (clips of all their videos together)."""
+        tallies = {scope: {t: _Tally.merge([p[scope][t] for p in parts]) for t in TRACKS} for scope in ("all", "ok")}
         out: dict = {}
         for t in TRACKS:
             out.update(tallies["all"][t].scores(t))

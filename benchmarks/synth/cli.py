@@ -8,7 +8,7 @@ import sys
 import time
 
 from voxhear.benchmarks.synth.compose import compose_dataset
-from voxhear.benchmarks.synth.options import SynthOptions, default_media_dir
+from voxhear.benchmarks.synth.options import SynthOptions, SynthOptionsError, default_media_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def options_from_args(args: argparse.Namespace) -> SynthOptions:
     try:
         width, height = (int(v) for v in str(args.resolution).lower().split("x"))
     except ValueError as err:
-        raise ValueError(f"--resolution {args.resolution!r} is not WxH") from err
+        raise SynthOptionsError(f"--resolution {args.resolution!r} is not WxH") from err
     return SynthOptions(
         out_dir=args.out, media_dir=args.media or default_media_dir(), videos=args.videos,
         duration_s=args.duration, width=width, height=height, fps=args.fps, seed=args.seed,

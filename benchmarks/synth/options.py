@@ -6,6 +6,9 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from voxhear.pipeline.settings import ConfigError, build_config, check_config, require, setting
 
 # GRID clips are 25 fps; the conversation is planned on this clock (one slot = 40 ms = 640
 # samples at 16 kHz) and output frames at another fps are mapped onto it.
@@ -13,6 +16,13 @@ PLAN_FPS = 25
 SAMPLE_RATE = 16000
 SAMPLES_PER_SLOT = SAMPLE_RATE // PLAN_FPS
 MEDIA_ENV = "VOXHEAR_MEDIA"
+
+
+class SynthOptionsError(ConfigError):
+    """Invalid options of `voxhear synth` (a ConfigError, and so a ValueError); the message names the key."""
+
+    def __str__(self) -> str:
+        return f"invalid synth options: {super().__str__()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,53 +53,46 @@ class SynthOptions:
 
     out_dir: Path
     media_dir: Path
-    videos: int = 3
-    duration_s: float = 20.0
+    videos: int = setting(3, ge=1)
+    duration_s: float = setting(20.0, ge=2, le=3600)
+    # Even and at least 128x96 (checked together, as the resolution, in check()).
     width: int = 640
     height: int = 360
-    fps: float = 25.0
-    seed: int = 0
-    snr_db_min: float = 5.0
-    snr_db_max: float = 20.0
-    people: int = 2
-    shots: int = 0
-    mean_shot_s: float = 4.0
-    min_shot_s: float = 1.5
-    two_shot_prob: float = 0.25
-    overlap_prob: float = 0.15
-    offscreen_share: float = 0.2
-    crf: int = 26
-    first_index: int = 0
+    fps: float = setting(25.0, ge=1, le=60)
+    # numpy seeds are non-negative.
+    seed: int = setting(0, ge=0)
+    snr_db_min: float = setting(5.0)
+    snr_db_max: float = setting(20.0)
+    # The third person is an off-screen voice.
+    people: int = setting(2, choices=(2, 3))
+    # 0: derive from mean_shot_s.
+    shots: int = setting(0, ge=0)
+    mean_shot_s: float = setting(4.0, gt=0)
+    min_shot_s: float = setting(1.5, gt=0)
+    two_shot_prob: float = setting(0.25, ge=0, le=1)
+    overlap_prob: float = setting(0.15, ge=0, le=1)
+    offscreen_share: float = setting(0.2, ge=0, le=1)
+    crf: int = setting(26, ge=0, le=51)
+    first_index: int = setting(0, ge=0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         object.__setattr__(self, "media_dir", Path(self.media_dir))
-        problems = []
-        if self.videos < 1:
-            problems.append(f"videos={self.videos} must be >= 1")
-        if not 2.0 <= self.duration_s <= 3600:
-            problems.append(f"duration_s={self.duration_s} must lie in [2, 3600]")
-        if self.width % 2 or self.height % 2 or self.width < 128 or self.height < 96:
-            problems.append(f"resolution {self.width}x{self.height} must be even and at least 128x96")
-        if not 1.0 <= self.fps <= 60.0:
-            problems.append(f"fps={self.fps} must lie in [1, 60]")
-        if self.snr_db_min > self.snr_db_max:
-            problems.append(f"snr range [{self.snr_db_min}, {self.snr_db_max}] is empty")
-        if self.people not in (2, 3):
-            problems.append(f"people={self.people} must be 2 or 3 (the third is off screen)")
-        if self.shots < 0:
-            problems.append(f"shots={self.shots} must be >= 0 (0: derive from mean_shot_s)")
-        if self.mean_shot_s <= 0 or self.min_shot_s <= 0:
-            problems.append("mean_shot_s and min_shot_s must be positive")
-        for name in ("two_shot_prob", "overlap_prob", "offscreen_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name}={getattr(self, name)} must lie in [0, 1]")
-        if not 0 <= self.crf <= 51:
-            problems.append(f"crf={self.crf} must lie in [0, 51]")
-        if self.first_index < 0:
-            problems.append(f"first_index={self.first_index} must be >= 0")
-        if problems:
-            raise ValueError("invalid synth options: " + "; ".join(problems))
+        check_config(self, error=SynthOptionsError)
+
+    def check(self) -> None:
+        """The rules that tie fields together (field bounds are checked before this)."""
+        require(self.width % 2 == 0 and self.height % 2 == 0 and self.width >= 128 and self.height >= 96,
+                "resolution", f"{self.width}x{self.height} must be even and at least 128x96 (width x height)",
+                SynthOptionsError)
+        require(self.snr_db_min <= self.snr_db_max, "snr_db_min",
+                f"must not exceed snr_db_max (the snr range [{self.snr_db_min}, {self.snr_db_max}] is empty)",
+                SynthOptionsError)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SynthOptions:
+        """Options from plain data (e.g. a manifest's `options`): strict keys and types, with a did-you-mean."""
+        return build_config(cls, values, error=SynthOptionsError)
 
     def to_json(self) -> dict:
         """Options as JSON values (paths as strings)."""
@@ -104,9 +107,13 @@ def default_media_dir() -> Path:
     env = os.environ.get(MEDIA_ENV)
     if env:
         return Path(env)
+    # In a source checkout, shared/ lies beside it (as in CI); an installed package has no such
+    # place (parents[2] is site-packages/voxhear there), so only the working directory's is looked at.
     repo = Path(__file__).resolve().parents[2]
-    for candidate in (repo.parent / "shared" / "media", repo / "shared" / "media",
-                      Path.cwd().parent / "shared" / "media"):
+    in_checkout = (repo / "pyproject.toml").is_file()
+    beside = [repo.parent / "shared" / "media", repo / "shared" / "media"] if in_checkout else []
+    candidates = [*beside, Path.cwd().parent / "shared" / "media"]
+    for candidate in candidates:
         if (candidate / "faces-grid").is_dir():
             return candidate
-    return repo.parent / "shared" / "media"
+    return candidates[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ GRID_FRAMES = 75
 LIP_MARGIN_FRAMES = 3
 # Ping-pong over fewer frames than this would look like a stutter; use both silent ends then.
 MIN_SILENT_RUN = 8
-FACE_BOXES_JSON = Path(__file__).with_name("grid_face_boxes.json")
+# Package data (see package-data in pyproject.toml): found in a checkout and an installed wheel alike.
+FACE_BOXES_JSON = resources.files("voxhear.benchmarks.synth").joinpath("grid_face_boxes.json")
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -106,22 +107,22 @@ class Transcriber:
             vad_filter=False,
             condition_on_previous_text=False,
         )
-        result = {"segments": [], "language": "en"}
+        result: dict[str, Any] = {"segments": [], "language": "en"}
         for seg in segments:
-            words = [
+            seg_words = [
                 {"word": w.word.strip(), "start": float(w.start), "end": float(w.end), "score": float(w.probability)}
                 for w in (seg.words or [])
                 if w.word.strip()
             ]
             result["segments"].append(
-                {"start": float(seg.start), "end": float(seg.end), "text": seg.text.strip(), "words": words}
+                {"start": float(seg.start), "end": float(seg.end), "text": seg.text.strip(), "words": seg_words}
             )
         if self.align_model is not None and result["segments"]:
             result = whisperx.align(
                 result["segments"], self.align_model, self.align_meta, audio, self.device, return_char_alignments=False
             )
         result = whisperx.assign_word_speakers(_turns_frame(turns), result)
-        words = []
+        words: list[Word] = []
         for seg in result["segments"]:
             for w in seg.get("words", []):
                 if "start" not in w or not str(w.get("word", "")).strip():

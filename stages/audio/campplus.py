@@ -270,7 +270,8 @@ def export_onnx(model: CAMPPlus, checkpoint_sha256: str = "") -> bytes:
         torch.onnx.export(
             model,
             (torch.zeros(1, 301, FEAT_DIM),),
-            buffer,
+            # torch types `f` as a path only; the legacy (dynamo=False) exporter writes file objects too.
+            buffer,  # type: ignore[arg-type]
             input_names=["feats"],
             output_names=["embedding"],
             opset_version=ONNX_OPSET,

@@ -32,12 +32,16 @@ import math
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import fft as sfft
 from scipy.signal import lfilter
 
 from voxhear.pipeline.models import ModelStoreError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 # libDF's initial states of the two running normalisations (first and last band, linear in between).
 MEAN_NORM_INIT = (-60.0, -90.0)
@@ -177,14 +181,15 @@ def load_archive(path: str | Path) -> tuple[DfConfig, dict[str, bytes]]:
     with tarfile.open(path, "r:gz") as tar:
         for member in tar.getmembers():
             name = member.name.rsplit("/", 1)[-1]
-            if member.isfile() and (name in GRAPHS or name == "config.ini"):
-                data = tar.extractfile(member).read()
+            extracted = tar.extractfile(member) if member.isfile() else None
+            if extracted is not None and (name in GRAPHS or name == "config.ini"):
+                data = extracted.read()
                 if name == "config.ini":
                     ini = data.decode("utf-8")
                 else:
                     graphs[name] = data
     missing = [name for name in GRAPHS if name not in graphs] + ([] if ini else ["config.ini"])
-    if missing:
+    if missing or ini is None:
         raise ModelStoreError(f"DeepFilterNet archive {path} lacks {', '.join(missing)}")
     return DfConfig.from_ini(ini), graphs
 
@@ -193,7 +198,7 @@ def load_archive(path: str | Path) -> tuple[DfConfig, dict[str, bytes]]:
 class _Graph:
     """One exported graph, rewritten to run a stream in consecutive pieces (see `_carry_state`)."""
 
-    session: object
+    session: ort.InferenceSession
     outputs: list[str]
     # Frames each padded input needs in front of a piece: its causal convolution's reach.
     context: dict[str, int]

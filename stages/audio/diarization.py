@@ -56,7 +56,11 @@ def _embedding_model_class():
         def dimension(self) -> int:
             return EMBED_DIM
 
-        def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        # pyannote's base declares forward(waveforms, **kwargs) for every model; its own embedding
+        # models take `weights` alone too.
+        def forward(  # type: ignore[override]
+            self, waveforms: torch.Tensor, weights: torch.Tensor | None = None
+        ) -> torch.Tensor:
             batch, _, n = waveforms.shape
             out = torch.full((batch, EMBED_DIM), float("nan"))
             keep = torch.ones(batch, n, dtype=torch.bool)
@@ -107,7 +111,7 @@ class Diarizer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.min_speakers, self.max_speakers = min_speakers, max_speakers
         self.refine_iterations, self.refine_min_s = refine_iterations, refine_min_s
-        self.embed = None
+        self.embed: torch.nn.Module | None = None
         if pipeline == "official":
             self.pipeline = _official_pipeline(store)
         else:
@@ -145,6 +149,9 @@ class Diarizer:
         """
         if rate != SAMPLE_RATE:
             raise ValueError(f"refinement expects {SAMPLE_RATE} Hz audio, got {rate}")
+        if self.embed is None:
+            raise ValueError("refinement needs the CAM++ embedding (pipeline 'campplus')")
+        embed = self.embed
         n = waveform.shape[-1]
         vectors: dict[int, np.ndarray] = {}
         for i, turn in enumerate(turns):
@@ -156,7 +163,7 @@ class Diarizer:
                 if other is not turn and other.end > turn.start and other.start < turn.end:
                     keep[int(other.start * rate) : int(other.end * rate)] = False
             with torch.inference_mode():
-                e = self.embed(waveform[None, None, :].to(self.device), weights=keep[None].float().to(self.device))[0]
+                e = embed(waveform[None, None, :].to(self.device), weights=keep[None].float().to(self.device))[0]
             if torch.isfinite(e).all():
                 vectors[i] = F.normalize(e, dim=0).cpu().numpy()
         labels = {i: turns[i].speaker for i in vectors}
@@ -206,6 +213,8 @@ def _campplus_pipeline(
     from pyannote.audio.pipelines import SpeakerDiarization
 
     segmentation = Model.from_pretrained(str(store.resolve("pyannote-segmentation-3.0").path))
+    if segmentation is None:  # pyannote logs why and returns None
+        raise ModelStoreError("pyannote could not load the store's pyannote-segmentation-3.0")
     embedding = _embedding_model_class()(campplus, max_s=embedding_max_s)
     # Agglomerative clustering needs no PLDA; an empty dict stands for "none" without a hub lookup.
     pipeline = SpeakerDiarization(
@@ -286,60 +295,3 @@ def read_rttm(path) -> list[Turn]:
                 start, dur = float(parts[3]), float(parts[4])
                 turns.append(Turn(start, start + dur, parts[7]))
     return turns
-
-
-def _bench(argv: list[str] | None = None) -> None:
-    """CPU seconds per audio second of the diarizer with each CAM++ backend, one thread, alternating
-    backends per file (the minimum of `--repeat` runs; CPU time, since the machine may be shared),
-    and whether the onnx turns equal the torch ones (else their DER against them)."""
-    import argparse
-    import os
-    import time
-
-    from pyannote.core import Annotation, Segment
-    from pyannote.metrics.diarization import DiarizationErrorRate
-
-    from voxhear.stages.audio.separation import read_mono
-
-    parser = argparse.ArgumentParser(prog="python -m voxhear.stages.audio.diarization")
-    parser.add_argument("files", nargs="+", help="separated speech (speech.flac of a run's work area)")
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    store = ModelStore(allow_download=False)
-    diarizers = {backend: Diarizer(store, embedding_backend=backend) for backend in ("torch", "onnx")}
-
-    def annotation(turns: list[Turn]) -> Annotation:
-        out = Annotation()
-        for i, t in enumerate(turns):
-            out[Segment(t.start, t.end), i] = t.speaker
-        return out
-
-    for path in args.files:
-        audio, rate = read_mono(path)
-        for diarizer in diarizers.values():
-            diarizer(audio[: 5 * rate], rate)  # first-call costs (allocations, pyannote's probes)
-        rtf, turns = {}, {}
-        for backend, diarizer in diarizers.items():
-            times = []
-            for _ in range(args.repeat):
-                started = time.process_time()
-                turns[backend] = diarizer(audio, rate)
-                times.append(time.process_time() - started)
-            rtf[backend] = min(times) / (len(audio) / rate)
-        same = turns["onnx"] == turns["torch"]
-        verdict = (
-            "identical"
-            if same
-            else f"DER {DiarizationErrorRate()(annotation(turns['torch']), annotation(turns['onnx'])):.4f}"
-        )
-        print(
-            f"{path}: CPU RTF torch {rtf['torch']:.4f}, onnx {rtf['onnx']:.4f} "
-            f"({rtf['torch'] / rtf['onnx']:.2f}x); {len(turns['onnx'])} turns {verdict}; "
-            f"load {os.getloadavg()[0]:.1f}",
-            flush=True,
-        )
-
-
-if __name__ == "__main__":
-    _bench()

@@ -27,10 +27,10 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from voxhear.pipeline.io import atomic_path
-from voxhear.pipeline.models import ModelStore, ModelStoreError, load_registry
+from voxhear.pipeline.models import ModelStore, ModelStoreError, load_registry, package_file
 
 FULL_SCALE = 2**23  # stems are 24-bit
-EXTRA_REGISTRY = Path(__file__).with_name("models.tsv")
+EXTRA_REGISTRY = package_file("voxhear.stages.audio", "models.tsv")
 
 
 class SeparationBackend(Protocol):
@@ -211,7 +211,6 @@ class DemucsBackend:
         # demucs normalises by the mix statistics itself in its CLI; do the same for level robustness.
         ref = wav.mean(0)
         mean, std = ref.mean(), ref.std().clamp_min(1e-8)
-        kwargs = {"segment": self.segment_s} if self.segment_s else {}
         with torch.inference_mode():
             out = apply_model(
                 self.model,
@@ -221,7 +220,7 @@ class DemucsBackend:
                 overlap=self.overlap,
                 progress=False,
                 device=self.device,
-                **kwargs,
+                segment=self.segment_s or None,  # None: the model's own segment length
             )[0]
         vocals = out[self.vocals] * std + mean
         return vocals.mean(0).cpu().numpy().astype(np.float32)

@@ -222,6 +222,7 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
             if record.track_index in by_index:
                 with timer("write"):
                     self._finish_track(row, record, by_index[record.track_index], out_dir)
+        _link_co_visible(rows)
         wall, cpu = timer.per_frame(n_frames)
         for record in rows:
             record.ms_per_frame, record.cpu_ms_per_frame = dict(wall), dict(cpu)
@@ -437,6 +438,19 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
             str(crop_path),
             str(audio_path),
         )
+
+
+def _link_co_visible(rows: list[FaceTrackRecord]) -> None:
+    """Give every track with media the frames files of the shot's other tracks that overlap it in time."""
+    with_media = [r for r in rows if r.frames_uri]
+    for record in with_media:
+        record.co_visible_frames_uris = [
+            other.frames_uri
+            for other in with_media
+            if other is not record
+            and other.track_start_frame < record.track_end_frame
+            and record.track_start_frame < other.track_end_frame
+        ]
 
 
 def _embed_frames(dense: DenseTrack, samples: int) -> set[int]:

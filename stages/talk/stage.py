@@ -206,16 +206,14 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
 
     def _co_visible(self, row: FaceTrackRecord, arrays: dict, fps: float) -> Iterator[tuple[str, int, np.ndarray]]:
         """(key, first frame, ASD scores) of every other face track of this shot that is on screen
-        while this one is. The face stage writes all tracks of a shot before any reaches this stage."""
-        own = Path(row.frames_uri)
+        while this one is (listed by the face stage, which sees all tracks of a shot)."""
         first, last = int(arrays["frame"][0]), int(arrays["frame"][-1])
-        for path in sorted(own.parent.glob("*.npz")):
-            if path == own:
-                continue
+        for uri in sorted(row.co_visible_frames_uris):
+            path = Path(uri)
             with np.load(path) as other:
                 frames, boxes = other["frame"], other["box"]
             start = int(frames[0])
-            if not row.start_frame <= start < row.end_frame or start > last or int(frames[-1]) < first:
+            if start > last or int(frames[-1]) < first:
                 continue
             yield path.stem, start, self._cached_scores(row, path.stem, boxes, start, fps)
 

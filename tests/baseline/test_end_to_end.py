@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import numpy as np
 
@@ -14,12 +13,14 @@ from voxhear.pipeline.cli import main
 
 
 def test_train_eval_render_on_synthetic_shards(synth_shards, tmp_path, capsys):
-    started = time.perf_counter()
     out = tmp_path / "train"
     assert main(["baseline", "train", "--shards", synth_shards, "--out", str(out), "--quiet",
                  "d_model=32", "n_layers=2", "steps=150", "eval_every=50", "warmup_steps=10", "lr=0.003",
                  "train_hop_frames=10", "calibrate=true"]) == 0
     assert {"best.pt", "last.pt", "config.yaml", "log.jsonl", "train_summary.json"} <= {p.name for p in out.iterdir()}
+    # The requested run and no more: 150 steps, validated every 50 (no wall-clock bound: CI machines are shared).
+    assert json.loads((out / "train_summary.json").read_text())["step"] == 150
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [50, 100, 150]
 
     assert main(["baseline", "eval", str(out / "last.pt"), "--shards", synth_shards]) == 0
     result = json.loads((out / "eval_test.json").read_text())
@@ -44,7 +45,6 @@ def test_train_eval_render_on_synthetic_shards(synth_shards, tmp_path, capsys):
     assert set(kinds) == {"video", "audio"}
     assert int(kinds["video"]["nb_frames"]) == 150  # the whole 6 s clip, tail window included
     assert abs(float(kinds["audio"]["duration"]) - 6.0) < 0.1
-    assert time.perf_counter() - started < 60
 
 
 def test_face_sketch_follows_jaw_and_blink():

@@ -10,6 +10,7 @@ import torch
 from tests.baseline.conftest import tiny_config
 from voxhear.baseline.config import BaselineConfig, BaselineConfigError
 from voxhear.baseline.train import load_model, lr_at, train
+from voxhear.pipeline.settings import Bounds, ConfigError, bounds_of
 
 
 def test_resume_continues_at_the_right_step_with_identical_results(synth_shards, tmp_path):
@@ -55,6 +56,32 @@ def test_config_overrides_are_validated():
         BaselineConfig().with_overrides(["variant=conv"])
     with pytest.raises(BaselineConfigError):
         BaselineConfig().with_overrides(["steps=many"])
+
+
+def test_config_uses_the_shared_mechanism():
+    # One config mechanism (voxhear.pipeline.settings): the same error type, messages and bounds.
+    assert issubclass(BaselineConfigError, ConfigError) and issubclass(BaselineConfigError, ValueError)
+    assert bounds_of(BaselineConfig, "dropout") == Bounds(ge=0, lt=1)
+    with pytest.raises(BaselineConfigError, match=r"unknown config key 'n_head' \(did you mean 'n_heads'\?\)"):
+        BaselineConfig.from_dict({"n_head": 8})
+    # Out of range: refused naming the key, whether built directly, from a dict or by override.
+    with pytest.raises(BaselineConfigError, match=r"config key 'lr' must be > 0"):
+        BaselineConfig(lr=0.0)
+    with pytest.raises(BaselineConfigError, match=r"config key 'aug_warp' must be < 0.5"):
+        BaselineConfig.from_dict({"aug_warp": 0.5})
+    with pytest.raises(BaselineConfigError, match=r"config key 'sigmas' item -1.0 must be > 0"):
+        BaselineConfig().with_overrides(["sigmas=[1, -1, 4, 8]"])
+    with pytest.raises(BaselineConfigError, match=r"config key 'dropout' must be a number"):
+        BaselineConfig.from_dict({"dropout": True})
+    # Cross-field rules (check()).
+    with pytest.raises(BaselineConfigError, match=r"config key 'd_model' must be divisible by n_heads"):
+        BaselineConfig().with_overrides(["d_model=130"])
+    with pytest.raises(BaselineConfigError, match=r"config key 'sigmas' needs one width per head \(n_heads=4\)"):
+        BaselineConfig(sigmas=[1.0, 2.0])
+    # A checkpoint's dict round-trips; ints are accepted for floats.
+    cfg = BaselineConfig(n_heads=2, sigmas=[2.0, 8.0])
+    assert BaselineConfig.from_dict(cfg.to_dict()) == cfg
+    assert BaselineConfig.from_dict({"lr": 1}).lr == 1.0
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():

@@ -70,3 +70,8 @@ def test_saved_config_round_trips(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert config_to_dict(again) == config_to_dict(config)
     assert again.talk.min_face_px == 70.0 and again.shards.max_samples == 3
+
+
+def test_exponent_numbers_on_the_command_line_are_numbers():
+    config = load_config(None, ["diarization.threshold=6e-1"])
+    assert config.diarization.threshold == 0.6

@@ -9,7 +9,7 @@ import pytest
 
 from voxhear.pipeline.models import (ModelFile, ModelHashMismatchError, ModelNotFoundError, ModelSpec, ModelStore,
                             load_registry)
-from tests.conftest import SHARED_MODELS
+from tests.conftest import SHARED_MODELS, needs_shared, require_shared
 
 PAYLOAD = b"not really weights, but bytes with a known hash\n"
 
@@ -94,13 +94,12 @@ def test_registry_matches_shared_model_list():
     registry = load_registry()
     files = {f.path: f.sha256 for spec in registry.values() for f in spec.files}
     listed = SHARED_MODELS / "MODELS.tsv"
-    if not listed.exists():
-        pytest.skip("../shared/models is not beside this checkout")
+    require_shared(listed, "the shared model list")
     rows = [line.split("\t") for line in listed.read_text().splitlines()[1:] if line.strip()]
     assert {path: sha for path, _, sha, *_ in rows} == files
 
 
-@pytest.mark.skipif(not SHARED_MODELS.exists(), reason="../shared/models is not beside this checkout")
+@needs_shared(SHARED_MODELS / "MODELS.tsv", "the shared model store")
 def test_cli_verifies_the_shared_store(monkeypatch):
     result = subprocess.run([sys.executable, "-m", "voxhear.pipeline.cli", "models", "verify"], capture_output=True,
                             text=True, env={"VOXHEAR_MODEL_DIR": str(SHARED_MODELS), "VOXHEAR_OFFLINE": "1",

@@ -59,11 +59,13 @@ def test_report_is_one_self_contained_file(qc_run, tmp_path):
     # Every QC metric is drawn, with its configured threshold.
     for metric in ("clip_s", "face_height_px", "yaw_deg", "talk_s", "listen_s"):
         assert f'data-metric="{metric}"' in html
-    assert "faces.min_face_px = 48" in html and "faces.max_abs_yaw = \u00b160" in html
+    assert "faces.min_face_px = 48" in html and "faces.max_median_abs_yaw = \u00b160" in html
     for reason in ("filtered: faces/face_too_small", "filtered: faces/profile_view", "failed: ingest/probe_failed",
                    "filtered: ingest/no_audio_stream"):
         assert reason in html
     assert 'data-metric="clips_kept"><div class="v">5<' in html
+    # The funnel explains each reason with the keys its own stage declares.
+    assert re.search(r"filtered: faces/face_too_small</td>.*?<td[^>]*>faces\.min_face_px = 48\.0</td>", html)
     for section in ("funnel", "metrics", "talk", "sources", "identities", "timings", "gallery", "rejects"):
         assert f'<section id="{section}">' in html
 
@@ -96,12 +98,52 @@ def test_datasheet_numbers_and_licences(qc_run, tmp_path):
     assert text.count("| unknown |") == 3 and "3 inputs have no known licence" in text
     # Filters with their thresholds and counts.
     assert "| clip | filtered: faces/face_too_small | `faces.min_face_px` = 48.0 | 1 |" in text
+    assert "| clip | filtered: faces/profile_view | `faces.max_median_abs_yaw` = 60.0 | 1 |" in text
+    assert "| - | ingest/too_short | `ingest.min_duration_s` = 1.0 | 0 |" in text  # declared, removed nothing
+    filters = text[text.index("**Which filters"):text.index("**Which models")]
+    assert "talk/" not in filters  # the talk stage did not run in this run
+    # Settings of every registered section the config holds (talk included).
+    assert "- `talk`: min_face_px=64.0" in text and "- `faces`: " in text
     assert "| input | failed: ingest/probe_failed | - | 1 |" in text
     # Models: those of the stages that ran (ingest and faces here), with their hashes.
     assert "| yunet | `yunet/face_detection_yunet_2023mar.onnx`" in text
     assert "deepfilternet3" not in text
+    assert "as each stage declares them" in text
     assert "talk 4.7 s" in text
     assert result["croissant"].name == "sheet.croissant.json"
+
+
+def test_datasheet_explains_reasons_by_stage(qc_run):
+    from voxhear.qc.datasheet import _filters_text
+
+    data = load_run(qc_run)
+    clips = data.clips.copy()
+    clips.loc[clips["reason"] == "face_too_small", "label"] = "filtered: talk/face_too_small"
+    text = _filters_text(data.subset(clips, data.sources), ["ingest", "faces", "talk"])
+    # The talk stage's own bound, not the face stage's.
+    assert "| clip | filtered: talk/face_too_small | `talk.min_face_px` = 64.0 | 1 |" in text
+    assert "| - | faces/face_too_small | `faces.min_face_px` = 48.0 | 0 |" in text
+    assert "| - | talk/ambiguous_speaker | `talk.asd_threshold` = None" in text  # keys shown even when unset
+    assert "| - | talk/overlap_too_high | `talk.max_overlap_share` = None" in text
+
+
+def test_datasheet_of_a_run_whose_config_predates_a_rename(qc_run, tmp_path):
+    import shutil
+
+    from voxhear.qc.datasheet import build_datasheet, models_used
+
+    names, unknown, note = models_used({"faces": {"max_abs_yaw": 60.0}}, ["ingest", "faces"])
+    assert names == [] and unknown == [] and "renamed to 'faces.max_median_abs_yaw'" in note
+    names, unknown, note = models_used({"faces": {"embedder": "arcface"}, "inputs": "old"}, ["ingest", "faces", "lip"])
+    assert names == ["yunet", "mediapipe-face-landmarker", "insightface-arcface"] and unknown == ["lip"]
+    assert note == ""
+    run = shutil.copytree(qc_run, tmp_path / "old-run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["faces"]["max_abs_yaw"] = config["faces"].pop("max_median_abs_yaw")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    text, _ = build_datasheet(run)
+    assert "does not load with this version of voxhear" in text and "so every registered model is listed" in text
+    assert "| htdemucs |" in text  # the audio stages' own registry, found as a package resource
 
 
 def test_datasheet_yaml_is_validated(tmp_path, qc_run):

@@ -123,10 +123,13 @@ def test_diarization_metric_with_perfect_swapped_and_partial_hypotheses(case):
     (tmp_path / "run").rename(tmp_path / "run_perfect")
     _run(tmp_path / "run", speech, mix - speech, merged, [])
     video = _evaluate(DiarizationMetric, tmp_path).per_video["synth-0000"]
+    # The headline collar is 0: speech 1 + 1 + 0.6 = 2.6 s; s1 maps onto A (or B), so 1.6 s are confused.
+    assert video["confusion"] == pytest.approx(1.6 / 2.6, abs=1e-3) and video["der"] == video["confusion"]
     # pyannote's collar of 0.25 s is 0.125 s on each side of each boundary: scored speech
     # 0.75 + 0.75 + 0.35 = 1.85 s, of which B and C (1.1 s) are confused.
-    assert video["confusion"] == pytest.approx(1.1 / 1.85, abs=1e-3)
+    assert video["confusion_c0.25"] == pytest.approx(1.1 / 1.85, abs=1e-3)
     assert video["missed"] == 0.0 and video["false_alarm"] == 0.0
+    assert video["missed_c0.25"] == 0.0 and video["false_alarm_c0.25"] == 0.0
 
 
 def test_word_error_rate_normalises_and_leaves_out_untranscribed_speakers(case):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
+from tests.conftest import needs_shared
 from voxhear.benchmarks.evaluation import evaluate_run
 from voxhear.benchmarks.synth import SynthOptions, compose_dataset
 from voxhear.benchmarks.synth.options import default_media_dir
@@ -16,7 +16,7 @@ from .eval_helpers import clips_from_starts, write_run
 MEDIA = default_media_dir()
 
 
-@pytest.mark.skipif(not (MEDIA / "faces-grid").is_dir(), reason=f"shared media not found at {MEDIA}")
+@needs_shared(MEDIA / "faces-grid", "the shared GRID face clips")
 def test_perfect_and_shifted_runs_on_synth_truth(tmp_path: Path) -> None:
     out = tmp_path / "synth"
     compose_dataset(SynthOptions(out_dir=out, media_dir=MEDIA, videos=2, duration_s=6.0, width=192,

@@ -96,9 +96,32 @@ def test_cli_writes_eval_json_and_prints_table(truth: Path, tmp_path: Path, caps
     written = json.loads((run / "eval.json").read_text())
     assert written["metrics"]["shots"]["summary"]["f1"] == pytest.approx(0.5)
     out = capsys.readouterr().out
-    assert "synth-0001 (missing)" in out and "all (micro)" in out and "/data/in/holiday.mp4" in out
-    table_total = next(line for line in out.splitlines() if line.startswith("all (micro)"))
+    assert "synth-0001 (missing)" in out and "all (pooled)" in out and "/data/in/holiday.mp4" in out
+    table_total = next(line for line in out.splitlines() if line.startswith("all (pooled)"))
     assert table_total.split()[-4:-1] == ["0.500", "0.500", "0.500"]
+    # The figures block: pooled value, interval over videos, worst video.
+    f1_line = next(line.split() for line in out.splitlines() if line.strip().startswith("f1 "))
+    assert f1_line[1] == "0.500" and f1_line[-2:] == ["synth-0001", "higher"]
+    shots = written["metrics"]["shots"]
+    assert shots["figures"]["f1"]["worst_video"] == "synth-0001" and shots["figures"]["f1"]["worst"] == 0.0
+    assert written["settings"]["bootstrap"] == {"unit": "video", "resamples": 1000, "seed": 0, "level": 0.95}
+
+
+def test_cli_json_option_bootstrap_and_seed(truth: Path, tmp_path: Path, capsys) -> None:
+    run = _run(tmp_path)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "e.json"
+    args = [str(run), "--truth", str(truth), "--json", str(out), "--bootstrap", "200", "--seed", "7"]
+    assert run_from_args(parser.parse_args(args)) == 0
+    first = json.loads(out.read_text())
+    assert first["settings"]["bootstrap"]["resamples"] == 200 and first["settings"]["bootstrap"]["seed"] == 7
+    lo, hi = first["metrics"]["shots"]["figures"]["f1"]["interval"]
+    assert 0.0 <= lo <= first["metrics"]["shots"]["summary"]["f1"] <= hi <= 1.0
+    assert run_from_args(parser.parse_args(args)) == 0
+    assert json.loads(out.read_text())["metrics"] == first["metrics"]  # the fixed seed reproduces it
+    assert run_from_args(parser.parse_args(args[:-4] + ["--bootstrap", "-1"])) == 2
+    assert run_from_args(parser.parse_args(args + ["--der-collars", "x"])) == 2
 
 
 def test_cli_reports_a_missing_run_clearly(truth: Path, tmp_path: Path, capsys) -> None:

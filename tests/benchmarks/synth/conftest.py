@@ -8,13 +8,14 @@ import pytest
 
 from voxhear.benchmarks.synth import compose_dataset
 
+from tests.conftest import require_shared
+
 from .synth_helpers import MEDIA, small_options
 
 
 @pytest.fixture(scope="session")
 def composed(tmp_path_factory) -> Path:
-    if not (MEDIA / "faces-grid").is_dir():
-        pytest.skip(f"shared media not found at {MEDIA}")
+    require_shared(MEDIA / "faces-grid", "the shared GRID face clips")
     out = tmp_path_factory.mktemp("synth") / "out"
     compose_dataset(small_options(out))
     return out

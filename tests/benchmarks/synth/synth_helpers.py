@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
+from tests.conftest import needs_shared
 from voxhear.benchmarks.synth import SynthOptions
 from voxhear.benchmarks.synth.options import default_media_dir
 
 MEDIA = default_media_dir()
-needs_media = pytest.mark.skipif(not (MEDIA / "faces-grid").is_dir(),
-                                 reason=f"shared media not found at {MEDIA} (set VOXHEAR_MEDIA)")
+needs_media = needs_shared(MEDIA / "faces-grid", "the shared GRID face clips (VOXHEAR_MEDIA sets the media folder)")
 
 # Small but with every feature in play: several shots, a two-shot, overlaps, a third voice.
 SMALL = dict(videos=1, duration_s=12.0, width=320, height=180, people=3, shots=4, min_shot_s=1.0,

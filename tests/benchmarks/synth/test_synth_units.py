@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from voxhear.benchmarks.synth import vad
-from voxhear.benchmarks.synth.options import SynthOptions
+from voxhear.benchmarks.synth.options import SynthOptions, SynthOptionsError
 from voxhear.benchmarks.synth.people import GridClip
 from voxhear.benchmarks.synth.sources import BACKGROUND_FILES, SPEECH_FILES, licence_of
+from voxhear.pipeline.settings import ConfigError
 
 from .synth_helpers import MEDIA, needs_media
 
@@ -87,12 +88,41 @@ def test_listening_frames_ping_pong_without_repeats() -> None:
 
 
 def test_options_are_validated(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="resolution"):
+    # The shared config mechanism (voxhear.pipeline.settings): a ConfigError, so also a ValueError.
+    assert issubclass(SynthOptionsError, ConfigError) and issubclass(SynthOptionsError, ValueError)
+    with pytest.raises(SynthOptionsError, match="invalid synth options: config key 'resolution' 641x360"):
         SynthOptions(out_dir=tmp_path, media_dir=tmp_path, width=641)
-    with pytest.raises(ValueError, match="people"):
+    with pytest.raises(SynthOptionsError, match="'resolution' 128x90"):
+        SynthOptions(out_dir=tmp_path, media_dir=tmp_path, width=128, height=90)
+    with pytest.raises(SynthOptionsError, match="config key 'people' must be one of 2, 3"):
         SynthOptions(out_dir=tmp_path, media_dir=tmp_path, people=4)
-    with pytest.raises(ValueError, match="snr"):
+    with pytest.raises(SynthOptionsError, match="config key 'snr_db_min' must not exceed snr_db_max"):
         SynthOptions(out_dir=tmp_path, media_dir=tmp_path, snr_db_min=10, snr_db_max=0)
+    with pytest.raises(SynthOptionsError, match="config key 'duration_s' must be >= 2"):
+        SynthOptions(out_dir=tmp_path, media_dir=tmp_path, duration_s=1.0)
+    with pytest.raises(SynthOptionsError, match="config key 'two_shot_prob' must be <= 1"):
+        SynthOptions(out_dir=tmp_path, media_dir=tmp_path, two_shot_prob=1.5)
+    with pytest.raises(SynthOptionsError, match="config key 'fps' must be a finite number"):
+        SynthOptions(out_dir=tmp_path, media_dir=tmp_path, fps=float("nan"))
+    # Built from plain data (a manifest's options): a typo gets a did-you-mean, types are strict.
+    with pytest.raises(SynthOptionsError, match=r"unknown config key 'duraton_s' \(did you mean 'duration_s'\?\)"):
+        SynthOptions.from_dict({"out_dir": str(tmp_path), "media_dir": str(tmp_path), "duraton_s": 5.0})
+    with pytest.raises(SynthOptionsError, match="config key 'videos' must be an integer"):
+        SynthOptions.from_dict({"out_dir": str(tmp_path), "media_dir": str(tmp_path), "videos": "two"})
+    options = SynthOptions(out_dir=str(tmp_path), media_dir=tmp_path, fps=30)
+    assert options.out_dir == tmp_path and SynthOptions.from_dict(options.to_json()) == options
+
+
+def test_cli_reports_invalid_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from voxhear.benchmarks.synth.cli import main
+
+    assert main([str(tmp_path / "out"), "--resolution", "641x360", "--media", str(tmp_path)]) == 2
+    assert "voxhear synth: invalid synth options: config key 'resolution' 641x360" in capsys.readouterr().err
+    assert main([str(tmp_path / "out"), "--resolution", "640", "--media", str(tmp_path)]) == 2
+    assert "--resolution '640' is not WxH" in capsys.readouterr().err
+    assert main([str(tmp_path / "out"), "--duration", "1", "--media", str(tmp_path)]) == 2
+    assert "config key 'duration_s' must be >= 2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @needs_media

@@ -8,16 +8,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import SHARED_MODELS
+from tests.conftest import SHARED_MODELS, needs_shared
 from voxhear.pipeline.models import ModelStore
 
 MEDIA = SHARED_MODELS.parent / "media"
 SPEECH = MEDIA / "speech"
 RATE = 16000
 
-needs_store = pytest.mark.skipif(not (SHARED_MODELS / "MODELS.tsv").exists(),
-                                 reason="../shared/models is not beside this checkout")
-needs_media = pytest.mark.skipif(not SPEECH.is_dir(), reason="../shared/media is not beside this checkout")
+needs_store = needs_shared(SHARED_MODELS / "MODELS.tsv", "the shared model store")
+needs_media = needs_shared(SPEECH, "the shared speech recordings")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_MODELS
+from tests.conftest import SHARED_MODELS, require_shared
 from voxhear.pipeline.models import ModelStore
 
 REPO = Path(__file__).resolve().parents[3]
@@ -19,16 +19,14 @@ GRID_BOXES = json.loads((REPO / "benchmarks" / "synth" / "grid_face_boxes.json")
 
 @pytest.fixture(scope="session")
 def model_store() -> ModelStore:
-    if not (SHARED_MODELS / "MODELS.tsv").is_file():
-        pytest.skip(f"the shared model store is not at {SHARED_MODELS}")
+    require_shared(SHARED_MODELS / "MODELS.tsv", "the shared model store")
     return ModelStore(store_dir=str(SHARED_MODELS), allow_download=False)
 
 
 def grid_frames(name: str, count: int | None = None) -> list[np.ndarray]:
     """Decoded BGR frames (360x288) of one GRID clip."""
     path = GRID_DIR / f"{name}.mpg"
-    if not path.is_file():
-        pytest.skip(f"GRID clip {path} is not here")
+    require_shared(path, f"GRID clip {name}")
     capture = cv2.VideoCapture(str(path))
     frames = []
     while count is None or len(frames) < count:

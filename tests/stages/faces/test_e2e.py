@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import require_shared
 from voxhear.benchmarks.evaluation.cli import evaluate_run
 from voxhear.pipeline.runner import run_pipeline
 from voxhear.benchmarks.synth import SynthOptions, compose_dataset
@@ -20,8 +21,7 @@ MEDIA = default_media_dir()
 
 @pytest.mark.slow
 def test_face_tracks_land_in_the_shards(tmp_path, run_config, model_store):
-    if not (MEDIA / "faces-grid").is_dir():
-        pytest.skip(f"shared media not found at {MEDIA}")
+    require_shared(MEDIA / "faces-grid", "the shared GRID face clips")
     synth = tmp_path / "synth"
     compose_dataset(SynthOptions(out_dir=synth, media_dir=MEDIA, videos=1, duration_s=4.0, width=480, height=270,
                                  shots=2, min_shot_s=1.5, two_shot_prob=0.0, seed=5))

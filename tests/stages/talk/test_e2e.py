@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from tests.conftest import require_shared
 from tests.stages.faces.conftest import model_store  # noqa: F401 - the shared store fixture
 from voxhear.pipeline.registry import stage_names
 from voxhear.benchmarks.evaluation.cli import evaluate_run
@@ -36,8 +37,7 @@ def _samples(shards_dir):
 
 @pytest.mark.slow
 def test_clips_in_the_shard_format_with_exact_mix_consistency(tmp_path, run_config, model_store):
-    if not (MEDIA / "faces-grid").is_dir():
-        pytest.skip(f"shared media not found at {MEDIA}")
+    require_shared(MEDIA / "faces-grid", "the shared GRID face clips")
     synth = tmp_path / "synth"
     compose_dataset(SynthOptions(out_dir=synth, media_dir=MEDIA, videos=1, duration_s=12.0, width=480, height=270,
                                  shots=2, min_shot_s=4.0, two_shot_prob=0.0, seed=7))

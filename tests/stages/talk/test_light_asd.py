@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import SHARED_MODELS
+from tests.conftest import SHARED_MODELS, needs_shared
 from voxhear.stages.talk.asd import face_crops, speaking_scores, smooth
 from voxhear.stages.talk.light_asd import LightASD, load_light_asd
 
 CHECKPOINT = SHARED_MODELS / "light-asd" / "finetuning_TalkSet.model"
 GRID = SHARED_MODELS.parent / "media" / "faces-grid"
 BOXES = json.loads((Path(__file__).parents[3] / "benchmarks" / "synth" / "grid_face_boxes.json").read_text())["boxes"]
-pytestmark = pytest.mark.skipif(not CHECKPOINT.exists(), reason="../shared/models/light-asd is not beside this checkout")
+pytestmark = [needs_shared(CHECKPOINT, "the shared Light-ASD checkpoint"),
+              needs_shared(GRID, "the shared GRID face clips")]
 
 
 @pytest.fixture(scope="module")

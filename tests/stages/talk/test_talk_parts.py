@@ -113,6 +113,7 @@ def test_the_other_faces_of_the_shot_are_found_and_their_asd_computed_once(tmp_p
     from voxhear.stages.talk.config import TalkConfig
     from voxhear.pipeline.records import FaceTrackRecord
     from voxhear.pipeline.stage import RunContext
+    from voxhear.stages.faces.stage import _link_co_visible
     from voxhear.stages.talk.stage import TalkStage
 
     faces = tmp_path / "faces"
@@ -127,9 +128,18 @@ def test_the_other_faces_of_the_shot_are_found_and_their_asd_computed_once(tmp_p
     own = track("v-face0-00000400", 10, 50)
     track("v-face1-00001200", 30, 70)    # same shot, on screen with face0
     track("v-face2-00002200", 55, 75)    # same shot, after face0 has gone
-    track("v-face0-00004000", 100, 120)  # the next shot
-    row = FaceTrackRecord(source_uri="v.mp4", source_id="v", frames_uri=str(own), start_frame=0,
-                          end_frame=80, track_start_frame=10, track_end_frame=51)
+    track("v-face0-00004000", 100, 120)  # the next shot: a different shot's rows, never linked
+
+    def record(key: str, first: int, last: int) -> FaceTrackRecord:
+        return FaceTrackRecord(source_uri="v.mp4", source_id="v", frames_uri=str(faces / f"{key}.npz"),
+                               start_frame=0, end_frame=80, track_start_frame=first, track_end_frame=last + 1)
+
+    shot_rows = [record("v-face0-00000400", 10, 50), record("v-face1-00001200", 30, 70),
+                 record("v-face2-00002200", 55, 75), FaceTrackRecord(source_uri="v.mp4", source_id="v")]
+    _link_co_visible(shot_rows)  # what the face stage does once all tracks of the shot are written
+    row = shot_rows[0]
+    assert row.co_visible_frames_uris == [str(faces / "v-face1-00001200.npz")]
+    assert shot_rows[2].co_visible_frames_uris == [str(faces / "v-face1-00001200.npz")]
     stage = TalkStage(TalkConfig(), RunContext(tmp_path / "run", model_store=None))
     computed = []
 
