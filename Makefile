@@ -11,7 +11,7 @@ ifneq ($(wildcard ../shared/models/MODELS.tsv),)
 export VOXHEAR_MODEL_DIR ?= $(abspath ../shared/models)
 endif
 
-.PHONY: install demo test test-fast lock clean-runs
+.PHONY: install demo test test-fast lint lock clean-runs
 
 install: $(STAMP)
 
@@ -24,7 +24,9 @@ $(STAMP): requirements.lock pyproject.toml
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	@test -x $(PY) || python3.11 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@# The package with its test extras (pytest, pytest-timeout, ruff, mypy, ...), held to the lock's
+	@# versions: a no-op when the lock is complete, and a tool missing from it is still installed.
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e ".[test]"
 	$(PY) -m pip check
 	@touch $@
 
@@ -36,6 +38,10 @@ test: install
 
 test-fast: install
 	HF_HUB_OFFLINE=1 VOXHEAR_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+# ruff and mypy on the engine, the stages, the manifests and the passes (as CI runs them).
+lint: install
+	bash .ci/lint
 
 # Regenerate the pinned set after changing dependencies in pyproject.toml.
 lock:

@@ -95,8 +95,8 @@ class Ledger:
     ) -> None:
         for row in sources:
             row.commit = seq
-        for row in clips:
-            row.commit = seq
+        for clip in clips:
+            clip.commit = seq
         atomic_write_table(self.ledger_dir / f"{seq:06d}-clips.parquet", clip_type.to_table(clips))
         atomic_write_table(self.ledger_dir / f"{seq:06d}-sources.parquet", SourceManifestRow.to_table(sources))
 

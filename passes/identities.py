@@ -28,19 +28,22 @@ import pyarrow.parquet as pq
 
 IDENTITIES_FILE = "identities.parquet"
 
-IDENTITIES_SCHEMA = pa.schema([
-    pa.field("key", pa.string(), nullable=False),
-    pa.field("source_id", pa.string(), nullable=False),
-    pa.field("identity_id", pa.string(), nullable=False),
-    # Tracks and sources in the identity, and this track's distance to the identity's mean.
-    pa.field("identity_tracks", pa.int64(), nullable=False),
-    pa.field("identity_sources", pa.int64(), nullable=False),
-    pa.field("distance_to_centroid", pa.float64(), nullable=False),
-])
+IDENTITIES_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("identity_id", pa.string(), nullable=False),
+        # Tracks and sources in the identity, and this track's distance to the identity's mean.
+        pa.field("identity_tracks", pa.int64(), nullable=False),
+        pa.field("identity_sources", pa.int64(), nullable=False),
+        pa.field("distance_to_centroid", pa.float64(), nullable=False),
+    ]
+)
 
 
-def agglomerate(features: np.ndarray, threshold: float, cannot_link: np.ndarray | None = None,
-                weights: np.ndarray | None = None) -> np.ndarray:
+def agglomerate(
+    features: np.ndarray, threshold: float, cannot_link: np.ndarray | None = None, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Average-linkage agglomerative clustering with cannot-link constraints.
 
     Args:
@@ -182,8 +185,16 @@ def assign_identities(run_dir: Path, threshold: float) -> pa.Table | None:
         # Without a track_index column (face-stage runs) every row is its own track.
         track_id = (r["source_id"], int(r["shot_index"]), r.get("track_index", r["key"]))
         if track_id not in keys_of_track:
-            tracks.append(TrackRef(r["key"], r["source_id"], int(r["shot_index"]), int(r["track_start_frame"]),
-                                   int(r["track_end_frame"]), np.asarray(r["embedding"], np.float64)))
+            tracks.append(
+                TrackRef(
+                    r["key"],
+                    r["source_id"],
+                    int(r["shot_index"]),
+                    int(r["track_start_frame"]),
+                    int(r["track_end_frame"]),
+                    np.asarray(r["embedding"], np.float64),
+                )
+            )
         keys_of_track[track_id].append(r["key"])
     track_of_key = {keys[0]: track_id for track_id, keys in keys_of_track.items()}
     labels = cluster_tracks(tracks, threshold)
@@ -195,9 +206,16 @@ def assign_identities(run_dir: Path, threshold: float) -> pa.Table | None:
         n_sources = len({m.source_id for m in members})
         for m in members:
             for key in keys_of_track[track_of_key[m.key]]:
-                out.append({"key": key, "source_id": m.source_id, "identity_id": name,
-                            "identity_tracks": len(members), "identity_sources": n_sources,
-                            "distance_to_centroid": float(np.linalg.norm(m.embedding - centroid))})
+                out.append(
+                    {
+                        "key": key,
+                        "source_id": m.source_id,
+                        "identity_id": name,
+                        "identity_tracks": len(members),
+                        "identity_sources": n_sources,
+                        "distance_to_centroid": float(np.linalg.norm(m.embedding - centroid)),
+                    }
+                )
     out.sort(key=lambda r: r["key"])
     table = pa.Table.from_pylist(out, schema=IDENTITIES_SCHEMA)
     atomic_write_table(manifests / IDENTITIES_FILE, table)

@@ -30,15 +30,18 @@ from voxhear.pipeline.io import atomic_path, atomic_write_table
 
 SPLITS_FILE = "splits.parquet"
 SPLITS = ("train", "val", "test")
-SPLITS_SCHEMA = pa.schema([
-    pa.field("key", pa.string(), nullable=False),
-    pa.field("identity_id", pa.string(), nullable=False),
-    pa.field("split", pa.string(), nullable=False),
-])
+SPLITS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("identity_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+    ]
+)
 
 
-def assign_splits(seconds_by_identity: dict[str, float], val_share: float, test_share: float,
-                  seed: int = 0) -> dict[str, str]:
+def assign_splits(
+    seconds_by_identity: dict[str, float], val_share: float, test_share: float, seed: int = 0
+) -> dict[str, str]:
     """identity -> split, disjoint by construction, clip time near the target shares."""
     order = sorted(seconds_by_identity, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
     targets = {"train": 1.0 - val_share - test_share, "val": val_share, "test": test_share}
@@ -77,8 +80,14 @@ def write_splits(run_dir: Path, val_share: float, test_share: float, seed: int =
         if row["status"] == "ok" and row["key"] in identity_of:
             seconds[identity_of[row["key"]]] += row["clip_end_s"] - row["clip_start_s"]
     split_of_identity = assign_splits(dict(seconds), val_share, test_share, seed)
-    rows = sorted(({"key": k, "identity_id": i, "split": split_of_identity[i]}
-                   for k, i in identity_of.items() if i in split_of_identity), key=lambda r: r["key"])
+    rows = sorted(
+        (
+            {"key": k, "identity_id": i, "split": split_of_identity[i]}
+            for k, i in identity_of.items()
+            if i in split_of_identity
+        ),
+        key=lambda r: r["key"],
+    )
     table = pa.Table.from_pylist(rows, schema=SPLITS_SCHEMA)
     atomic_write_table(manifests / SPLITS_FILE, table)
     by_key = {r["key"]: r for r in rows}

@@ -126,12 +126,16 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_schema(args: argparse.Namespace) -> int:
     from voxhear.manifests import SourceManifestRow, clip_row_type
     from voxhear.pipeline.models import ModelStore
+    from voxhear.pipeline.records import SourceRecord
     from voxhear.pipeline.runner import build_stages, final_record_type
     from voxhear.pipeline.stage import RunContext
 
     config = _config_without_inputs(args.config, [])
     stages = build_stages(config, RunContext(run_dir=Path(config.run_dir), model_store=ModelStore()))
-    tables = {"sources": SourceManifestRow, "clips": clip_row_type(final_record_type(stages))}
+    tables: dict[str, type[SourceRecord]] = {
+        "sources": SourceManifestRow,
+        "clips": clip_row_type(final_record_type(stages)),
+    }
     for name in args.tables or list(tables):
         print(f"manifests/{name}.parquet")
         for column in tables[name].schema():

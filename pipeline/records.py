@@ -15,9 +15,9 @@ import dataclasses
 import json
 import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
@@ -362,9 +362,10 @@ class ClipRecord(FaceTrackRecord):
     silence_s: float = 0.0
     speech_share: float = 0.0
     overlap_share: float = 0.0
-    # Background energy while anyone speaks over background energy in pauses (dB): speech
-    # left in the background track shows up as a positive excess. NaN without pauses.
-    background_excess_db: float = 0.0
+    # Background power gained while anyone speaks (over its power in pauses, the recording's
+    # floor), relative to the mix's power then (dB, at most about 0): the share of the speech
+    # that the separator left in the background. NaN without pauses (talk/tracks.py).
+    background_leak_db: float = 0.0
     # Largest distance between the track's per-part identity embeddings (identity switch).
     embedding_spread: float = 0.0
     n_words_self: int = 0
@@ -420,7 +421,7 @@ class ClipRecord(FaceTrackRecord):
                         "asd_mean",
                         "speech_share",
                         "overlap_share",
-                        "background_excess_db",
+                        "background_leak_db",
                         "embedding_spread",
                     )
                 },

@@ -134,7 +134,12 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
     ]
     log.info("%d inputs, %d to process", len(inputs), len(todo))
     sink = DatasetSink(
-        config, ledger, state, final_type=final_record_type(stages), total_sources=len(todo), show_progress=show_progress
+        config,
+        ledger,
+        state,
+        final_type=final_record_type(stages),
+        total_sources=len(todo),
+        show_progress=show_progress,
     )
     executor = make_executor(config.runner, config.ray, show_progress=show_progress)
     try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import collections
 import time
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING
 

@@ -203,7 +203,7 @@ def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
     if active:
         try:
             run(active)
-        except BaseException as error:  # noqa: BLE001 - sorted into fatal vs data below
+        except BaseException as error:  # sorted into fatal vs data below
             if _is_fatal(error):
                 raise
             batch_error = error
@@ -216,7 +216,7 @@ def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
             for i in active:
                 try:
                     run([i])
-                except BaseException as row_error:  # noqa: BLE001
+                except BaseException as row_error:
                     if _is_fatal(row_error):
                         raise
                     results[i] = row_error

@@ -171,7 +171,7 @@ class DiarizationMetric:
 
     def __init__(self, settings: EvalSettings) -> None:
         self.settings = settings
-        self.collars = tuple(settings.der_collars) or (0.0,)
+        self.collars = tuple(dict.fromkeys(float(c) for c in settings.der_collars)) or (0.0,)
         primary = self.collars[0]
         self.suffixes = [collar_suffix(c, primary) for c in self.collars]
         self.better = {f"{k}{x}": LOWER for x in self.suffixes for k in ("der", "confusion", "missed", "false_alarm")}

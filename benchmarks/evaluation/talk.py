@@ -342,7 +342,10 @@ def attribution_counts(clips: list[ClipLabels]) -> np.ndarray:
 def attribution_from_counts(counts: np.ndarray) -> dict:
     """The shares of `attribution_counts` (summed over any clips)."""
     speech, correct, missed, swapped, seconds = (float(x) for x in counts)
-    share = (lambda n: round(n / speech, 6) if speech else None)
+
+    def share(n: float) -> float | None:
+        return round(n / speech, 6) if speech else None
+
     return {"speech_frames": int(speech), "speech_s": round(seconds, 3), "attribution": share(correct),
             "missed_share": share(missed), "swapped_share": share(swapped),
             "partial_share": share(speech - correct - missed - swapped)}

@@ -44,6 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="index of the first video id synth-NNNN (default %(default)s)")
     parser.add_argument("--media", default=None,
                         help="shared media folder (default: $VOXHEAR_MEDIA or shared/media beside the repo)")
+    parser.add_argument("--people-source", choices=("grid", "wild"), default=d["people_source"].default,
+                        help="grid: GRID talking faces; wild: the real single-person recordings of faces-wild/ "
+                             "with backchannels, level differences, reverberation and mic noise (default %(default)s)")
+    parser.add_argument("--realistic", action="store_true", help="the same as --people-source wild")
+    parser.add_argument("--wild-people", default=d["wild_people"].default, metavar="STEM,STEM,...",
+                        help="with wild: only these faces-wild recordings as people (default: every usable one; "
+                             "python -m voxhear.benchmarks.synth.wild lists them)")
+    parser.add_argument("--backchannel-rate", type=float, default=d["backchannel_rate"].default,
+                        help="with wild: backchannels per second of the other's turn (default %(default)s)")
 
 
 def options_from_args(args: argparse.Namespace) -> SynthOptions:
@@ -57,13 +66,19 @@ def options_from_args(args: argparse.Namespace) -> SynthOptions:
         snr_db_min=args.snr[0], snr_db_max=args.snr[1], people=args.people, shots=args.shots,
         mean_shot_s=args.mean_shot, min_shot_s=args.min_shot, two_shot_prob=args.two_shot_prob,
         overlap_prob=args.overlap_prob, offscreen_share=args.offscreen_share, crf=args.crf,
-        first_index=args.first_index)
+        first_index=args.first_index, people_source="wild" if args.realistic else args.people_source,
+        wild_people=args.wild_people, backchannel_rate=args.backchannel_rate)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run `voxhear synth`; returns the process exit code."""
     try:
         options = options_from_args(args)
+        if options.people_source == "wild":
+            from voxhear.benchmarks.synth.wild import wild_pool
+
+            if len(wild_pool(options.media_dir, options.wild_people)) < 2:
+                raise SynthOptionsError("config key 'wild_people' must name at least two usable recordings")
     except ValueError as err:
         print(f"voxhear synth: {err}", file=sys.stderr)
         return 2

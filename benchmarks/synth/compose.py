@@ -18,6 +18,7 @@ from voxhear.benchmarks.synth.truth import write_truth
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
+WILD_ONLY_OPTIONS = ("people_source", "wild_people", "backchannel_rate")
 
 
 def compose_dataset(options: SynthOptions) -> list[Path]:
@@ -27,6 +28,8 @@ def compose_dataset(options: SynthOptions) -> list[Path]:
         The paths of the written mp4 files, in video order.
     """
     media_dir = options.media_dir
+    if options.people_source == "wild":
+        return _compose_wild_dataset(options)
     if not (media_dir / "faces-grid").is_dir():
         raise FileNotFoundError(f"no faces-grid/ under {media_dir}; pass --media or set VOXHEAR_MEDIA")
     library = MediaLibrary(media_dir, SPEECH_FILES, BACKGROUND_FILES)
@@ -38,6 +41,37 @@ def compose_dataset(options: SynthOptions) -> list[Path]:
         paths.append(compose_video(plan, out, media_dir, options.crf))
         plans.append(plan)
         log.info("composed %s", paths[-1])
+    atomic_write_text(out / "ATTRIBUTION.md", attribution_text(plans, media_dir))
+    atomic_write_text(out / "manifest.json", json.dumps(manifest(options, plans), indent=2) + "\n")
+    return paths
+
+
+def _compose_wild_dataset(options: SynthOptions) -> list[Path]:
+    """The realistic mode: real people of faces-wild/ (docs/synth-format.md, "Realistic mode")."""
+    from voxhear.benchmarks.synth.wild import WILD_DIR
+    from voxhear.benchmarks.synth.wild_audio import build_wild_soundtrack
+    from voxhear.benchmarks.synth.wild_render import render_wild_video
+    from voxhear.benchmarks.synth.wild_script import WildLibrary, plan_wild_video, work_max_side
+    from voxhear.benchmarks.synth.wild_truth import write_wild_truth
+
+    media_dir = options.media_dir
+    if not (media_dir / WILD_DIR).is_dir():
+        raise FileNotFoundError(f"no {WILD_DIR}/ under {media_dir}; pass --media or set VOXHEAR_MEDIA")
+    library = WildLibrary(media_dir, options.wild_people, work_max_side(options), SPEECH_FILES, BACKGROUND_FILES)
+    out = options.out_dir
+    plans, paths = [], []
+    for index in range(options.first_index, options.first_index + options.videos):
+        plan = plan_wild_video(options, index, library)
+        truth_dir = out / "truth" / plan.video_id
+        track, dry = build_wild_soundtrack(plan)
+        write_wild_truth(plan, track, dry, truth_dir, media_dir)
+        video_path = out / "videos" / f"{plan.video_id}.mp4"
+        with atomic_path(video_path) as tmp:
+            render_wild_video(plan, tmp, truth_dir / "mix.flac", options.crf)
+        atomic_write_text(video_path.with_suffix(".json"), json.dumps(sidecar(plan, media_dir), indent=2) + "\n")
+        paths.append(video_path)
+        plans.append(plan)
+        log.info("composed %s", video_path)
     atomic_write_text(out / "ATTRIBUTION.md", attribution_text(plans, media_dir))
     atomic_write_text(out / "manifest.json", json.dumps(manifest(options, plans), indent=2) + "\n")
     return paths
@@ -103,6 +137,10 @@ def manifest(options: SynthOptions, plans: list[VideoPlan]) -> dict:
     # byte-identical across output folders.
     opts.pop("out_dir")
     opts.pop("media_dir")
+    if options.people_source == "grid":
+        # Options of the realistic mode only: a GRID manifest stays as it was before they existed.
+        for key in WILD_ONLY_OPTIONS:
+            opts.pop(key)
     return {"manifest_version": MANIFEST_VERSION, "tool": "voxhear synth", "options": opts,
             "videos": [{"video_id": p.video_id, "seed": p.seed, "video": f"videos/{p.video_id}.mp4",
                         "truth": f"truth/{p.video_id}"} for p in plans]}

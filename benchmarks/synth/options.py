@@ -49,6 +49,12 @@ class SynthOptions:
         offscreen_share: Share of turns given to the off-screen voice when `people` is 3.
         crf: x264 quality of the mp4 (lower is better and larger).
         first_index: Index of the first video (video ids are `synth-{index:04d}`).
+        people_source: ``grid`` (GRID talking faces) or ``wild`` (the real single-person
+            recordings of faces-wild/, with backchannels, reverberation and microphone noise;
+            docs/synth-format.md, "Realistic mode").
+        wild_people: With ``wild``: comma-separated faces-wild file stems to draw people from
+            (empty: every usable single-person recording).
+        backchannel_rate: With ``wild``: backchannels per second of the other person's turn.
     """
 
     out_dir: Path
@@ -74,6 +80,10 @@ class SynthOptions:
     offscreen_share: float = setting(0.2, ge=0, le=1)
     crf: int = setting(26, ge=0, le=51)
     first_index: int = setting(0, ge=0)
+    # Realistic mode (benchmarks/synth/wild.py); the GRID mode ignores the two after it.
+    people_source: str = setting("grid", choices=("grid", "wild"))
+    wild_people: str = ""
+    backchannel_rate: float = setting(0.2, ge=0, le=2)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))

@@ -86,7 +86,7 @@ class Transcriber:
             try:
                 self.align_model, self.align_meta = whisperx.load_align_model("en", self.device)
                 self.word_timing = "whisperx-align"
-            except Exception as error:  # noqa: BLE001 - alignment is an optional refinement
+            except Exception as error:  # alignment is an optional refinement
                 log.warning("whisperx alignment model unavailable (%s); using faster-whisper word timings", error)
 
     def __call__(self, audio: np.ndarray, turns: list[Turn]) -> tuple[list[Word], str]:
@@ -161,7 +161,11 @@ class Transcriber:
         if not pieces:
             return []
         chunks = Vad.merge_chunks(pieces, self.chunk_s, onset=0.5, offset=None)
-        return [{"start": round(c["start"], 3), "end": round(c["end"], 3)} for c in chunks if c["end"] > c["start"]]
+        # Rounding must not carry an end past the last sample: faster-whisper logs the audio left
+        # out as duration - sum(clip lengths) through format_timestamp, which asserts it is >= 0,
+        # so speech from the first sample to a last one 0.5 ms or less short of the next ms crashed.
+        clips = [{"start": round(c["start"], 3), "end": min(duration, round(c["end"], 3))} for c in chunks]
+        return [c for c in clips if c["end"] > c["start"]]
 
 
 class _NoVad:

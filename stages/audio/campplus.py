@@ -336,7 +336,7 @@ def campplus_onnx(
             ):
                 return cached
             log.warning("CAM++ ONNX cache %s does not match its checkpoint; exporting again", path)
-        except Exception as error:  # noqa: BLE001 - a damaged cache file is replaced, whatever the damage
+        except Exception as error:  # a damaged cache file is replaced, whatever the damage
             log.warning(
                 "CAM++ ONNX cache %s does not load (%s: %s); exporting again", path, type(error).__name__, error
             )

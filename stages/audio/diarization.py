@@ -195,7 +195,7 @@ def _campplus(store: ModelStore, backend: str, threads: int):
     cache_dir = store.cache_dir.parent / "onnx"
     try:
         return campplus_onnx(model, resolved.spec.files[0].sha256, cache_dir, threads=threads)
-    except Exception as error:  # noqa: BLE001 - any export failure leaves the (slower, same) torch module
+    except Exception as error:  # any export failure leaves the (slower, same) torch module
         log.warning("CAM++ runs on torch: its ONNX export failed (%s: %s)", type(error).__name__, error)
         return model
 
@@ -242,7 +242,7 @@ def _official_pipeline(store: ModelStore):
     folder = store.resolve("pyannote-speaker-diarization-3.1").path
     try:
         return Pipeline.from_pretrained(str(folder))
-    except Exception as error:  # noqa: BLE001 - any failure here means the models are not there
+    except Exception as error:  # any failure here means the models are not there
         raise ModelStoreError(
             f"the official pyannote pipeline ({folder}/config.yaml) could not load its models "
             f"(pyannote/wespeaker-voxceleb-resnet34-LM and segmentation-3.0 through pyannote's cache or "

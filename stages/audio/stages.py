@@ -12,6 +12,7 @@ Every stage records its real-time factor (wall seconds of the stage per second o
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,11 @@ from voxhear.pipeline.io import atomic_write_table, atomic_write_text
 from voxhear.pipeline.records import SourceRecord
 from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReason, Resources, Stage
 from voxhear.stages.audio.config import AsrConfig, DiarizationConfig, SeparationConfig
+
+if TYPE_CHECKING:  # the models' modules are imported by setup(), on the workers
+    from voxhear.stages.audio.asr import Transcriber
+    from voxhear.stages.audio.diarization import Diarizer
+    from voxhear.stages.audio.separation import SeparationBackend
 
 WORDS_SCHEMA = pa.schema(
     [
@@ -53,7 +59,7 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
 
     def __init__(self, config: SeparationConfig, context) -> None:
         super().__init__(config, context)
-        self.backend = None
+        self.backend: SeparationBackend | None = None
 
     @classmethod
     def models(cls, config: SeparationConfig) -> list[str]:
@@ -95,13 +101,15 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
 
         if self.backend is None:
             self.setup()
+        backend = self.backend
+        assert backend is not None, "setup() loads the backend"
         started = time.perf_counter()
         mix, rate = read_mono(row.audio_uri)
         if mix.size == 0:
             raise InputError("empty_audio", f"{row.audio_uri} has no samples")
         # The original-rate audio is the better input for a 44.1/48 kHz model (it has the high band).
         source, source_rate = read_mono(row.audio_orig_uri) if row.audio_orig_uri else (mix, rate)
-        speech = estimate_speech(self.backend, source, source_rate)
+        speech = estimate_speech(backend, source, source_rate)
         if source_rate != rate:
             from voxhear.stages.audio.separation import resample
 
@@ -113,7 +121,7 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
         write_flac24(work / "background.flac", background_i, rate)
         row.speech_uri = str(work / "speech.flac")
         row.background_uri = str(work / "background.flac")
-        row.separation_backend = self.backend.name
+        row.separation_backend = backend.name
         row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, len(mix) / rate)}
         return [row]
 
@@ -141,7 +149,7 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
 
     def __init__(self, config: DiarizationConfig, context) -> None:
         super().__init__(config, context)
-        self.diarizer = None
+        self.diarizer: Diarizer | None = None
 
     @classmethod
     def models(cls, config: DiarizationConfig) -> list[str]:
@@ -176,9 +184,11 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
 
         if self.diarizer is None:
             self.setup()
+        diarizer = self.diarizer
+        assert diarizer is not None, "setup() loads the diarizer"
         started = time.perf_counter()
         speech, rate = read_mono(row.speech_uri or row.audio_uri)
-        turns = [t for t in self.diarizer(speech, rate) if t.end - t.start >= self.config.min_turn_s]
+        turns = [t for t in diarizer(speech, rate) if t.end - t.start >= self.config.min_turn_s]
         row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, len(speech) / rate)}
         row.speech_s = round(speech_seconds(turns), 3)
         row.n_speakers = len({t.speaker for t in turns})
@@ -208,7 +218,7 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
 
     def __init__(self, config: AsrConfig, context) -> None:
         super().__init__(config, context)
-        self.transcriber = None
+        self.transcriber: Transcriber | None = None
 
     @classmethod
     def models(cls, config: AsrConfig) -> list[str]:
@@ -236,12 +246,14 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
 
         if self.transcriber is None:
             self.setup()
+        transcriber = self.transcriber
+        assert transcriber is not None, "setup() loads the transcriber"
         started = time.perf_counter()
         speech, rate = read_mono(row.speech_uri or row.audio_uri)
         duration = len(speech) / rate
         speech = resample(speech, rate, 16000)
         turns = read_rttm(row.rttm_uri) if row.rttm_uri else []
-        words, _ = self.transcriber(speech, turns)
+        words, _ = transcriber(speech, turns)
         table = pa.Table.from_pylist(
             [
                 {"word": w.word, "start_s": w.start, "end_s": w.end, "speaker": w.speaker, "probability": w.probability}
@@ -253,7 +265,7 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
         atomic_write_table(path, table)
         row.words_uri = str(path)
         row.n_words = len(words)
-        row.asr_word_timing = self.transcriber.word_timing
+        row.asr_word_timing = transcriber.word_timing
         row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, duration)}
         return [row]
 

@@ -89,7 +89,6 @@ class _Live:
     blendshapes: np.ndarray
     matrices: np.ndarray
     writer: CropVideoWriter | None = None
-    marker: LandmarkTracker | None = None
     blur: list[float] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
     blendshape_names: list[str] = field(default_factory=list)
@@ -250,7 +249,7 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
                     if not capture.grab():
                         break
                     ok, frame = capture.retrieve() if wanted else (False, None)
-                if ok:
+                if ok and frame is not None:
                     with timer("detect"):
                         found = self.detector.detect(frame)
                     with timer("track"):
@@ -316,12 +315,14 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
         capture = cv2.VideoCapture(row.segment_video_uri)
         with contextlib.ExitStack() as stack:
             stack.callback(capture.release)
+            opened: list[tuple[_Live, CropVideoWriter, LandmarkTracker]] = []
             for track in live:
                 tmp = stack.enter_context(atomic_path(out_dir / f"{track.key}.mp4"))
-                track.writer = CropVideoWriter(tmp, cfg.crop_size, fps, cfg.crop_crf, cfg.crop_preset)
-                track.marker = self._acquire_marker()
-                stack.callback(self._idle_markers.append, track.marker)
+                writer = track.writer = CropVideoWriter(tmp, cfg.crop_size, fps, cfg.crop_crf, cfg.crop_preset)
+                marker = self._acquire_marker()
+                stack.callback(self._idle_markers.append, marker)
                 stack.callback(_abort_writer, track)
+                opened.append((track, writer, marker))
             last = max(t.dense.end for t in live)
             for i in range(min(n_frames, last)):
                 with timer("decode"):
@@ -329,21 +330,21 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
                 if not ok:
                     break
                 rgb = None
-                for track in live:
+                for track, writer, marker in opened:
                     k = i - track.dense.start
                     if k < 0 or k >= len(track.dense):
                         continue
                     with timer("crop"):
                         crop = crop_square(frame, track.crop_boxes[k], cfg.crop_size)
-                        track.writer.write(crop)
+                        writer.write(crop)
                         small = cv2.resize(crop, (LANDMARK_INPUT, LANDMARK_INPUT), interpolation=cv2.INTER_AREA)
                         if k % BLUR_EVERY == 0:
                             track.blur.append(blur_score(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)))
                     with timer("landmarks"):
                         small_rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
                         if k == 0:
-                            track.marker.begin(small_rgb)
-                        mesh = track.marker.process(small_rgb, round(k * 1000 / fps))
+                            marker.begin(small_rgb)
+                        mesh = marker.process(small_rgb, round(k * 1000 / fps))
                     if mesh is not None:
                         track.landmarks[k], track.blendshapes[k], track.matrices[k] = (
                             mesh.landmarks,
@@ -354,9 +355,9 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
                         with timer("identity"):
                             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if rgb is None else rgb
                             track.embeddings.append(self.embedder.embed(rgb, track.dense.boxes[k], track.dense.kps[k]))
-            for track in live:
-                track.blendshape_names = track.marker.blendshape_names
-                writer, track.writer = track.writer, None
+            for track, writer, marker in opened:
+                track.blendshape_names = marker.blendshape_names
+                track.writer = None
                 with timer("crop"):  # the encoder finishing its last frames
                     writer.close()
 

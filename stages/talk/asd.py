@@ -72,11 +72,11 @@ def speaking_scores(model: LightASD, crops: np.ndarray, audio_16k: np.ndarray) -
     frames = min(len(crops), len(features) // MFCC_PER_FRAME)
     if frames == 0:
         return np.zeros(len(crops), np.float32)
-    features = torch.from_numpy(features[: frames * MFCC_PER_FRAME]).float()
+    audio = torch.from_numpy(features[: frames * MFCC_PER_FRAME]).float()
     video = torch.from_numpy(crops[:frames])
     # The encoders are convolutional, so they run once over the whole track; only the recurrent
     # backend, whose state depends on where a window starts, runs per window.
-    fused = model.encode(features[None], video[None])[0]
+    fused = model.encode(audio[None], video[None])[0]
     runs = []
     for seconds in WINDOW_SECONDS:
         step = seconds * FPS

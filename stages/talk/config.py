@@ -14,7 +14,13 @@ class TalkConfig:
     quality filter (docs/benchmarks/talk.md). Every threshold below names the reject reason it sets."""
 
     # Names that say which statistic is bounded (the face stage bounds a median yaw).
-    RENAMED: ClassVar[dict[str, str]] = {"max_abs_yaw": "max_p90_abs_yaw", "max_abs_pitch": "max_median_abs_pitch"}
+    # max_background_excess_db measured the background's rise in speech over pauses (+10 dB); its
+    # successor measures the share of the speech leaked into it (-10 dB): an old value must not pass.
+    RENAMED: ClassVar[dict[str, str]] = {
+        "max_abs_yaw": "max_p90_abs_yaw",
+        "max_abs_pitch": "max_median_abs_pitch",
+        "max_background_excess_db": "max_background_leak_db",
+    }
 
     # Clips are windows of one face track: tracks shorter than min_clip_s give no clip; longer
     # than max_clip_s are cut into equal windows.
@@ -44,7 +50,7 @@ class TalkConfig:
     require_listening: bool = False  # no_listening: clips must contain listening
     min_listen_s: float = 1.0
     max_overlap_share: float = setting(0.3, ge=0, le=1)  # overlap_too_high: overlapped share of speech frames
-    max_background_excess_db: float = 10.0  # separation_leakage: see ClipRecord.background_excess_db
+    max_background_leak_db: float = -10.0  # separation_leakage: see ClipRecord.background_leak_db
     max_embedding_spread: float = 0.6  # identity_switch: largest distance between embeddings
     # torch threads per worker (and the CPUs the worker asks for); GPUs per worker (Light-ASD).
     threads: int = setting(1, ge=1)

@@ -75,7 +75,7 @@ def _spatial(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
 def _temporal(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     """A (k,1,1) Conv3d as a Conv2d with a (k,1) kernel over (time, pixels)."""
     b, c, t, h, w = x.shape
-    out = nn.functional.conv2d(x.reshape(b, c, t, h * w), conv.weight.squeeze(-1), padding=(conv.padding[0], 0))
+    out = nn.functional.conv2d(x.reshape(b, c, t, h * w), conv.weight.squeeze(-1), padding=(int(conv.padding[0]), 0))
     return out.reshape(b, -1, t, h, w)
 
 

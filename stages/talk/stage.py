@@ -40,7 +40,7 @@ from voxhear.stages.talk.asd import crop_geometry, face_crop, smooth, speaking_s
 from voxhear.stages.talk.attribution import Attribution, attribute, loses_to
 from voxhear.stages.talk.config import TalkConfig
 from voxhear.stages.talk.light_asd import load_light_asd
-from voxhear.stages.talk.tracks import energy_db, read_int24, split_tracks, write_int24
+from voxhear.stages.talk.tracks import background_leak_db, read_int24, split_tracks, write_int24
 
 
 def clip_windows(n_frames: int, fps: float, min_s: float, max_s: float) -> list[tuple[int, int]]:
@@ -83,8 +83,8 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         RejectReason("overlap_too_high", ("talk.max_overlap_share",), "too much overlapped speech"),
         RejectReason(
             "separation_leakage",
-            ("talk.max_background_excess_db",),
-            "background louder during speech than in pauses (speech leaked into it)",
+            ("talk.max_background_leak_db",),
+            "the background gains a large share of the speech while anyone talks (speech leaked into it)",
         ),
     )
     uses_models = True
@@ -342,11 +342,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         per_frame = rate / fps
         frame_of_sample = (np.arange(count) / per_frame).astype(int).clip(0, len(speaking) - 1)
         talking = speaking[frame_of_sample]
-        background = tracks["background"]
-        if talking.any() and (~talking).any():
-            clip.background_excess_db = energy_db(background[talking]) - energy_db(background[~talking])
-        else:
-            clip.background_excess_db = float("nan")
+        clip.background_leak_db = background_leak_db(tracks["background"], mix, talking)
 
     def _write_words(self, clip: ClipRecord, words: list[dict], self_speaker: str, out_dir: Path) -> None:
         inside = []
@@ -448,9 +444,9 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             ),
             (
                 "separation_leakage",
-                clip.background_excess_db > cfg.max_background_excess_db,
-                f"background {clip.background_excess_db:.1f} dB louder during speech than in pauses > "
-                f"talk.max_background_excess_db={cfg.max_background_excess_db}",
+                clip.background_leak_db > cfg.max_background_leak_db,
+                f"background gains {clip.background_leak_db:.1f} dB of the speech-time mix while anyone talks > "
+                f"talk.max_background_leak_db={cfg.max_background_leak_db}",
             ),
         ]
         failed = [(reason, message) for reason, bad, message in checks if bad]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.stages.audio.conftest import RATE, load_speech, needs_media, needs_store, write_wav16
+from tests.stages.audio.conftest import MEDIA, RATE, load_speech, needs_media, needs_store, write_wav16
 from voxhear.stages.audio.config import AsrConfig
 from voxhear.benchmarks.evaluation.audio import normalize_words, word_errors
 from voxhear.pipeline.records import SourceRecord
@@ -53,3 +55,30 @@ def test_words_with_times_and_speakers(stage, tmp_path):
 def test_no_turns_give_no_words(stage):
     words, text = stage.transcriber(np.zeros(RATE, np.float32), [])
     assert words == [] and text == ""
+
+
+def test_pieces_never_reach_past_the_last_sample(stage):
+    # faster-whisper asserts that duration - sum(piece lengths) >= 0 (issue 14 section 4): speech
+    # from the first sample to the last must not round a piece end up past the signal.
+    for n in range(7 * RATE, 7 * RATE + 16):
+        duration = n / RATE
+        for turns in ([Turn(0.0, duration, "A")], [Turn(0.05, 3.0, "A"), Turn(3.1, duration + 0.05, "B")]):
+            pieces = stage.transcriber.clips(turns, duration)
+            assert pieces[-1]["end"] <= duration
+            assert sum(int(p["end"] * RATE) - int(p["start"] * RATE) for p in pieces) <= n
+
+
+def test_speech_from_the_first_to_the_last_sample(stage):
+    # A real talking head cut mid-word at both ends: Obama's 2010 address (faces-wild, public
+    # domain) from 3.37 s, 112009 samples long (7.00056 s, whose end rounded up to 7.001 s and
+    # crashed faster-whisper with "non-negative timestamp expected").
+    video = MEDIA / "faces-wild" / "edtalk_uncrop_Obama.mp4"
+    if not video.exists():
+        pytest.skip(f"{video} is not there")
+    command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(video), "-map", "0:a:0", "-ac", "1"]
+    pcm = subprocess.run([*command, "-ar", str(RATE), "-f", "s16le", "-"], capture_output=True, check=True).stdout
+    audio = (np.frombuffer(pcm, np.int16) / 32768).astype(np.float32)[53920:53920 + 112009]
+    duration = len(audio) / RATE
+    words, text = stage.transcriber(audio, [Turn(0.0, duration, "SPEAKER_00")])
+    assert len(words) >= 10 and "explosion" in text.lower()
+    assert 0.0 <= words[0].start < 0.5 and words[-1].end <= duration + 0.01

@@ -1,16 +1,29 @@
 """The talk stage's parts on hand-made inputs: activity, states, attribution, exact track split, windows."""
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import SHARED_MODELS
+from tests.stages.audio.conftest import MEDIA
+from voxhear.pipeline.models import ModelStore
 from voxhear.pipeline.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, STATE_TALK
+from voxhear.stages.audio.deepfilternet_onnx import DeepFilterNetOnnxBackend
 from voxhear.stages.audio.diarization import Turn
+from voxhear.stages.audio.separation import estimate_speech, split_exact
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask
 from voxhear.stages.talk.attribution import attribute, loses_to
 from voxhear.stages.talk.stage import clip_windows
-from voxhear.stages.talk.tracks import LIMIT, read_int24, split_tracks, write_int24
+from voxhear.stages.talk.tracks import (
+    LIMIT,
+    background_leak_db,
+    energy_db,
+    read_int24,
+    split_tracks,
+    write_int24,
+)
 
 
 def test_frame_activity_and_states_follow_the_turns():
@@ -154,3 +167,53 @@ def test_the_other_faces_of_the_shot_are_found_and_their_asd_computed_once(tmp_p
     assert computed == [(30, 41)]
     again = list(stage._co_visible(row, arrays, 25.0))
     assert len(again) == 1 and computed == [(30, 41)]  # read back from work/v/talk, not recomputed
+
+
+# Diarized turns of faces-wild/edtalk_uncrop_Obama.mp4 (the store's pyannote pipeline, 16 kHz mix).
+OBAMA_TURNS = [
+    (0.031, 3.001),
+    (3.507, 5.853),
+    (7.203, 7.945),
+    (8.553, 10.443),
+    (10.780, 12.873),
+    (13.480, 15.657),
+    (16.653, 18.307),
+    (19.235, 20.062),
+]
+
+
+def test_background_leak_is_the_leaked_share_of_the_speech_not_the_recording_snr():
+    """Issue 14 section 4: clean single-speaker speech was rejected as separation_leakage, the
+    separator's harmless residual (~30 dB under the speech) measured against a near-silent floor."""
+    video = MEDIA / "faces-wild" / "edtalk_uncrop_Obama.mp4"
+    if not (video.exists() and (SHARED_MODELS / "MODELS.tsv").exists()):
+        pytest.skip("needs ../shared/media/faces-wild and ../shared/models")
+    rate, fps = 16000, 25.0
+    command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(video), "-map", "0:a:0", "-ac", "1"]
+    pcm = subprocess.run([*command, "-ar", str(rate), "-f", "s16le", "-"], capture_output=True, check=True).stdout
+    recording = (np.frombuffer(pcm, np.int16) / 32768).astype(np.float32)
+    store = ModelStore(store_dir=str(SHARED_MODELS), allow_download=False)
+    backend = DeepFilterNetOnnxBackend(store.resolve("deepfilternet3").file())
+    turns = [Turn(a, b, "A") for a, b in OBAMA_TURNS]
+    n = len(recording)
+    n_frames = int(n / rate * fps)
+    frame_of_sample = (np.arange(n) / (rate / fps)).astype(int).clip(0, n_frames - 1)
+    talking = frame_activity(turns, ["A"], 0, n_frames, fps)[0][frame_of_sample]
+    mask = sample_mask(turns, 0, n, rate, 0.1, 0.02)
+
+    def figures(mix: np.ndarray, gain: float = 1.0) -> tuple[float, float]:
+        """(new, old) figure of `mix` whose speech stem is scaled by `gain` (below 1: speech leaks)."""
+        speech_i, background_i = split_exact(mix, estimate_speech(backend, mix, rate))
+        tracks = split_tracks(speech_i.astype(np.int64) + background_i, np.rint(speech_i * gain), mask, np.zeros(n))
+        bg = tracks["background"]
+        return background_leak_db(bg, tracks["mix"], talking), energy_db(bg[talking]) - energy_db(bg[~talking])
+
+    real, _ = figures(recording)
+    # The same speech with a studio-quiet floor: the separator's own output taken as the recording.
+    studio = np.round(estimate_speech(backend, recording, rate) * 2**23) / 2**23
+    clean, old_clean = figures(studio)
+    noisy, _ = figures(studio + np.random.default_rng(0).normal(0, 1e-3, n).astype(np.float32))  # -60 dBFS floor
+    assert real < -20 and clean < -20 and noisy < -20  # measured -33.0, -32.2, -32.9 dB
+    assert old_clean > 10  # the old figure rejected it (12.7 dB)
+    # Speech really left in the background is still caught: half of its amplitude, or all of it.
+    assert figures(recording, 0.5)[0] > -10 and figures(recording, 0.0)[0] > -3  # -5.8, about 0 dB
