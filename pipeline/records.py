@@ -351,6 +351,9 @@ class ClipRecord(FaceTrackRecord):
     # here), the others, and the evidence (mean smoothed Light-ASD logit during each speaker's
     # solo turns inside the track; margin = best minus runner-up or minus the absolute threshold).
     self_speaker: str = ""
+    # Every diarized speaker attributed to the on-screen person (self_speaker first): one voice
+    # that diarization split is still one person when the face talks with all of them.
+    self_speakers: list[str] = field(default_factory=list)
     other_speakers: list[str] = field(default_factory=list)
     speaker_asd: dict[str, float] = field(default_factory=dict)
     attribution_margin: float = 0.0

@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wild-people", default=d["wild_people"].default, metavar="STEM,STEM,...",
                         help="with wild: only these faces-wild recordings as people (default: every usable one; "
                              "python -m voxhear.benchmarks.synth.wild lists them)")
+    parser.add_argument("--audio-only", action="store_true",
+                        help="compose --videos audio-only conversations of 2-4 real voices (speech/ and faces-wild "
+                             "audio) with RTTM truth, for diarization, instead of videos")
     parser.add_argument("--backchannel-rate", type=float, default=d["backchannel_rate"].default,
                         help="with wild: backchannels per second of the other's turn (default %(default)s)")
 
@@ -67,14 +70,14 @@ def options_from_args(args: argparse.Namespace) -> SynthOptions:
         mean_shot_s=args.mean_shot, min_shot_s=args.min_shot, two_shot_prob=args.two_shot_prob,
         overlap_prob=args.overlap_prob, offscreen_share=args.offscreen_share, crf=args.crf,
         first_index=args.first_index, people_source="wild" if args.realistic else args.people_source,
-        wild_people=args.wild_people, backchannel_rate=args.backchannel_rate)
+        wild_people=args.wild_people, backchannel_rate=args.backchannel_rate, audio_only=args.audio_only)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run `voxhear synth`; returns the process exit code."""
     try:
         options = options_from_args(args)
-        if options.people_source == "wild":
+        if options.people_source == "wild" and not options.audio_only:
             from voxhear.benchmarks.synth.wild import wild_pool
 
             if len(wild_pool(options.media_dir, options.wild_people)) < 2:
@@ -84,7 +87,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 2
     started = time.monotonic()
     paths = compose_dataset(options)
-    print(f"composed {len(paths)} video(s) into {options.out_dir} in {time.monotonic() - started:.1f} s")
+    what = "audio-only recording(s)" if options.audio_only else "video(s)"
+    print(f"composed {len(paths)} {what} into {options.out_dir} in {time.monotonic() - started:.1f} s")
     for path in paths:
         print(f"  {path}")
     return 0

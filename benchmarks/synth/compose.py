@@ -6,7 +6,6 @@ import json
 import logging
 from pathlib import Path
 
-from voxhear.pipeline.io import atomic_path, atomic_write_text
 from voxhear.benchmarks.synth.audio import build_soundtrack
 from voxhear.benchmarks.synth.options import SynthOptions
 from voxhear.benchmarks.synth.people import MediaLibrary
@@ -14,11 +13,12 @@ from voxhear.benchmarks.synth.render import render_video
 from voxhear.benchmarks.synth.script import VideoPlan, plan_video
 from voxhear.benchmarks.synth.sources import BACKGROUND_FILES, SPEECH_FILES, credit_of, licence_of, media_relative
 from voxhear.benchmarks.synth.truth import write_truth
+from voxhear.pipeline.io import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
-WILD_ONLY_OPTIONS = ("people_source", "wild_people", "backchannel_rate")
+WILD_ONLY_OPTIONS = ("people_source", "wild_people", "backchannel_rate", "audio_only")
 
 
 def compose_dataset(options: SynthOptions) -> list[Path]:
@@ -28,6 +28,10 @@ def compose_dataset(options: SynthOptions) -> list[Path]:
         The paths of the written mp4 files, in video order.
     """
     media_dir = options.media_dir
+    if options.audio_only:
+        from voxhear.benchmarks.synth.diar import compose_audio_dataset
+
+        return compose_audio_dataset(options)
     if options.people_source == "wild":
         return _compose_wild_dataset(options)
     if not (media_dir / "faces-grid").is_dir():
@@ -137,7 +141,7 @@ def manifest(options: SynthOptions, plans: list[VideoPlan]) -> dict:
     # byte-identical across output folders.
     opts.pop("out_dir")
     opts.pop("media_dir")
-    if options.people_source == "grid":
+    if options.people_source == "grid" and not options.audio_only:
         # Options of the realistic mode only: a GRID manifest stays as it was before they existed.
         for key in WILD_ONLY_OPTIONS:
             opts.pop(key)

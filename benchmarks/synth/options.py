@@ -55,6 +55,8 @@ class SynthOptions:
         wild_people: With ``wild``: comma-separated faces-wild file stems to draw people from
             (empty: every usable single-person recording).
         backchannel_rate: With ``wild``: backchannels per second of the other person's turn.
+        audio_only: Compose audio-only conversations of 2-4 real voices for diarization instead
+            of videos (`videos` of them; benchmarks/synth/diar.py).
     """
 
     out_dir: Path
@@ -80,10 +82,11 @@ class SynthOptions:
     offscreen_share: float = setting(0.2, ge=0, le=1)
     crf: int = setting(26, ge=0, le=51)
     first_index: int = setting(0, ge=0)
-    # Realistic mode (benchmarks/synth/wild.py); the GRID mode ignores the two after it.
+    # Realistic mode (benchmarks/synth/wild.py) and the audio-only diarization set (diar.py).
     people_source: str = setting("grid", choices=("grid", "wild"))
     wild_people: str = ""
-    backchannel_rate: float = setting(0.2, ge=0, le=2)
+    backchannel_rate: float = setting(0.15, ge=0, le=2)
+    audio_only: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))

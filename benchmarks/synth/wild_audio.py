@@ -16,8 +16,18 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import fftconvolve
 
-from voxhear.benchmarks.synth.audio import (FULL_SCALE, PEAK_DBFS, SPEECH_LEVEL_DBFS, Soundtrack, _active_rms_db,
-                                             _any_active, _background, _faded, _power_db, measure_snr_db)
+from voxhear.benchmarks.synth.audio import (
+    FULL_SCALE,
+    PEAK_DBFS,
+    SPEECH_LEVEL_DBFS,
+    Soundtrack,
+    _active_rms_db,
+    _any_active,
+    _background,
+    _faded,
+    _power_db,
+    measure_snr_db,
+)
 from voxhear.benchmarks.synth.options import SAMPLE_RATE
 from voxhear.benchmarks.synth.wild_script import WildPlan
 

@@ -33,6 +33,12 @@ from voxhear.benchmarks.synth.wild import Voice, WildPerson, load_person, load_v
 # Turn-taking, in seconds.
 OPENING_S = (0.2, 0.8)
 TURN_S = (0.3, 20.0)
+# The off-screen voice interjects (a question, a remark): its turns are at most this long.
+OFFSCREEN_TURN_MAX_S = 5.0
+# No turn is longer than this share of the video, the opening one than the smaller share (so
+# that a short video still has both people speaking).
+LONGEST_TURN_SHARE = 0.6
+OPENING_TURN_SHARE = 0.3
 EXTEND_S = 1.0
 CUT_SEARCH_S = 0.4
 MIN_PART_S = 0.25  # a cut leaves at least this much speech on both sides
@@ -308,10 +314,11 @@ def _trim(voice: Voice, start: int, end: int, room: int) -> int:
     return end
 
 
-def _turn(rng: np.random.Generator, voice: Voice, person: str, at: int, cursor: int, limit: int
-          ) -> tuple[list[Piece], int]:
+def _turn(rng: np.random.Generator, voice: Voice, person: str, at: int, cursor: int, limit: int,
+          longest_s: float) -> tuple[list[Piece], int]:
     """The pieces of one turn starting at `at`, and the person's cursor afterwards."""
-    target = _seconds(math.exp(rng.uniform(math.log(TURN_S[0]), math.log(TURN_S[1]))))
+    longest = max(TURN_S[0], min(longest_s, TURN_S[1]))
+    target = _seconds(math.exp(rng.uniform(math.log(TURN_S[0]), math.log(longest))))
     pieces: list[Piece] = []
     t = at
     for _ in range(MAX_LOOPS):
@@ -354,7 +361,10 @@ def _plan_turns(rng: np.random.Generator, options: SynthOptions, plan: WildPlan)
         t = max(t, free_from[person])
         if t >= limit - _seconds(MIN_PART_S):
             break
-        new, cursor[person] = _turn(rng, voices[person], person, t, cursor[person], limit)
+        longest = (OPENING_TURN_SHARE if turn == 1 else LONGEST_TURN_SHARE) * plan.n_samples / SAMPLE_RATE
+        if person == OFF_SCREEN:
+            longest = min(longest, OFFSCREEN_TURN_MAX_S)
+        new, cursor[person] = _turn(rng, voices[person], person, t, cursor[person], limit, longest)
         if not new:
             break
         pieces.extend(new)

@@ -13,15 +13,24 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from voxhear.pipeline.io import atomic_write_text
 from voxhear.benchmarks.synth.audio import Soundtrack, speech_segments
 from voxhear.benchmarks.synth.options import SAMPLE_RATE
 from voxhear.benchmarks.synth.script import ON_SCREEN
 from voxhear.benchmarks.synth.sources import credit_of, licence_of, media_relative
-from voxhear.benchmarks.synth.truth import (FACES_SCHEMA, FORMAT_VERSION, WORDS_SCHEMA, _write_flac, _write_table,
-                                            rttm_text, shots_table, speaking_table, write_audio)
+from voxhear.benchmarks.synth.truth import (
+    FACES_SCHEMA,
+    FORMAT_VERSION,
+    WORDS_SCHEMA,
+    _write_flac,
+    _write_table,
+    rttm_text,
+    shots_table,
+    speaking_table,
+    write_audio,
+)
 from voxhear.benchmarks.synth.wild import DETECTOR, WORK_MAX_SIDE
 from voxhear.benchmarks.synth.wild_script import WildPlan
+from voxhear.pipeline.io import atomic_write_text
 
 
 def write_wild_truth(plan: WildPlan, track: Soundtrack, dry: dict[str, np.ndarray], truth_dir: Path,

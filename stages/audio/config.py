@@ -54,6 +54,10 @@ class DiarizationConfig:
     # 0: off); turns shorter than refine_min_s keep their label.
     refine_iterations: int = setting(3, ge=0)
     refine_min_s: float = setting(0.5, ge=0.1)
+    # After refinement, speakers whose whole-turn embedding centroids are closer than this
+    # (cosine distance) are one person split by the window-level clustering and are merged
+    # (0: off; see stages/audio/diarization.merge_close_speakers).
+    merge_threshold: float = setting(0.4, ge=0, lt=2)
     # Known speaker count bounds (0: unknown).
     min_speakers: int = setting(0, ge=0)
     max_speakers: int = setting(0, ge=0)

@@ -174,6 +174,7 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
             max_speakers=cfg.max_speakers or None,
             refine_iterations=cfg.refine_iterations,
             refine_min_s=cfg.refine_min_s,
+            merge_threshold=cfg.merge_threshold,
             embedding_backend=cfg.embedding_backend,
             threads=cfg.threads,
         )

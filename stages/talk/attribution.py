@@ -6,6 +6,11 @@ while another voice is (docs/benchmarks/talk.md), so the decision uses an absolu
 with a band of doubt around it, plus a margin over the runner-up: two speakers that both make
 this face look like it talks are a diarization split or a dubbing problem, and ambiguous.
 Pauses are reported but not used: the frames next to a turn's edges often still move.
+
+With `merge_voices`, every speaker that makes the face talk confidently (at least threshold +
+band) is this person: on real recordings diarization splits one voice into two or three
+speakers, and lips that move with all of them say they are one person. A face on screen at the
+same time that claims one of them with stronger evidence still takes it (`lost_voices`).
 """
 
 from __future__ import annotations
@@ -19,12 +24,18 @@ PAUSE = "<pause>"
 
 @dataclass
 class Attribution:
-    # The diarized speaker who is the on-screen person; "" when they do not speak in the track.
-    self_speaker: str
+    # The diarized speakers who are the on-screen person, strongest evidence first; empty when
+    # they do not speak in the track.
+    self_speakers: tuple[str, ...]
     # Mean smoothed ASD logit per speaker (solo frames) and during pauses, where measured.
     evidence: dict[str, float] = field(default_factory=dict)
     # How far the decision is from being the other way (in logits); below 0: ambiguous.
     margin: float = 0.0
+
+    @property
+    def self_speaker(self) -> str:
+        """The speaker with the strongest evidence, or ""."""
+        return self.self_speakers[0] if self.self_speakers else ""
 
 
 def attribute(
@@ -36,8 +47,9 @@ def attribute(
     band: float,
     runner_up_margin: float,
     exclude: frozenset[str] = frozenset(),
+    merge_voices: bool = False,
 ) -> Attribution:
-    """Decide the on-screen speaker from per-frame ASD `scores` (T,) and speaker `active` (S, T).
+    """Decide the on-screen speaker(s) from per-frame ASD `scores` (T,) and speaker `active` (S, T).
 
     Speakers in `exclude` (taken by another face on screen at the same time) keep their evidence
     but cannot be chosen, nor count as the runner-up.
@@ -53,26 +65,30 @@ def attribute(
     heard = sorted(((v, s) for s, v in evidence.items() if s != PAUSE and s not in exclude), reverse=True)
     if not heard:
         # Nobody speaks long enough inside the track: nothing to attribute.
-        return Attribution("", evidence, margin=float("inf"))
+        return Attribution((), evidence, margin=float("inf"))
     best_value, best = heard[0]
-    to_threshold = abs(best_value - threshold) - band
     if best_value < threshold:
-        return Attribution("", evidence, margin=to_threshold)
-    margin = to_threshold
-    if len(heard) > 1:
-        margin = min(margin, best_value - heard[1][0] - runner_up_margin)
-    return Attribution(best, evidence, margin=margin)
+        return Attribution((), evidence, margin=abs(best_value - threshold) - band)
+    confident = [s for v, s in heard if v >= threshold + band] if merge_voices else []
+    selves = confident or [best]
+    weakest = min(evidence[s] for s in selves)
+    margin = abs(weakest - threshold) - band
+    rest = [v for v, s in heard if s not in selves]
+    if rest:
+        margin = min(margin, weakest - rest[0] - runner_up_margin)
+    return Attribution(tuple(selves), evidence, margin=margin)
 
 
-def loses_to(own: Attribution, own_key: str, rival: Attribution, rival_key: str) -> bool:
-    """Whether a face on screen at the same time claims `own`'s speaker with stronger evidence.
+def lost_voices(own: Attribution, own_key: str, rival: Attribution, rival_key: str) -> set[str]:
+    """The speakers of `own` that a face on screen at the same time claims with stronger evidence.
 
     Two faces visible together are two people, and one voice belongs to one of them: the face
     whose ASD rises more for that voice keeps it (ties go to the smaller key, so both sides of
     a pair decide the same way whichever is processed first).
     """
-    speaker = own.self_speaker
-    if not speaker or rival.self_speaker != speaker:
-        return False
-    mine, theirs = own.evidence[speaker], rival.evidence[speaker]
-    return theirs > mine or (theirs == mine and rival_key < own_key)
+    lost = set()
+    for speaker in set(own.self_speakers) & set(rival.self_speakers):
+        mine, theirs = own.evidence[speaker], rival.evidence[speaker]
+        if theirs > mine or (theirs == mine and rival_key < own_key):
+            lost.add(speaker)
+    return lost

@@ -33,6 +33,9 @@ class TalkConfig:
     asd_threshold: float = 1.5
     asd_band: float = setting(0.75, ge=0)
     asd_runner_up_margin: float = setting(1.0, ge=0)
+    # Every speaker whose mean logit reaches asd_threshold + asd_band is this face's voice (one
+    # person split into several speakers by diarization), not an ambiguous runner-up.
+    merge_split_voices: bool = True
     # Evidence needs at least this much of a speaker's solo speech inside the track.
     min_evidence_s: float = setting(0.4, gt=0)
     # Turns are widened by this much on each side before they become frame states and audio

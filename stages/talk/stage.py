@@ -37,7 +37,7 @@ from voxhear.pipeline.stage import InputError, RejectReason, RunContext, Stage
 from voxhear.stages.audio.diarization import Turn, read_rttm
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
 from voxhear.stages.talk.asd import crop_geometry, face_crop, smooth, speaking_scores
-from voxhear.stages.talk.attribution import Attribution, attribute, loses_to
+from voxhear.stages.talk.attribution import Attribution, attribute, lost_voices
 from voxhear.stages.talk.config import TalkConfig
 from voxhear.stages.talk.light_asd import load_light_asd
 from voxhear.stages.talk.tracks import background_leak_db, read_int24, split_tracks, write_int24
@@ -132,7 +132,8 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         speakers = speakers_of(turns)
         active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
         decision = self._decide(row, arrays, scores, active, turns, speakers, fps)
-        is_self = np.array([s == decision.self_speaker for s in speakers], bool)
+        selves = set(decision.self_speakers)
+        is_self = np.array([s in selves for s in speakers], bool)
         self_active = active[is_self].any(axis=0)
         other_active = active[~is_self].any(axis=0)
         states = frame_states(self_active, other_active)
@@ -144,7 +145,8 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         for index, (a, b) in enumerate(windows):
             clip = self._clip(row, index, len(windows), a, b, fps)
             clip.self_speaker = decision.self_speaker
-            clip.other_speakers = [s for s in speakers if s != decision.self_speaker]
+            clip.self_speakers = list(decision.self_speakers)
+            clip.other_speakers = [s for s in speakers if s not in selves]
             clip.speaker_asd = dict(decision.evidence)
             clip.attribution_margin = float(decision.margin)
             clip.asd_mean = float(scores[a:b].mean())
@@ -152,9 +154,9 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             self._label(clip, states[a:b], fps)
             self._write_frames(clip, arrays, scores, states, a, b, out_dir)
             self._write_audio(
-                clip, row, turns, decision.self_speaker, self_active[a:b] | other_active[a:b], fps, out_dir
+                clip, row, turns, selves, self_active[a:b] | other_active[a:b], fps, out_dir
             )
-            self._write_words(clip, words, decision.self_speaker, out_dir)
+            self._write_words(clip, words, selves, out_dir)
             self._measure_face(clip, arrays, a, b)
             self._filter(clip)
             if clip.status != STATUS_FILTERED:
@@ -176,7 +178,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
     ) -> Attribution:
         """Attribute a speaker to this face (`active`: its frames' speaker activity), then give it
         up to a face on screen at the same time that claims the same speaker with stronger
-        evidence (`attribution.loses_to`)."""
+        evidence (`attribution.lost_voices`)."""
         cfg = self.config
         min_frames = max(1, round(cfg.min_evidence_s * fps))
 
@@ -192,6 +194,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
                 cfg.asd_band,
                 cfg.asd_runner_up_margin,
                 exclude,
+                merge_voices=cfg.merge_split_voices,
             )
 
         own_key = Path(row.frames_uri).stem
@@ -199,8 +202,9 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         taken: set[str] = set()
         for rival_key, rival_start, rival_scores in self._co_visible(row, arrays, fps):
             rival_active = frame_activity(turns, speakers, rival_start, len(rival_scores), fps)
-            if loses_to(decision, own_key, decide(rival_scores, rival_active), rival_key):
-                taken.add(decision.self_speaker)
+            lost = lost_voices(decision, own_key, decide(rival_scores, rival_active), rival_key)
+            if lost:
+                taken |= lost
                 decision = decide(scores, active, frozenset(taken))
         return decision
 
@@ -313,7 +317,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         clip: ClipRecord,
         row: FaceTrackRecord,
         turns: list[Turn],
-        self_speaker: str,
+        self_speakers: set[str],
         speaking: np.ndarray,
         fps: float,
         out_dir: Path,
@@ -324,8 +328,8 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         count = round((clip.clip_end_frame - clip.clip_start_frame) * rate / fps)
         mix = read_int24(row.audio_uri, start, start + count)
         speech = read_int24(row.speech_uri, start, start + count)
-        own = [t for t in turns if t.speaker == self_speaker]
-        others = [t for t in turns if t.speaker != self_speaker]
+        own = [t for t in turns if t.speaker in self_speakers]
+        others = [t for t in turns if t.speaker not in self_speakers]
         self_mask = sample_mask(own, start, count, rate, cfg.turn_pad_s, cfg.mask_ramp_s)
         # Overlapped speech stays in self (it is the on-screen person talking); the frames are
         # marked `both` and the clip's overlap_share says how much there is.
@@ -344,12 +348,12 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         talking = speaking[frame_of_sample]
         clip.background_leak_db = background_leak_db(tracks["background"], mix, talking)
 
-    def _write_words(self, clip: ClipRecord, words: list[dict], self_speaker: str, out_dir: Path) -> None:
+    def _write_words(self, clip: ClipRecord, words: list[dict], self_speakers: set[str], out_dir: Path) -> None:
         inside = []
         for w in words:
             middle = (w["start_s"] + w["end_s"]) / 2
             if clip.clip_start_s <= middle < clip.clip_end_s:
-                party = "self" if self_speaker and w["speaker"] == self_speaker else "other"
+                party = "self" if w["speaker"] in self_speakers else "other"
                 inside.append(
                     {
                         "word": w["word"],

@@ -83,3 +83,25 @@ def test_music_only_is_filtered_as_no_speech(tmp_path, store):
         stage.process(row)
     assert filtered.value.reason == "no_speech"
     assert row.speech_s < DiarizationConfig().min_speech_s and "diarization" in row.audio_rtf
+
+
+def test_speakers_whose_turn_centroids_are_close_are_merged():
+    from voxhear.stages.audio.diarization import merge_close_speakers
+
+    rng = np.random.default_rng(0)
+    person, other = rng.normal(size=192), rng.normal(size=192)
+
+    def near(v, noise):
+        u = v + noise * rng.normal(size=v.size)
+        return u / np.linalg.norm(u)
+
+    # Turns 0-3: one person split into A and B; turns 4-5: somebody else (C).
+    vectors = {0: near(person, 0.3), 1: near(person, 0.3), 2: near(person, 0.3), 3: near(person, 0.3),
+               4: near(other, 0.3), 5: near(other, 0.3)}
+    labels = {0: "A", 1: "A", 2: "B", 3: "B", 4: "C", 5: "C"}
+    durations = dict.fromkeys(vectors, 2.0)
+    renamed = merge_close_speakers(vectors, labels, durations, threshold=0.4)
+    assert renamed == {"A": "A", "B": "A", "C": "C"}
+    assert merge_close_speakers(vectors, labels, durations, threshold=0.0) == {"A": "A", "B": "B", "C": "C"}
+    # A known speaker count is never merged below.
+    assert len(set(merge_close_speakers(vectors, labels, durations, threshold=1.9, min_speakers=2).values())) == 2

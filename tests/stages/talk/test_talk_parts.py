@@ -14,7 +14,7 @@ from voxhear.stages.audio.deepfilternet_onnx import DeepFilterNetOnnxBackend
 from voxhear.stages.audio.diarization import Turn
 from voxhear.stages.audio.separation import estimate_speech, split_exact
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask
-from voxhear.stages.talk.attribution import attribute, loses_to
+from voxhear.stages.talk.attribution import attribute, lost_voices
 from voxhear.stages.talk.stage import clip_windows
 from voxhear.stages.talk.tracks import (
     LIMIT,
@@ -77,13 +77,32 @@ def test_two_faces_on_screen_cannot_share_a_voice():
     weak = attribute(_scores(active[1], 2.4, -0.5), *args)
     strong = attribute(_scores(active[1], 4.6, -0.5), *args)
     assert weak.self_speaker == strong.self_speaker == "S1"
-    assert loses_to(weak, "v-face1-0", strong, "v-face0-0")
-    assert not loses_to(strong, "v-face0-0", weak, "v-face1-0")
+    assert lost_voices(weak, "v-face1-0", strong, "v-face0-0") == {"S1"}
+    assert not lost_voices(strong, "v-face0-0", weak, "v-face1-0")
     # The weaker face gives S1 up; S0 does not move it, so it is a listener.
     again = attribute(_scores(active[1], 2.4, -0.5), *args, exclude=frozenset({"S1"}))
     assert again.self_speaker == ""
     # A tie is decided by key, the same way from both sides.
-    assert loses_to(weak, "b", weak, "a") and not loses_to(weak, "a", weak, "b")
+    assert lost_voices(weak, "b", weak, "a") == {"S1"} and not lost_voices(weak, "a", weak, "b")
+
+
+def test_a_voice_split_by_diarization_is_one_person_when_the_face_talks_with_both_parts():
+    # S0 and S2 are one person's voice split into two speakers; S1 is the other party.
+    turns = [Turn(0, 2, "S0"), Turn(2, 4, "S1"), Turn(4, 6, "S2")]
+    speakers = ["S0", "S1", "S2"]
+    active = frame_activity(turns, speakers, 0, 150, 25.0)
+    scores = _scores(active[0] | active[2], 3.5, -0.5)
+    merged = attribute(scores, active, speakers, 10, 1.5, 0.75, 1.0, merge_voices=True)
+    assert set(merged.self_speakers) == {"S0", "S2"} and merged.margin > 0
+    # Without merging the second part is a runner-up too close to call.
+    assert attribute(scores, active, speakers, 10, 1.5, 0.75, 1.0).margin < 0
+    # A part whose evidence is only inside the band (1.8: between 1.5 and 2.25) is not merged.
+    unsure = _scores(active[0], 3.5, 0.0) + _scores(active[2], 1.8, 0.0)
+    doubt = attribute(unsure, active, speakers, 10, 1.5, 0.75, 1.0, merge_voices=True)
+    assert doubt.evidence["S2"] == pytest.approx(1.8) and doubt.self_speakers == ("S0",)
+    # A rival face that talks with S2 more strongly takes just that part.
+    rival = attribute(_scores(active[2], 4.5, -0.5), active, speakers, 10, 1.5, 0.75, 1.0, merge_voices=True)
+    assert lost_voices(merged, "v-face1-0", rival, "v-face0-0") == {"S2"}
 
 
 def test_attribution_without_speech_has_no_self():
