@@ -137,9 +137,11 @@ class Diarizer:
             for seg, _, label in annotation.itertracks(yield_label=True)
         ]
         turns = sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
-        if (self.refine_iterations or self.merge_threshold) and self.embed is not None and len(
-            {t.speaker for t in turns}
-        ) > 1:
+        if (
+            (self.refine_iterations or self.merge_threshold)
+            and self.embed is not None
+            and len({t.speaker for t in turns}) > 1
+        ):
             turns = self.refine(waveform[0], rate, turns)
         return turns
 
@@ -189,7 +191,10 @@ class Diarizer:
         if self.merge_threshold > 0:
             durations = {i: turns[i].end - turns[i].start for i in vectors}
             renamed = merge_close_speakers(
-                vectors, {i: refined[i].speaker for i in vectors}, durations, self.merge_threshold,
+                vectors,
+                {i: refined[i].speaker for i in vectors},
+                durations,
+                self.merge_threshold,
                 min_speakers=self.min_speakers or 1,
             )
             refined = [Turn(t.start, t.end, renamed.get(t.speaker, t.speaker)) for t in refined]

@@ -153,9 +153,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             clip.embedding_spread = spread
             self._label(clip, states[a:b], fps)
             self._write_frames(clip, arrays, scores, states, a, b, out_dir)
-            self._write_audio(
-                clip, row, turns, selves, self_active[a:b] | other_active[a:b], fps, out_dir
-            )
+            self._write_audio(clip, row, turns, selves, self_active[a:b] | other_active[a:b], fps, out_dir)
             self._write_words(clip, words, selves, out_dir)
             self._measure_face(clip, arrays, a, b)
             self._filter(clip)
