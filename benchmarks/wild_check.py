@@ -91,7 +91,9 @@ def check_run(run_dir: Path, media_dir: Path) -> tuple[list[RecordingResult], di
         if result.people == 1 and result.n_speakers > 1:
             result.problems.append(f"one person on screen, {result.n_speakers} speakers diarized")
         if result.people >= 2:
-            both = [p for p, t in result.kept_people.items() if p != "(silent)" and t["talk_s"] > 0 and t["listen_s"] > 0]
+            both = [
+                p for p, t in result.kept_people.items() if p != "(silent)" and t["talk_s"] > 0 and t["listen_s"] > 0
+            ]
             if len(both) < 2:
                 result.problems.append(f"clips of {len(both)} of 2 people with both talk and listen frames")
         results.append(result)
@@ -116,7 +118,9 @@ def format_report(results: list[RecordingResult], summary: dict[str, object]) ->
     lines = [f"{'recording':36} {'ppl':>3} {'spk':>3} {'status':8} {'ok':>3} {'rej':>3}  problems / rejects"]
     for r in results:
         notes = "; ".join(r.problems + [f"{k} {v}" for k, v in r.reject_reasons.items()])
-        lines.append(f"{r.name:36} {r.people:3d} {r.n_speakers:3d} {r.status:8} {r.clips_ok:3d} {r.clips_filtered:3d}  {notes}")
+        lines.append(
+            f"{r.name:36} {r.people:3d} {r.n_speakers:3d} {r.status:8} {r.clips_ok:3d} {r.clips_filtered:3d}  {notes}"
+        )
     lines.append(
         f"failed {summary['failed']} (target 0); keep clips {summary['keep_clips']} of {summary['recordings']} "
         f"(target >= 17); single-person recordings over-split {summary['single_person_over_split']} (target 0); "
@@ -127,8 +131,11 @@ def format_report(results: list[RecordingResult], summary: dict[str, object]) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m voxhear.benchmarks.wild_check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m voxhear.benchmarks.wild_check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("run", type=Path)
     parser.add_argument("--media", type=Path, default=None, help="shared media folder (default: beside the repo)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,6 +259,67 @@ def _labelled_by_video(run: RunView, truth: TruthSet, metric: str):
     return labelled, missing
 
 
+@dataclass(slots=True)
+class _FrameLabelScores:
+    """What `_score_labelled_videos` found, for a metric on the clips' frame labels."""
+
+    per_video: dict[str, dict]
+    # Per scored video: the (all clips, ok clips) stack its pooled figures and bootstrap add up.
+    stats: dict[str, np.ndarray]
+    all_clips: list[ClipLabels]
+    bad_clips: int
+    missing_files: dict
+
+
+def _score_labelled_videos(run: RunView, truth: TruthSet, metric: str,
+                           scores: Callable[[list[ClipLabels]], dict],
+                           counts: Callable[[list[ClipLabels]], np.ndarray],
+                           bad_clips_per_video: bool) -> _FrameLabelScores | MetricResult:
+    """Score every truth video's labelled clips (talk_listen and attribution alike).
+
+    Per video: `scores(clips)` (with `bad_clips` where `bad_clips_per_video`), or ``missing``
+    when the run has no clips of it; `counts` of its clips and of its ok clips are stacked for
+    pooling. Returns the MetricResult that says why the metric does not apply instead, if so.
+    """
+    found = _labelled_by_video(run, truth, metric)
+    if isinstance(found, MetricResult):
+        return found
+    labelled, missing = found
+    per_video: dict[str, dict] = {}
+    stats: dict[str, np.ndarray] = {}
+    all_clips: list[ClipLabels] = []
+    bad = 0
+    for video in truth.video_ids:
+        if video not in labelled:
+            per_video[video] = {"source_id": None, "missing": True}
+            continue
+        clips, bad_here = labelled[video]
+        bad += bad_here
+        all_clips += clips
+        per_video[video] = {"source_id": run.source_of_video[video], "missing": False, **scores(clips)}
+        if bad_clips_per_video:
+            per_video[video]["bad_clips"] = bad_here
+        stats[video] = np.stack([counts(clips), counts([c for c in clips if c.ok])])
+    return _FrameLabelScores(per_video, stats, all_clips, bad, dict(missing))
+
+
+def _video_counts(per_video: dict[str, dict]) -> dict:
+    """How many truth videos there are and how many of them the run lacks."""
+    return {"videos": len(per_video), "missing_videos": sum(v["missing"] for v in per_video.values())}
+
+
+def _pooled_scopes(parts: list[np.ndarray], empty: np.ndarray, scores: Callable[[np.ndarray], dict],
+                   keys) -> dict:
+    """The `keys` of `scores` of the summed (all clips, ok clips) stacks of `parts` (``ok_`` keys
+    for the second); `empty` is that sum when there are no parts."""
+    summed = sum_arrays(parts, 0) if parts else empty
+    out = {}
+    for prefix, part in zip(("", "ok_"), summed):
+        figures = scores(part)
+        out.update({f"{prefix}{k}": figures[k] for k in keys})
+    return out
+
+
 class TalkListenMetric:
     """Frame-level F1 of the clip's talk/listen/both/silence state against the truth."""
 
@@ -271,41 +333,21 @@ class TalkListenMetric:
         self.settings = settings
 
     def evaluate(self, run: RunView, truth: TruthSet) -> MetricResult:
-        found = _labelled_by_video(run, truth, self.name)
+        found = _score_labelled_videos(run, truth, self.name, self._scores, confusion_matrix, bad_clips_per_video=True)
         if isinstance(found, MetricResult):
             return found
-        labelled, missing = found
-        per_video: dict[str, dict] = {}
-        stats: dict[str, np.ndarray] = {}
-        all_clips: list[ClipLabels] = []
-        bad = 0
-        for video in truth.video_ids:
-            if video not in labelled:
-                per_video[video] = {"source_id": None, "missing": True}
-                continue
-            clips, bad_here = labelled[video]
-            bad += bad_here
-            all_clips += clips
-            per_video[video] = {"source_id": run.source_of_video[video], "missing": False,
-                                **self._scores(clips), "bad_clips": bad_here}
-            stats[video] = np.stack([confusion_matrix(clips), confusion_matrix([c for c in clips if c.ok])])
-        summary = self._scores(all_clips)
-        summary.update({"iou_threshold": IOU_MATCH, "videos": len(per_video),
-                        "missing_videos": sum(v["missing"] for v in per_video.values()),
-                        "bad_clips": bad, "missing_files": dict(missing)})
-        result = MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
-        attach_figures(result, stats, self.pool, self.FIGURES, self.settings)
+        summary = self._scores(found.all_clips)
+        summary.update({"iou_threshold": IOU_MATCH, **_video_counts(found.per_video), "bad_clips": found.bad_clips,
+                        "missing_files": found.missing_files})
+        result = MetricResult(self.name, True, summary=summary, per_video=found.per_video, columns=self.COLUMNS)
+        attach_figures(result, found.stats, self.pool, self.FIGURES, self.settings)
         return result
 
     @classmethod
     def pool(cls, parts: list[np.ndarray]) -> dict:
         """The figures of the summed (all clips, ok clips) confusion matrices of `parts`."""
-        matrices = sum_arrays(parts, 0) if parts else np.zeros((2, len(STATE_NAMES), INVALID + 1), np.int64)
-        out = {}
-        for prefix, matrix in zip(("", "ok_"), matrices):
-            scores = state_scores(matrix)
-            out.update({f"{prefix}{k}": scores[k] for k in cls.STATE_FIGURES})
-        return out
+        empty = np.zeros((2, len(STATE_NAMES), INVALID + 1), np.int64)
+        return _pooled_scopes(parts, empty, state_scores, cls.STATE_FIGURES)
 
     @staticmethod
     def _scores(clips: list[ClipLabels]) -> dict:
@@ -369,38 +411,22 @@ class AttributionMetric:
         self.settings = settings
 
     def evaluate(self, run: RunView, truth: TruthSet) -> MetricResult:
-        found = _labelled_by_video(run, truth, self.name)
+        # Without talk_listen's per-video bad_clips: both metrics read the same clips, and it reports them.
+        found = _score_labelled_videos(run, truth, self.name, self._scores, attribution_counts,
+                                       bad_clips_per_video=False)
         if isinstance(found, MetricResult):
             return found
-        labelled, missing = found
-        per_video: dict[str, dict] = {}
-        stats: dict[str, np.ndarray] = {}
-        all_clips: list[ClipLabels] = []
-        for video in truth.video_ids:
-            if video not in labelled:
-                per_video[video] = {"source_id": None, "missing": True}
-                continue
-            clips, _ = labelled[video]
-            all_clips += clips
-            per_video[video] = {"source_id": run.source_of_video[video], "missing": False, **self._scores(clips)}
-            stats[video] = np.stack([attribution_counts(clips), attribution_counts([c for c in clips if c.ok])])
-        summary = self._scores(all_clips)
-        summary.update({"unmatched_frames": sum(int((c.true < 0).sum()) for c in all_clips),
-                        "videos": len(per_video), "missing_videos": sum(v["missing"] for v in per_video.values()),
-                        "missing_files": dict(missing)})
-        result = MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
-        attach_figures(result, stats, self.pool, self.FIGURES, self.settings)
+        summary = self._scores(found.all_clips)
+        summary.update({"unmatched_frames": sum(int((c.true < 0).sum()) for c in found.all_clips),
+                        **_video_counts(found.per_video), "missing_files": found.missing_files})
+        result = MetricResult(self.name, True, summary=summary, per_video=found.per_video, columns=self.COLUMNS)
+        attach_figures(result, found.stats, self.pool, self.FIGURES, self.settings)
         return result
 
     @classmethod
     def pool(cls, parts: list[np.ndarray]) -> dict:
         """The shares of the summed (all clips, ok clips) counts of `parts`."""
-        counts = sum_arrays(parts, 0) if parts else np.zeros((2, 5))
-        out = {}
-        for prefix, row in zip(("", "ok_"), counts):
-            scores = attribution_from_counts(row)
-            out.update({f"{prefix}{k}": scores[k] for k in cls.SHARES})
-        return out
+        return _pooled_scopes(parts, np.zeros((2, 5)), attribution_from_counts, cls.SHARES)
 
     @staticmethod
     def _scores(clips: list[ClipLabels]) -> dict:
@@ -563,8 +589,7 @@ class SelfOtherMetric:
         summary = {**dict(totals), "mix_max_abs_error": max_error}
         result = MetricResult(self.name, True, summary=summary, per_video=per_video, columns=self.COLUMNS)
         attach_figures(result, stats, self.pool, self.FIGURES, self.settings)
-        result.summary.update({"min_reference_dbfs": MIN_REFERENCE_DBFS, "videos": len(per_video),
-                               "missing_videos": sum(v["missing"] for v in per_video.values()),
+        result.summary.update({"min_reference_dbfs": MIN_REFERENCE_DBFS, **_video_counts(per_video),
                                "missing_files": dict(missing),
                                "average": "mean/median over clips; total: all scored clips concatenated"})
         return result

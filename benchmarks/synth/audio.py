@@ -54,22 +54,50 @@ def build_soundtrack(plan: VideoPlan) -> Soundtrack:
     for u in plan.utterances:
         source = plan.offscreen if u.person_id not in ON_SCREEN else sources[u.person_id]
         assert source is not None and source.speech is not None
-        piece = source.audio[u.source_start:u.source_end].astype(np.float64)
-        speech[u.person_id][u.start_sample:u.end_sample] += _faded(piece)
-        masks[u.person_id][u.start_sample:u.end_sample] |= source.speech[u.source_start:u.source_end]
+        place_speech(speech[u.person_id], masks[u.person_id], source.audio, source.speech, u.source_start,
+                     u.start_sample, u.end_sample)
     for person in plan.people:
         source = plan.offscreen if person not in ON_SCREEN else sources[person]
         assert source is not None and source.speech is not None
-        level = _active_rms_db(source.audio, source.speech)
-        target = SPEECH_LEVEL_DBFS + plan.speech_gain_db[person]
-        speech[person] *= 10.0 ** ((target - level) / 20.0)
-    background = _background(plan, n)
+        speech[person] *= speech_level_gain(source.audio, source.speech, plan.speech_gain_db[person])
+    background = background_at_snr(plan, speech, masks)
+    track, _ = quantized_soundtrack({**speech, "background": background}, masks)
+    return track
+
+
+def place_speech(speech: np.ndarray, mask: np.ndarray, audio: np.ndarray, audio_speech: np.ndarray,
+                 source_start: int, start: int, end: int) -> None:
+    """Add the recording `audio` from `source_start` to one person's timeline `speech` over
+    [start, end) (faded edges), and its speech mask `audio_speech` to their `mask`."""
+    length = end - start
+    speech[start:end] += _faded(audio[source_start:source_start + length].astype(np.float64))
+    mask[start:end] |= audio_speech[source_start:source_start + length]
+
+
+def speech_level_gain(audio: np.ndarray, audio_speech: np.ndarray, offset_db: float) -> float:
+    """The factor that brings a person's recording to the common active speech level plus their offset."""
+    return 10.0 ** ((SPEECH_LEVEL_DBFS + offset_db - _active_rms_db(audio, audio_speech)) / 20.0)
+
+
+def background_at_snr(plan, speech: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> np.ndarray:
+    """The plan's background stretch scaled so that the summed `speech` is `plan.snr_db` above it
+    over the samples where anyone speaks (over all samples when nobody does)."""
+    background = _background(plan, plan.n_samples)
     total_speech = sum(speech.values())
     active = _any_active(masks)
     bg_db = _power_db(background[active] if active.any() else background)
     speech_db = _power_db(total_speech[active]) if active.any() else bg_db
     background *= 10.0 ** ((speech_db - plan.snr_db - bg_db) / 20.0)
-    stems = {**speech, "background": background}
+    return background
+
+
+def quantized_soundtrack(stems: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> tuple[Soundtrack, float]:
+    """The soundtrack of float `stems`, quantized to 24 bits, and the gain applied before quantizing.
+
+    One gain for all stems keeps the summed mix PEAK_DBFS below full scale (never louder than
+    the stems are); the mix is the integer sum of the quantized stems, so it equals their sum
+    exactly after a FLAC round trip.
+    """
     peak = np.max(np.abs(sum(stems.values()))) or 1.0
     gain = min(1.0, 10.0 ** (PEAK_DBFS / 20.0) / peak)
     quantized = {k: np.round(v * gain * FULL_SCALE).astype(np.int32) for k, v in stems.items()}
@@ -78,7 +106,7 @@ def build_soundtrack(plan: VideoPlan) -> Soundtrack:
         raise AssertionError("mix exceeds 24 bits despite the headroom")
     track = Soundtrack(stems=quantized, mix=mix.astype(np.int32), speech_masks=masks, snr_db=0.0)
     track.snr_db = measure_snr_db(track)
-    return track
+    return track, gain
 
 
 def measure_snr_db(track: Soundtrack) -> float:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from voxhear.benchmarks.synth.audio import build_soundtrack
 from voxhear.benchmarks.synth.options import SynthOptions
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
 WILD_ONLY_OPTIONS = ("people_source", "wild_people", "backchannel_rate", "audio_only")
+
+_Plan = TypeVar("_Plan")
 
 
 def compose_dataset(options: SynthOptions) -> list[Path]:
@@ -37,16 +41,23 @@ def compose_dataset(options: SynthOptions) -> list[Path]:
     if not (media_dir / "faces-grid").is_dir():
         raise FileNotFoundError(f"no faces-grid/ under {media_dir}; pass --media or set VOXHEAR_MEDIA")
     library = MediaLibrary(media_dir, SPEECH_FILES, BACKGROUND_FILES)
-    out = options.out_dir
-    plans: list[VideoPlan] = []
+    return _compose_videos(options, lambda index: plan_video(options, index, library),
+                           lambda plan: compose_video(plan, options.out_dir, media_dir, options.crf))
+
+
+def _compose_videos(options: SynthOptions, plan_at: Callable[[int], _Plan],
+                    compose_one: Callable[[_Plan], Path]) -> list[Path]:
+    """Plan (`plan_at(index)`) and compose (`compose_one(plan)`, returning its mp4) every video in
+    order, then write ATTRIBUTION.md and manifest.json; returns the mp4 paths (both video modes)."""
+    plans: list = []
     paths: list[Path] = []
     for index in range(options.first_index, options.first_index + options.videos):
-        plan = plan_video(options, index, library)
-        paths.append(compose_video(plan, out, media_dir, options.crf))
+        plan = plan_at(index)
+        paths.append(compose_one(plan))
         plans.append(plan)
         log.info("composed %s", paths[-1])
-    atomic_write_text(out / "ATTRIBUTION.md", attribution_text(plans, media_dir))
-    atomic_write_text(out / "manifest.json", json.dumps(manifest(options, plans), indent=2) + "\n")
+    atomic_write_text(options.out_dir / "ATTRIBUTION.md", attribution_text(plans, options.media_dir))
+    atomic_write_text(options.out_dir / "manifest.json", json.dumps(manifest(options, plans), indent=2) + "\n")
     return paths
 
 
@@ -62,23 +73,14 @@ def _compose_wild_dataset(options: SynthOptions) -> list[Path]:
     if not (media_dir / WILD_DIR).is_dir():
         raise FileNotFoundError(f"no {WILD_DIR}/ under {media_dir}; pass --media or set VOXHEAR_MEDIA")
     library = WildLibrary(media_dir, options.wild_people, work_max_side(options), SPEECH_FILES, BACKGROUND_FILES)
-    out = options.out_dir
-    plans, paths = [], []
-    for index in range(options.first_index, options.first_index + options.videos):
-        plan = plan_wild_video(options, index, library)
-        truth_dir = out / "truth" / plan.video_id
+
+    def compose_one(plan) -> Path:
+        truth_dir = options.out_dir / "truth" / plan.video_id
         track, dry = build_wild_soundtrack(plan)
         write_wild_truth(plan, track, dry, truth_dir, media_dir)
-        video_path = out / "videos" / f"{plan.video_id}.mp4"
-        with atomic_path(video_path) as tmp:
-            render_wild_video(plan, tmp, truth_dir / "mix.flac", options.crf)
-        atomic_write_text(video_path.with_suffix(".json"), json.dumps(sidecar(plan, media_dir), indent=2) + "\n")
-        paths.append(video_path)
-        plans.append(plan)
-        log.info("composed %s", video_path)
-    atomic_write_text(out / "ATTRIBUTION.md", attribution_text(plans, media_dir))
-    atomic_write_text(out / "manifest.json", json.dumps(manifest(options, plans), indent=2) + "\n")
-    return paths
+        return write_video(plan, options.out_dir, media_dir, render_wild_video, options.crf)
+
+    return _compose_videos(options, lambda index: plan_wild_video(options, index, library), compose_one)
 
 
 def compose_video(plan: VideoPlan, out_dir: Path, media_dir: Path, crf: int) -> Path:
@@ -86,20 +88,33 @@ def compose_video(plan: VideoPlan, out_dir: Path, media_dir: Path, crf: int) -> 
     truth_dir = out_dir / "truth" / plan.video_id
     track = build_soundtrack(plan)
     write_truth(plan, track, truth_dir, media_dir)
+    return write_video(plan, out_dir, media_dir, render_video, crf)
+
+
+def write_video(plan, out_dir: Path, media_dir: Path, render: Callable[..., None], crf: int) -> Path:
+    """Render `videos/<id>.mp4` (`render(plan, path, audio, crf)`, muxing the truth's `mix.flac`,
+    so the truth is written first) and its licence sidecar `videos/<id>.json` (either mode)."""
     video_path = out_dir / "videos" / f"{plan.video_id}.mp4"
     with atomic_path(video_path) as tmp:
-        render_video(plan, tmp, truth_dir / "mix.flac", crf)
+        render(plan, tmp, out_dir / "truth" / plan.video_id / "mix.flac", crf)
     # The sidecar the pipeline copies into every sample's provenance (docs/shard-format.md).
     atomic_write_text(video_path.with_suffix(".json"), json.dumps(sidecar(plan, media_dir), indent=2) + "\n")
     return video_path
 
 
-def sidecar(plan: VideoPlan, media_dir: Path) -> dict:
-    """Licence and attribution of one composed video, from the licences of what it is made of."""
+def recordings_of(plan: VideoPlan) -> list[tuple[str, Path]]:
+    """(role, path) of every recording a video is made of: A, B, C where there is an off-screen
+    voice, and the background."""
     parts = [("A", plan.clips["A"].path), ("B", plan.clips["B"].path)]
     if plan.offscreen is not None:
         parts.append(("C", plan.offscreen.path))
     parts.append(("background", plan.background.path))
+    return parts
+
+
+def sidecar(plan: VideoPlan, media_dir: Path) -> dict:
+    """Licence and attribution of one composed video, from the licences of what it is made of."""
+    parts = recordings_of(plan)
     licences = sorted({licence_of(path).licence for _, path in parts})
     credits = [f"{role}: {media_relative(path, media_dir)} ({licence_of(path).corpus}, {licence_of(path).licence})"
                for role, path in parts]
@@ -113,18 +128,15 @@ def attribution_text(plans: list[VideoPlan], media_dir: Path) -> str:
              "Each is used under its licence; the composition adds framing, background fill and mixing.",
              ""]
     used: dict[str, Path] = {}
+    where = {"A": "A (on screen)", "B": "B (on screen)", "C": "C (off screen)"}
     for plan in plans:
         lines.append(f"## {plan.video_id}")
         lines.append("")
-        parts = [("A (on screen)", plan.clips["A"].path), ("B (on screen)", plan.clips["B"].path)]
-        if plan.offscreen is not None:
-            parts.append(("C (off screen)", plan.offscreen.path))
-        parts.append(("background", plan.background.path))
-        for role, path in parts:
+        for role, path in recordings_of(plan):
             lic = licence_of(path)
             name = media_relative(path, media_dir)
             used[name] = path
-            lines.append(f"- {role}: `{name}`, {lic.corpus}, {lic.licence}")
+            lines.append(f"- {where.get(role, role)}: `{name}`, {lic.corpus}, {lic.licence}")
         lines.append("")
     lines += ["## Sources", ""]
     for name in sorted(used):

@@ -28,21 +28,28 @@ from voxhear.benchmarks.synth import vad
 from voxhear.benchmarks.synth.audio import speech_segments
 from voxhear.benchmarks.synth.options import SAMPLE_RATE, SynthOptions
 from voxhear.benchmarks.synth.people import Recording, load_recording
-from voxhear.benchmarks.synth.sources import BACKGROUND_FILES, SPEECH_FILES, credit_of, licence_of, media_relative
-from voxhear.benchmarks.synth.truth import FORMAT_VERSION, _write_flac, rttm_text, write_audio
+from voxhear.benchmarks.synth.script import draw_background_offset, next_turn_start
+from voxhear.benchmarks.synth.sources import BACKGROUND_FILES, SPEECH_FILES, licence_of, media_relative
+from voxhear.benchmarks.synth.truth import (
+    FORMAT_VERSION,
+    _write_flac,
+    background_meta,
+    describe_source,
+    rttm_text,
+    write_audio,
+)
 from voxhear.benchmarks.synth.wild import WILD_DIR, Voice, load_voice, snippets, survey
 from voxhear.benchmarks.synth.wild_audio import build_wild_soundtrack
 from voxhear.benchmarks.synth.wild_script import (
-    DRR_DB,
-    LEVEL_OFFSET_DB,
-    MIC_NOISE_DBFS,
     MIN_PART_S,
     OPENING_S,
-    RT60_S,
     Piece,
     _seconds,
     _turn,
+    draw_sound_conditions,
+    placed_speech_mask,
 )
+from voxhear.benchmarks.synth.wild_truth import STEMS_NOTE, sound_meta
 from voxhear.pipeline.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -129,17 +136,11 @@ def plan_audio(options: SynthOptions, index: int, pool: list[Path], backgrounds:
     background_name = backgrounds[int(rng.integers(len(backgrounds)))]
     background = load_recording(options.media_dir / "background" / background_name, False)
     n_samples = int(round(options.duration_s * SAMPLE_RATE))
-    spare = len(background.audio) - n_samples
-    people = list(voices)
     plan = AudioPlan(
         video_id=f"synth-{index:04d}", seed=seed, n_samples=n_samples, voices=voices, background=background,
-        background_offset=int(rng.integers(spare)) if spare > 0 else 0,
+        background_offset=draw_background_offset(rng, background, n_samples),
         snr_db=float(rng.uniform(options.snr_db_min, options.snr_db_max)),
-        speech_gain_db={p: float(rng.uniform(-LEVEL_OFFSET_DB, LEVEL_OFFSET_DB)) for p in people},
-        rt60_s={p: float(rng.uniform(*RT60_S)) for p in people},
-        drr_db={p: float(rng.uniform(*DRR_DB)) for p in people},
-        reverb_seeds={p: int(rng.integers(2**31)) for p in people},
-        mic_noise_dbfs=float(rng.uniform(*MIC_NOISE_DBFS)), noise_seed=int(rng.integers(2**31)),
+        **draw_sound_conditions(rng, list(voices)),
         overlap_target=float(rng.uniform(*OVERLAP_SHARE)),
     )
     probability, best = 0.3, None
@@ -178,10 +179,8 @@ def _plan_conversation(rng: np.random.Generator, plan: AudioPlan, overlap_prob: 
         free_from[person] = end + _seconds(vad.MERGE_GAP_S)
         others = [p for p in people if p != person]
         person = others[int(rng.integers(len(others)))]
-        if rng.random() < overlap_prob:
-            t = max(end - _seconds(rng.uniform(*OVERLAP_S)), (start + end) // 2)
-        else:
-            t = end + _seconds(rng.uniform(*GAP_S))
+        t = next_turn_start(rng, overlap_prob, start, end,
+                            lambda: _seconds(rng.uniform(*OVERLAP_S)), lambda: _seconds(rng.uniform(*GAP_S)))
     return sorted(pieces + _backchannels(rng, plan, pieces, turns), key=lambda p: (p.start_sample, p.person_id))
 
 
@@ -212,12 +211,7 @@ def overlap_share(plan: AudioPlan, pieces: list[Piece]) -> float:
     """Share of the speech time (talking rule, as in the RTTM) with two or more speakers."""
     count = np.zeros(plan.n_samples, dtype=np.int16)
     for person in plan.people:
-        mask = np.zeros(plan.n_samples, dtype=bool)
-        voice = plan.voices[person]
-        for p in pieces:
-            if p.person_id == person:
-                end = min(p.end_sample, plan.n_samples)
-                mask[p.start_sample:end] |= voice.speech[p.source_start:p.source_start + end - p.start_sample]
+        mask = placed_speech_mask(plan, pieces, person)
         count += vad.segments_to_mask(vad.clean_segments(mask), plan.n_samples)
     speech = int((count >= 1).sum())
     return float((count >= 2).sum() / speech) if speech else 0.0
@@ -236,9 +230,7 @@ def compose_audio_dataset(options: SynthOptions) -> list[Path]:
         plan = plan_audio(options, index, pool, backgrounds)
         track, dry = build_wild_soundtrack(plan)  # type: ignore[arg-type]
         truth_dir = out / "truth" / plan.video_id
-        write_audio(track, truth_dir)
-        for person, data in dry.items():
-            _write_flac(truth_dir / "dry" / f"{person}.flac", data)
+        write_audio(track, truth_dir, dry)
         text = rttm_text(plan.video_id, speech_segments(track))
         atomic_write_text(truth_dir / "turns.rttm", text)
         rttm.append(text)
@@ -260,24 +252,15 @@ def compose_audio_dataset(options: SynthOptions) -> list[Path]:
     return paths
 
 
-def _describe(path: Path, media_dir: Path) -> dict:
-    lic = licence_of(path)
-    return {"source": media_relative(path, media_dir), "corpus": lic.corpus, "licence": lic.licence,
-            "origin": lic.origin, "credit": credit_of(path)}
-
-
 def _meta(plan: AudioPlan, track, media_dir: Path) -> dict:
-    people = {p: {**_describe(v.path, media_dir), "speaker": speaker_of(v.path),
-                  "speech_level_offset_db": round(plan.speech_gain_db[p], 3),
-                  "rt60_s": round(plan.rt60_s[p], 4), "drr_db": round(plan.drr_db[p], 3)}
+    people = {p: {**describe_source(v.path, media_dir), "speaker": speaker_of(v.path), **sound_meta(plan, p)}
               for p, v in plan.voices.items()}
     return {
         "format_version": FORMAT_VERSION, "video_id": plan.video_id, "seed": plan.seed, "audio_only": True,
         "duration_s": plan.n_samples / SAMPLE_RATE, "sample_rate": SAMPLE_RATE, "people": people,
-        "background": {**_describe(plan.background.path, media_dir), "offset_s": plan.background_offset / SAMPLE_RATE,
-                       "looped": len(plan.background.audio) < plan.background_offset + plan.n_samples},
+        "background": background_meta(plan, media_dir),
         "mic_noise_dbfs": round(plan.mic_noise_dbfs, 3),
-        "stems": "reverberant speech as mixed; dry/ holds the same speech before the room",
+        "stems": STEMS_NOTE,
         "overlap_share_target": round(plan.overlap_target, 4), "overlap_share": round(plan.overlap_share, 4),
         "plan_tries": plan.tries, "snr_db_planned": round(plan.snr_db, 3), "snr_db": round(track.snr_db, 3),
         "n_utterances": sum(p.kind == "turn" for p in plan.pieces),

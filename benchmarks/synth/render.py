@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from voxhear.benchmarks.synth import geometry
 from voxhear.benchmarks.synth.media import VideoWriter
 from voxhear.benchmarks.synth.people import GridClip
-from voxhear.benchmarks.synth.script import PAN_PX, VideoPlan
+from voxhear.benchmarks.synth.script import PAN_PX, Shot, VideoPlan
 
 # Muted wall and furniture colours (BGR); a backdrop is a gradient between two of them.
 PALETTE = np.array([
@@ -86,22 +87,37 @@ def make_backdrop(seed: int, width: int, height: int) -> np.ndarray:
 def render_video(plan: VideoPlan, out_path: Path, audio_path: Path, crf: int) -> None:
     """Encode the planned frames with the given audio into `out_path` (an mp4)."""
     cutouts = {p: make_cutout(c) for p, c in plan.clips.items()}
+    encode_video(plan, out_path, audio_path, crf,
+                 lambda frame, backdrops: render_frame(plan, frame, cutouts, backdrops))
+
+
+def encode_video(plan, out_path: Path, audio_path: Path, crf: int,
+                 render: Callable[[int, dict[str, np.ndarray]], np.ndarray]) -> None:
+    """Encode every frame of a plan of either mode, drawn by `render(frame, backdrops)` on the
+    backdrops of the plan's camera set-ups, with the given audio into `out_path` (an mp4)."""
     backdrops = {k: make_backdrop(s, plan.width, plan.height) for k, s in plan.backdrop_seeds.items()}
     writer = VideoWriter(out_path, audio_path, plan.width, plan.height, plan.fps, crf=crf)
     try:
         for frame in range(plan.n_frames):
-            writer.write(render_frame(plan, frame, cutouts, backdrops))
+            writer.write(render(frame, backdrops))
     finally:
         writer.close()
+
+
+def backdrop_view(backdrops: dict[str, np.ndarray], shot: Shot, progress: float, width: int,
+                  height: int) -> np.ndarray:
+    """A fresh canvas: the part of the shot's backdrop the camera sees at `progress` (0 at the
+    shot's first frame, 1 at its last) of its pan."""
+    (px0, py0), (px1, py1) = shot.pan
+    px, py = int(round(px0 + (px1 - px0) * progress)), int(round(py0 + (py1 - py0) * progress))
+    return backdrops[shot.kind][py:py + height, px:px + width].copy()
 
 
 def render_frame(plan: VideoPlan, frame: int, cutouts: dict[str, Cutout],
                  backdrops: dict[str, np.ndarray]) -> np.ndarray:
     shot = plan.shot_of_frame(frame)
     u = geometry.shot_progress(shot, frame)
-    (px0, py0), (px1, py1) = shot.pan
-    px, py = int(round(px0 + (px1 - px0) * u)), int(round(py0 + (py1 - py0) * u))
-    canvas = backdrops[shot.kind][py:py + plan.height, px:px + plan.width].copy()
+    canvas = backdrop_view(backdrops, shot, u, plan.width, plan.height)
     slot = plan.slot_of_frame(frame)
     for placement in shot.placements:
         person = placement.person_id

@@ -7,7 +7,9 @@ speech is planned in 40 ms slots (GRID's 25 fps, 640 samples each), shots in out
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -110,8 +112,27 @@ class Shot:
         return tuple(p.person_id for p in self.placements)
 
 
+class CastAndShots:
+    """What the plans of both modes (GRID's `VideoPlan`, the realistic `WildPlan`) share: A and B on
+    screen, maybe C off screen, and the shots; a mix-in of the two slotted dataclasses."""
+
+    __slots__ = ()
+    offscreen: object | None
+    shots: list[Shot]
+
+    @property
+    def people(self) -> list[str]:
+        return [*ON_SCREEN, *([OFF_SCREEN] if self.offscreen is not None else [])]
+
+    def shot_of_frame(self, frame: int) -> Shot:
+        for shot in self.shots:
+            if shot.start_frame <= frame < shot.end_frame:
+                return shot
+        raise IndexError(f"frame {frame} is outside every shot")
+
+
 @dataclass(slots=True)
-class VideoPlan:
+class VideoPlan(CastAndShots):
     """Everything one composed video is made of; rendering and truth follow it to the letter."""
 
     video_id: str
@@ -138,19 +159,9 @@ class VideoPlan:
     def n_samples(self) -> int:
         return self.n_slots * SAMPLES_PER_SLOT
 
-    @property
-    def people(self) -> list[str]:
-        return [*ON_SCREEN, *([OFF_SCREEN] if self.offscreen is not None else [])]
-
     def slot_of_frame(self, frame: int) -> int:
         """The 40 ms slot an output frame shows (frame starts are mapped onto the slot clock)."""
         return min(self.n_slots - 1, int(np.floor(frame * PLAN_FPS / self.fps + 1e-9)))
-
-    def shot_of_frame(self, frame: int) -> Shot:
-        for shot in self.shots:
-            if shot.start_frame <= frame < shot.end_frame:
-                return shot
-        raise IndexError(f"frame {frame} is outside every shot")
 
 
 def plan_video(options: SynthOptions, index: int, library: MediaLibrary) -> VideoPlan:
@@ -167,27 +178,14 @@ def plan_video(options: SynthOptions, index: int, library: MediaLibrary) -> Vide
     """
     seed = [options.seed, index]
     rng = np.random.default_rng(seed)
-    names = library.grid_names
-    if len(names) < 2:
-        raise ValueError("at least two GRID clips are needed")
-    pick = rng.choice(len(names), size=2, replace=False)
-    clips = {"A": library.grid(names[pick[0]]), "B": library.grid(names[pick[1]])}
-    offscreen = None
-    if options.people == 3:
-        if not library.speech_names:
-            raise ValueError("people=3 needs recordings in speech/")
-        offscreen = library.speech(library.speech_names[int(rng.integers(len(library.speech_names)))])
-    if not library.background_names:
-        raise ValueError("no background recordings found")
-    background = library.background(library.background_names[int(rng.integers(len(library.background_names)))])
+    clips, offscreen, background = draw_recordings(rng, options, library, library.grid_names, library.grid,
+                                                   "at least two GRID clips are needed")
     n_slots = int(round(options.duration_s * PLAN_FPS))
-    n_samples = n_slots * SAMPLES_PER_SLOT
-    spare = len(background.audio) - n_samples
     plan = VideoPlan(
         video_id=f"synth-{index:04d}", seed=seed, fps=options.fps, width=options.width,
         height=options.height, n_slots=n_slots, n_frames=int(round(options.duration_s * options.fps)),
         clips=clips, offscreen=offscreen, background=background,
-        background_offset=int(rng.integers(spare)) if spare > 0 else 0,
+        background_offset=draw_background_offset(rng, background, n_slots * SAMPLES_PER_SLOT),
         snr_db=float(rng.uniform(options.snr_db_min, options.snr_db_max)),
         # People do not speak equally loud; +-3 dB around a common level.
         speech_gain_db={p: float(rng.uniform(-3.0, 3.0)) for p in ("A", "B", "C")},
@@ -197,6 +195,82 @@ def plan_video(options: SynthOptions, index: int, library: MediaLibrary) -> Vide
     _fill_tracks(plan)
     plan.shots = _plan_shots(rng, options, plan)
     return plan
+
+
+_Person = TypeVar("_Person")
+
+
+class VoiceLibrary(Protocol):
+    """What `draw_recordings` needs of a media library (GRID's MediaLibrary, the realistic WildLibrary)."""
+
+    speech_names: list[str]
+    background_names: list[str]
+
+    def speech(self, name: str) -> Any: ...
+
+    def background(self, name: str) -> Recording: ...
+
+
+def draw_recordings(rng: np.random.Generator, options: SynthOptions, library: VoiceLibrary, names: list[str],
+                    load_person: Callable[[str], _Person], too_few: str) -> tuple[dict[str, _Person], Any, Recording]:
+    """The recordings of one video, drawn in the seed's order (both modes draw them alike).
+
+    Two different people of `names` (loaded by `load_person`) for A and B; with ``--people 3`` an
+    off-screen voice of speech/ (else None); a background.
+
+    Raises:
+        ValueError: `too_few` when `names` holds fewer than two people, or speech/ or the
+            backgrounds are empty.
+    """
+    if len(names) < 2:
+        raise ValueError(too_few)
+    pick = rng.choice(len(names), size=2, replace=False)
+    clips = {"A": load_person(names[pick[0]]), "B": load_person(names[pick[1]])}
+    offscreen = None
+    if options.people == 3:
+        if not library.speech_names:
+            raise ValueError("people=3 needs recordings in speech/")
+        offscreen = library.speech(library.speech_names[int(rng.integers(len(library.speech_names)))])
+    if not library.background_names:
+        raise ValueError("no background recordings found")
+    background = library.background(library.background_names[int(rng.integers(len(library.background_names)))])
+    return clips, offscreen, background
+
+
+def draw_background_offset(rng: np.random.Generator, background: Recording, n_samples: int) -> int:
+    """Where in the background recording the video's sound starts (0 when it has to loop)."""
+    spare = len(background.audio) - n_samples
+    return int(rng.integers(spare)) if spare > 0 else 0
+
+
+def other_on_screen(person: str) -> str:
+    """The other of the two on-screen people A and B."""
+    return "B" if person == "A" else "A"
+
+
+def next_speaker(rng: np.random.Generator, options: SynthOptions, who: str, previous: str, turn: int,
+                 offscreen_available: bool) -> str:
+    """Who takes turn number `turn` (0 first): `who`, the on-screen person whose turn it is, unless
+    the off-screen voice interjects.
+
+    It never interjects twice in a row; it surely takes the second turn (later ones by chance,
+    `options.offscreen_share`), so that even a short video with three people has the third voice.
+    """
+    if offscreen_available and previous != OFF_SCREEN and (turn == 1 or rng.random() < options.offscreen_share):
+        return OFF_SCREEN
+    return who
+
+
+def next_turn_start(rng: np.random.Generator, overlap_prob: float, turn_start: int, turn_end: int,
+                    draw_overlap: Callable[[], int], draw_gap: Callable[[], int]) -> int:
+    """Where the turn after [turn_start, turn_end) starts, on the same clock (slots or samples).
+
+    With `overlap_prob` the next speaker cuts in `draw_overlap()` before the end, but never
+    before the turn's middle; else it starts `draw_gap()` after the end.
+    """
+    if rng.random() < overlap_prob:
+        return max(turn_end - draw_overlap(), (turn_start + turn_end) // 2)
+    return turn_end + draw_gap()
 
 
 def _plan_turns(rng: np.random.Generator, options: SynthOptions, plan: VideoPlan) -> list[Utterance]:
@@ -210,18 +284,11 @@ def _plan_turns(rng: np.random.Generator, options: SynthOptions, plan: VideoPlan
     t = int(rng.integers(*OPENING_SLOTS))
     who = ON_SCREEN[int(rng.integers(2))]
     free_from = {"A": 0, "B": 0, "C": 0}
-    # With an off-screen voice the second turn is surely its own (later ones by chance), so
-    # that even a short video with three people has the third voice in it.
-    forced_offscreen = 1 if plan.offscreen is not None else -1
     turn = 0
     offscreen_fits = plan.offscreen is not None
     person = ""
     while t < limit:
-        # The off-screen voice interjects: never two of its turns in a row.
-        may_interject = offscreen_fits and person != OFF_SCREEN
-        person = who
-        if may_interject and (turn == forced_offscreen or rng.random() < options.offscreen_share):
-            person = OFF_SCREEN
+        person = next_speaker(rng, options, who, person, turn, offscreen_fits)
         turn += 1
         t = max(t, free_from[person])
         if person == OFF_SCREEN:
@@ -247,12 +314,9 @@ def _plan_turns(rng: np.random.Generator, options: SynthOptions, plan: VideoPlan
         turn_start, turn_end = pieces[0].start_slot, pieces[-1].end_slot
         free_from[person] = turn_end + 1
         if person != OFF_SCREEN:
-            who = "B" if who == "A" else "A"
-        if rng.random() < options.overlap_prob:
-            # Cut in before the end, but never before the turn's middle.
-            t = max(turn_end - int(rng.integers(*OVERLAP_SLOTS)), (turn_start + turn_end) // 2)
-        else:
-            t = turn_end + int(rng.integers(*TURN_GAP_SLOTS))
+            who = other_on_screen(who)
+        t = next_turn_start(rng, options.overlap_prob, turn_start, turn_end,
+                            lambda: int(rng.integers(*OVERLAP_SLOTS)), lambda: int(rng.integers(*TURN_GAP_SLOTS)))
     return utterances
 
 
@@ -299,7 +363,32 @@ def _fill_tracks(plan: VideoPlan) -> None:
 
 
 def _plan_shots(rng: np.random.Generator, options: SynthOptions, plan: VideoPlan) -> list[Shot]:
-    n_frames = plan.n_frames
+    def talking_at(frame: int) -> list[str]:
+        slot = plan.slot_of_frame(frame)
+        return [p for p in ON_SCREEN if plan.mouthing[p][slot]]
+
+    def place(kind: str, left: str) -> tuple[Placement, ...]:
+        if kind == KIND_TWO_SHOT:
+            return (_place(rng, plan, left, TWO_SHOT_FACE_HEIGHT, TWO_SHOT_CENTRE_X[0], TWO_SHOT_CENTRE_Y),
+                    _place(rng, plan, other_on_screen(left), TWO_SHOT_FACE_HEIGHT, TWO_SHOT_CENTRE_X[1],
+                           TWO_SHOT_CENTRE_Y))
+        return (_place(rng, plan, kind, CLOSE_FACE_HEIGHT, CLOSE_CENTRE_X, CLOSE_CENTRE_Y),)
+
+    return plan_shots(rng, options, plan.n_frames, talking_at, place)
+
+
+def plan_shots(rng: np.random.Generator, options: SynthOptions, n_frames: int,
+               talking_at: Callable[[int], list[str]], place: Callable[[str, str], tuple]) -> list[Shot]:
+    """The shots of a video (both modes): boundaries, kinds, placements and background pans.
+
+    Args:
+        rng: The video's generator (draws in a fixed order: boundaries, the two-shot's left
+            person, then per shot its kind, its placements and its pan).
+        options: Dataset options (shot count or mean length, shortest shot, two-shot probability).
+        n_frames: Output frames of the video.
+        talking_at: The on-screen people speaking at an output frame (the shot's middle one).
+        place: (kind, left person of a two-shot) -> the shot's placements, drawn from `rng`.
+    """
     min_len = max(1, int(round(options.min_shot_s * options.fps)))
     n_shots = options.shots or max(1, int(round(options.duration_s / options.mean_shot_s)))
     n_shots = max(1, min(n_shots, n_frames // min_len))
@@ -311,36 +400,28 @@ def _plan_shots(rng: np.random.Generator, options: SynthOptions, plan: VideoPlan
     previous = ""
     for index in range(n_shots):
         start, end = bounds[index], bounds[index + 1]
-        kind = _shot_kind(rng, options, plan, start, end, previous)
-        if kind == KIND_TWO_SHOT:
-            right = "B" if left == "A" else "A"
-            placements = (_place(rng, plan, left, TWO_SHOT_FACE_HEIGHT, TWO_SHOT_CENTRE_X[0], TWO_SHOT_CENTRE_Y),
-                          _place(rng, plan, right, TWO_SHOT_FACE_HEIGHT, TWO_SHOT_CENTRE_X[1], TWO_SHOT_CENTRE_Y))
-        else:
-            placements = (_place(rng, plan, kind, CLOSE_FACE_HEIGHT, CLOSE_CENTRE_X, CLOSE_CENTRE_Y),)
+        kind = _shot_kind(rng, options, talking_at((start + end) // 2), previous)
+        placements = place(kind, left)
         pan = tuple((int(rng.integers(PAN_PX + 1)), int(rng.integers(PAN_PX + 1))) for _ in range(2))
         shots.append(Shot(index, start, end, kind, placements, pan))  # type: ignore[arg-type]
         previous = kind
     return shots
 
 
-def _shot_kind(rng: np.random.Generator, options: SynthOptions, plan: VideoPlan, start: int, end: int,
-               previous: str) -> str:
+def _shot_kind(rng: np.random.Generator, options: SynthOptions, talking: list[str], previous: str) -> str:
     """Two-shot sometimes; else mostly the speaker, sometimes the listener; never the same twice.
 
     A cut to the same framing would not be a visible cut, and shot boundaries are scored.
+    `talking`: the on-screen people speaking in the shot's middle frame.
     """
     if previous != KIND_TWO_SHOT and rng.random() < options.two_shot_prob:
         return KIND_TWO_SHOT
-    slot = plan.slot_of_frame((start + end) // 2)
-    talking = [p for p in ON_SCREEN if plan.mouthing[p][slot]]
     if len(talking) == 1:
-        listener = "B" if talking[0] == "A" else "A"
-        kind = talking[0] if rng.random() < SPEAKER_SHOT_PROB else listener
+        kind = talking[0] if rng.random() < SPEAKER_SHOT_PROB else other_on_screen(talking[0])
     else:
         kind = ON_SCREEN[int(rng.integers(2))]
     if kind == previous:
-        kind = "B" if kind == "A" else "A"
+        kind = other_on_screen(kind)
     return kind
 
 

@@ -6,6 +6,7 @@ The format is documented in docs/synth-format.md; keep the two in step.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,21 +66,33 @@ WORDS_SCHEMA = pa.schema([
 
 def write_truth(plan: VideoPlan, track: Soundtrack, truth_dir: Path, media_dir: Path) -> None:
     """Write every ground-truth file of one video into `truth_dir` (meta.json last)."""
+    write_video_truth(plan, track, truth_dir, faces_table(plan), words_table(plan),
+                      lambda: meta(plan, track, media_dir))
+
+
+def write_video_truth(plan, track: Soundtrack, truth_dir: Path, faces: pa.Table, words: pa.Table,
+                      meta_of: Callable[[], dict], dry: dict[str, np.ndarray] | None = None) -> None:
+    """The truth files of a video of either mode, in the one format: audio, shots, the mode's
+    `faces` and `words`, speaking and turns by the talking rule, and meta.json (`meta_of()`)
+    last, so that a folder with meta.json is complete."""
     truth_dir.mkdir(parents=True, exist_ok=True)
-    write_audio(track, truth_dir)
+    write_audio(track, truth_dir, dry)
     segments = speech_segments(track)
     _write_table(truth_dir / "shots.parquet", shots_table(plan))
-    _write_table(truth_dir / "faces.parquet", faces_table(plan))
+    _write_table(truth_dir / "faces.parquet", faces)
     _write_table(truth_dir / "speaking.parquet", speaking_table(plan, segments))
-    _write_table(truth_dir / "words.parquet", words_table(plan))
+    _write_table(truth_dir / "words.parquet", words)
     atomic_write_text(truth_dir / "turns.rttm", rttm_text(plan.video_id, segments))
-    atomic_write_text(truth_dir / "meta.json", json.dumps(meta(plan, track, media_dir), indent=2) + "\n")
+    atomic_write_text(truth_dir / "meta.json", json.dumps(meta_of(), indent=2) + "\n")
 
 
-def write_audio(track: Soundtrack, truth_dir: Path) -> None:
+def write_audio(track: Soundtrack, truth_dir: Path, dry: dict[str, np.ndarray] | None = None) -> None:
+    """`stems/<name>.flac`, `mix.flac` and, where given, the dry speech as `dry/<person>.flac`."""
     for name, data in track.stems.items():
         _write_flac(truth_dir / "stems" / f"{name}.flac", data)
     _write_flac(truth_dir / "mix.flac", track.mix)
+    for person, data in (dry or {}).items():
+        _write_flac(truth_dir / "dry" / f"{person}.flac", data)
 
 
 def shots_table(plan: VideoPlan) -> pa.Table:
@@ -148,23 +161,29 @@ def rttm_text(video_id: str, segments: dict[str, list[tuple[int, int]]]) -> str:
                    f"<NA> <NA> {p} <NA> <NA>\n" for s, p, e in lines)
 
 
-def meta(plan: VideoPlan, track: Soundtrack, media_dir: Path) -> dict:
-    def describe(path: Path) -> dict:
-        lic = licence_of(path)
-        return {"source": media_relative(path, media_dir), "corpus": lic.corpus, "licence": lic.licence,
-                "origin": lic.origin, "credit": credit_of(path)}
+def describe_source(path: Path, media_dir: Path) -> dict:
+    """Where a recording of the media folder came from, for meta.json (`people`, `background`)."""
+    lic = licence_of(path)
+    return {"source": media_relative(path, media_dir), "corpus": lic.corpus, "licence": lic.licence,
+            "origin": lic.origin, "credit": credit_of(path)}
 
-    people = {p: {**describe(plan.clips[p].path), "on_screen": True,
-                  "face_box_source": list(plan.clips[p].face_box)} for p in ON_SCREEN}
-    if plan.offscreen is not None:
-        people["C"] = {**describe(plan.offscreen.path), "on_screen": False}
-    for p, gain in plan.speech_gain_db.items():
-        if p in people:
-            people[p]["speech_level_offset_db"] = round(gain, 3)
+
+def background_meta(plan, media_dir: Path) -> dict:
+    """meta.json's `background` (every mode): the recording, where the video's stretch starts in
+    it, and whether it had to loop."""
+    return {**describe_source(plan.background.path, media_dir),
+            "offset_s": plan.background_offset / SAMPLE_RATE,
+            "looped": len(plan.background.audio) < plan.background_offset + plan.n_samples}
+
+
+def video_meta_head(plan, people: dict, media_dir: Path, **mode_fields) -> dict:
+    """The fields meta.json of a video starts with in every video mode, in the format's order; the
+    mode's own `mode_fields` (the realistic mode's ``people_source``) follow the seed."""
     return {
         "format_version": FORMAT_VERSION,
         "video_id": plan.video_id,
         "seed": plan.seed,
+        **mode_fields,
         "fps": plan.fps,
         "width": plan.width,
         "height": plan.height,
@@ -172,9 +191,20 @@ def meta(plan: VideoPlan, track: Soundtrack, media_dir: Path) -> dict:
         "duration_s": plan.n_samples / SAMPLE_RATE,
         "sample_rate": SAMPLE_RATE,
         "people": people,
-        "background": {**describe(plan.background.path),
-                       "offset_s": plan.background_offset / SAMPLE_RATE,
-                       "looped": len(plan.background.audio) < plan.background_offset + plan.n_samples},
+        "background": background_meta(plan, media_dir),
+    }
+
+
+def meta(plan: VideoPlan, track: Soundtrack, media_dir: Path) -> dict:
+    people = {p: {**describe_source(plan.clips[p].path, media_dir), "on_screen": True,
+                  "face_box_source": list(plan.clips[p].face_box)} for p in ON_SCREEN}
+    if plan.offscreen is not None:
+        people["C"] = {**describe_source(plan.offscreen.path, media_dir), "on_screen": False}
+    for p, gain in plan.speech_gain_db.items():
+        if p in people:
+            people[p]["speech_level_offset_db"] = round(gain, 3)
+    return {
+        **video_meta_head(plan, people, media_dir),
         "snr_db_planned": round(plan.snr_db, 3),
         "snr_db": round(track.snr_db, 3),
         "n_shots": len(plan.shots),

@@ -18,15 +18,11 @@ from scipy.signal import fftconvolve
 
 from voxhear.benchmarks.synth.audio import (
     FULL_SCALE,
-    PEAK_DBFS,
-    SPEECH_LEVEL_DBFS,
     Soundtrack,
-    _active_rms_db,
-    _any_active,
-    _background,
-    _faded,
-    _power_db,
-    measure_snr_db,
+    background_at_snr,
+    place_speech,
+    quantized_soundtrack,
+    speech_level_gain,
 )
 from voxhear.benchmarks.synth.options import SAMPLE_RATE
 from voxhear.benchmarks.synth.wild_script import WildPlan
@@ -68,35 +64,19 @@ def build_wild_soundtrack(plan: WildPlan) -> tuple[Soundtrack, dict[str, np.ndar
     for piece in plan.pieces:
         voice = plan.voice(piece.person_id)
         end = min(piece.end_sample, n)
-        length = end - piece.start_sample
-        if length <= 0:
+        if end <= piece.start_sample:
             continue
-        audio = voice.audio[piece.source_start:piece.source_start + length].astype(np.float64)
-        dry[piece.person_id][piece.start_sample:end] += _faded(audio)
-        masks[piece.person_id][piece.start_sample:end] |= voice.speech[piece.source_start:piece.source_start + length]
+        place_speech(dry[piece.person_id], masks[piece.person_id], voice.audio, voice.speech, piece.source_start,
+                     piece.start_sample, end)
     wet = {}
     for person in plan.people:
         voice = plan.voice(person)
-        level = _active_rms_db(voice.audio, voice.speech)
-        dry[person] *= 10.0 ** ((SPEECH_LEVEL_DBFS + plan.speech_gain_db[person] - level) / 20.0)
+        dry[person] *= speech_level_gain(voice.audio, voice.speech, plan.speech_gain_db[person])
         room = room_response(plan.rt60_s[person], plan.drr_db[person], plan.reverb_seeds[person])
         wet[person] = fftconvolve(dry[person], room)[:n]
-    background = _background(plan, n)  # type: ignore[arg-type]
-    active = _any_active(masks)
-    total = sum(wet.values())
-    bg_db = _power_db(background[active] if active.any() else background)
-    speech_db = _power_db(total[active]) if active.any() else bg_db
-    background *= 10.0 ** ((speech_db - plan.snr_db - bg_db) / 20.0)
+    background = background_at_snr(plan, wet, masks)
     background += mic_noise(n, plan.mic_noise_dbfs, plan.noise_seed)
-    stems = {**wet, "background": background}
-    peak = np.max(np.abs(sum(stems.values()))) or 1.0
-    gain = min(1.0, 10.0 ** (PEAK_DBFS / 20.0) / peak)
-    quantized = {k: np.round(v * gain * FULL_SCALE).astype(np.int32) for k, v in stems.items()}
-    mix = np.sum(np.stack(list(quantized.values())), axis=0, dtype=np.int64)
-    if np.abs(mix).max() >= FULL_SCALE:
-        raise AssertionError("mix exceeds 24 bits despite the headroom")
-    track = Soundtrack(stems=quantized, mix=mix.astype(np.int32), speech_masks=masks, snr_db=0.0)
-    track.snr_db = measure_snr_db(track)
+    track, gain = quantized_soundtrack({**wet, "background": background}, masks)
     dry_quantized = {p: np.clip(np.round(v * gain * FULL_SCALE), -FULL_SCALE, FULL_SCALE - 1).astype(np.int32)
                      for p, v in dry.items()}
     return track, dry_quantized

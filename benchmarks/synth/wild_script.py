@@ -27,7 +27,19 @@ import numpy as np
 from voxhear.benchmarks.synth import vad
 from voxhear.benchmarks.synth.options import SAMPLE_RATE, SynthOptions
 from voxhear.benchmarks.synth.people import Recording
-from voxhear.benchmarks.synth.script import KIND_TWO_SHOT, OFF_SCREEN, ON_SCREEN, PAN_PX, SPEAKER_SHOT_PROB, Shot
+from voxhear.benchmarks.synth.script import (
+    KIND_TWO_SHOT,
+    OFF_SCREEN,
+    ON_SCREEN,
+    CastAndShots,
+    Shot,
+    draw_background_offset,
+    draw_recordings,
+    next_speaker,
+    next_turn_start,
+    other_on_screen,
+    plan_shots,
+)
 from voxhear.benchmarks.synth.wild import Voice, WildPerson, load_person, load_voice, wild_pool
 
 # Turn-taking, in seconds.
@@ -131,7 +143,7 @@ class Framing:
 
 
 @dataclass(slots=True)
-class WildPlan:
+class WildPlan(CastAndShots):
     """Everything one realistic video is made of; audio, rendering and truth follow it."""
 
     video_id: str
@@ -160,20 +172,10 @@ class WildPlan:
     source_frame: dict[str, np.ndarray] = field(default_factory=dict)
     mouthing: dict[str, np.ndarray] = field(default_factory=dict)
 
-    @property
-    def people(self) -> list[str]:
-        return [*ON_SCREEN, *([OFF_SCREEN] if self.offscreen is not None else [])]
-
     def voice(self, person: str) -> Voice:
         voice = self.offscreen if person == OFF_SCREEN else self.clips[person]
         assert voice is not None
         return voice
-
-    def shot_of_frame(self, frame: int) -> Shot:
-        for shot in self.shots:
-            if shot.start_frame <= frame < shot.end_frame:
-                return shot
-        raise IndexError(f"frame {frame} is outside every shot")
 
 
 class WildLibrary:
@@ -209,33 +211,17 @@ def plan_wild_video(options: SynthOptions, index: int, library: WildLibrary) -> 
     """Draw the whole plan of realistic video `index` from the dataset seed."""
     seed = [options.seed, index]
     rng = np.random.default_rng(seed)
-    if len(library.pool) < 2:
-        raise ValueError(f"the realistic mode needs two usable faces-wild recordings, found {library.pool}")
-    pick = rng.choice(len(library.pool), size=2, replace=False)
-    clips = {"A": library.person(library.pool[pick[0]]), "B": library.person(library.pool[pick[1]])}
-    offscreen = None
-    if options.people == 3:
-        if not library.speech_names:
-            raise ValueError("people=3 needs recordings in speech/")
-        offscreen = library.speech(library.speech_names[int(rng.integers(len(library.speech_names)))])
-    if not library.background_names:
-        raise ValueError("no background recordings found")
-    background = library.background(library.background_names[int(rng.integers(len(library.background_names)))])
+    clips, offscreen, background = draw_recordings(
+        rng, options, library, library.pool, library.person,
+        f"the realistic mode needs two usable faces-wild recordings, found {library.pool}")
     n_samples = int(round(options.duration_s * SAMPLE_RATE))
-    spare = len(background.audio) - n_samples
-    people = ("A", "B", "C")
     plan = WildPlan(
         video_id=f"synth-{index:04d}", seed=seed, fps=options.fps, width=options.width, height=options.height,
         n_samples=n_samples, n_frames=int(round(options.duration_s * options.fps)), clips=clips,
         offscreen=offscreen, background=background,
-        background_offset=int(rng.integers(spare)) if spare > 0 else 0,
+        background_offset=draw_background_offset(rng, background, n_samples),
         snr_db=float(rng.uniform(options.snr_db_min, options.snr_db_max)),
-        speech_gain_db={p: float(rng.uniform(-LEVEL_OFFSET_DB, LEVEL_OFFSET_DB)) for p in people},
-        rt60_s={p: float(rng.uniform(*RT60_S)) for p in people},
-        drr_db={p: float(rng.uniform(*DRR_DB)) for p in people},
-        reverb_seeds={p: int(rng.integers(2**31)) for p in people},
-        mic_noise_dbfs=float(rng.uniform(*MIC_NOISE_DBFS)),
-        noise_seed=int(rng.integers(2**31)),
+        **draw_sound_conditions(rng, ("A", "B", "C")),
         backdrop_seeds={k: int(rng.integers(2**31)) for k in ("A", "B", KIND_TWO_SHOT)},
     )
     turns = _plan_turns(rng, options, plan)
@@ -244,6 +230,20 @@ def plan_wild_video(options: SynthOptions, index: int, library: WildLibrary) -> 
     _fill_tracks(rng, plan)
     plan.shots = _plan_shots(rng, options, plan)
     return plan
+
+
+def draw_sound_conditions(rng: np.random.Generator, people) -> dict:
+    """Per person a level offset and a room (RT60, DRR, reverberation seed), then the microphone
+    noise level and seed: the `WildPlan` and diarization `AudioPlan` fields of the same names,
+    drawn in this order (`wild_audio.build_wild_soundtrack` renders both)."""
+    return {
+        "speech_gain_db": {p: float(rng.uniform(-LEVEL_OFFSET_DB, LEVEL_OFFSET_DB)) for p in people},
+        "rt60_s": {p: float(rng.uniform(*RT60_S)) for p in people},
+        "drr_db": {p: float(rng.uniform(*DRR_DB)) for p in people},
+        "reverb_seeds": {p: int(rng.integers(2**31)) for p in people},
+        "mic_noise_dbfs": float(rng.uniform(*MIC_NOISE_DBFS)),
+        "noise_seed": int(rng.integers(2**31)),
+    }
 
 
 # --- speech -------------------------------------------------------------------------------
@@ -350,13 +350,9 @@ def _plan_turns(rng: np.random.Generator, options: SynthOptions, plan: WildPlan)
     t = _seconds(rng.uniform(*OPENING_S))
     who = ON_SCREEN[int(rng.integers(2))]
     free_from = {p: 0 for p in voices}
-    forced_offscreen = 1 if plan.offscreen is not None else -1
     turn, person = 0, ""
     while t < limit - _seconds(MIN_PART_S):
-        may_interject = plan.offscreen is not None and person != OFF_SCREEN
-        person = who
-        if may_interject and (turn == forced_offscreen or rng.random() < options.offscreen_share):
-            person = OFF_SCREEN
+        person = next_speaker(rng, options, who, person, turn, plan.offscreen is not None)
         turn += 1
         t = max(t, free_from[person])
         if t >= limit - _seconds(MIN_PART_S):
@@ -371,27 +367,28 @@ def _plan_turns(rng: np.random.Generator, options: SynthOptions, plan: WildPlan)
         turn_start, turn_end = new[0].start_sample, new[-1].end_sample
         free_from[person] = turn_end + _seconds(vad.MERGE_GAP_S)
         if person != OFF_SCREEN:
-            who = "B" if who == "A" else "A"
-        if rng.random() < options.overlap_prob:
-            t = max(turn_end - _seconds(rng.uniform(*OVERLAP_S)), (turn_start + turn_end) // 2)
-        else:
-            t = turn_end + _seconds(rng.uniform(*GAP_S))
+            who = other_on_screen(who)
+        t = next_turn_start(rng, options.overlap_prob, turn_start, turn_end,
+                            lambda: _seconds(rng.uniform(*OVERLAP_S)), lambda: _seconds(rng.uniform(*GAP_S)))
     return pieces
 
 
-def _timeline_mask(plan: WildPlan, pieces: list[Piece], person: str) -> np.ndarray:
+def placed_speech_mask(plan, pieces: list[Piece], person: str) -> np.ndarray:
+    """Where on the timeline `person` speaks: the speech masks of their placed pieces (a
+    `WildPlan` or a diarization `AudioPlan`; a piece reaching past the end is cut there)."""
     mask = np.zeros(plan.n_samples, dtype=bool)
     voice = plan.voice(person)
     for p in pieces:
         if p.person_id == person:
-            mask[p.start_sample:p.end_sample] |= voice.speech[p.source_start:p.source_end]
+            end = min(p.end_sample, plan.n_samples)
+            mask[p.start_sample:end] |= voice.speech[p.source_start:p.source_start + end - p.start_sample]
     return mask
 
 
 def _plan_backchannels(rng: np.random.Generator, options: SynthOptions, plan: WildPlan,
                        turns: list[Piece]) -> list[Piece]:
     """Short speech of the listener while the other speaks, from the listener's own recording."""
-    masks = {p: _timeline_mask(plan, turns, p) for p in plan.people}
+    masks = {p: placed_speech_mask(plan, turns, p) for p in plan.people}
     busy = {p: [(q.start_sample, q.end_sample) for q in turns if q.person_id == p] for p in ON_SCREEN}
     clear, edge = _seconds(BACKCHANNEL_CLEAR_S), _seconds(BACKCHANNEL_EDGE_S)
     out: list[Piece] = []
@@ -472,51 +469,26 @@ def _fill_tracks(rng: np.random.Generator, plan: WildPlan) -> None:
 
 
 def _plan_shots(rng: np.random.Generator, options: SynthOptions, plan: WildPlan) -> list[Shot]:
-    """Shot boundaries and kinds as in the GRID mode; each shot frames its people afresh."""
-    n_frames = plan.n_frames
-    min_len = max(1, int(round(options.min_shot_s * options.fps)))
-    n_shots = options.shots or max(1, int(round(options.duration_s / options.mean_shot_s)))
-    n_shots = max(1, min(n_shots, n_frames // min_len))
-    extra = n_frames - n_shots * min_len
-    shares = np.cumsum(rng.dirichlet(np.full(n_shots, 2.0)))
-    bounds = [0] + [i * min_len + int(np.floor(extra * shares[i - 1])) for i in range(1, n_shots)] + [n_frames]
-    left = ON_SCREEN[int(rng.integers(2))]
-    shots: list[Shot] = []
-    previous = ""
-    for index in range(n_shots):
-        start, end = bounds[index], bounds[index + 1]
-        kind = _shot_kind(rng, options, plan, (start + end) // 2, previous)
-        if kind == KIND_TWO_SHOT:
-            right = "B" if left == "A" else "A"
-            w, h = plan.width, plan.height
-            mx = float(rng.uniform(*TWO_SHOT_MARGIN_X)) * w
-            gap = float(rng.uniform(*TWO_SHOT_GAP_X)) * w
-            my = int(round(float(rng.uniform(*TWO_SHOT_MARGIN_Y)) * h))
-            side = int((w - 2 * mx - gap) // 2)
-            x_left = int(round(mx))
-            x_right = w - x_left - side
-            placements = (_frame(rng, plan, left, (x_left, my, side, h - 2 * my), TWO_SHOT_FACE_SHARE),
-                          _frame(rng, plan, right, (x_right, my, side, h - 2 * my), TWO_SHOT_FACE_SHARE))
-        else:
-            placements = (_frame(rng, plan, kind, (0, 0, plan.width, plan.height), CLOSE_FACE_SHARE),)
-        pan = tuple((int(rng.integers(PAN_PX + 1)), int(rng.integers(PAN_PX + 1))) for _ in range(2))
-        shots.append(Shot(index, start, end, kind, placements, pan))  # type: ignore[arg-type]
-        previous = kind
-    return shots
+    """Shot boundaries and kinds as in the GRID mode (`script.plan_shots`); each shot frames its
+    people afresh: a close shot fills the canvas, a two-shot splits it into two side-by-side regions."""
 
+    def talking_at(frame: int) -> list[str]:
+        return [p for p in ON_SCREEN if plan.mouthing[p][frame]]
 
-def _shot_kind(rng: np.random.Generator, options: SynthOptions, plan: WildPlan, middle: int, previous: str) -> str:
-    if previous != KIND_TWO_SHOT and rng.random() < options.two_shot_prob:
-        return KIND_TWO_SHOT
-    talking = [p for p in ON_SCREEN if plan.mouthing[p][middle]]
-    if len(talking) == 1:
-        listener = "B" if talking[0] == "A" else "A"
-        kind = talking[0] if rng.random() < SPEAKER_SHOT_PROB else listener
-    else:
-        kind = ON_SCREEN[int(rng.integers(2))]
-    if kind == previous:
-        kind = "B" if kind == "A" else "A"
-    return kind
+    def place(kind: str, left: str) -> tuple[Framing, ...]:
+        if kind != KIND_TWO_SHOT:
+            return (_frame(rng, plan, kind, (0, 0, plan.width, plan.height), CLOSE_FACE_SHARE),)
+        w, h = plan.width, plan.height
+        mx = float(rng.uniform(*TWO_SHOT_MARGIN_X)) * w
+        gap = float(rng.uniform(*TWO_SHOT_GAP_X)) * w
+        my = int(round(float(rng.uniform(*TWO_SHOT_MARGIN_Y)) * h))
+        side = int((w - 2 * mx - gap) // 2)
+        x_left = int(round(mx))
+        x_right = w - x_left - side
+        return (_frame(rng, plan, left, (x_left, my, side, h - 2 * my), TWO_SHOT_FACE_SHARE),
+                _frame(rng, plan, other_on_screen(left), (x_right, my, side, h - 2 * my), TWO_SHOT_FACE_SHARE))
+
+    return plan_shots(rng, options, plan.n_frames, talking_at, place)
 
 
 def _frame(rng: np.random.Generator, plan: WildPlan, person: str, region: tuple[int, int, int, int],

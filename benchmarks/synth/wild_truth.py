@@ -7,46 +7,38 @@ the placed pieces); the dry speech goes to `dry/<person>.flac` beside `stems/`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from voxhear.benchmarks.synth.audio import Soundtrack, speech_segments
-from voxhear.benchmarks.synth.options import SAMPLE_RATE
+from voxhear.benchmarks.synth.audio import Soundtrack
 from voxhear.benchmarks.synth.script import ON_SCREEN
-from voxhear.benchmarks.synth.sources import credit_of, licence_of, media_relative
 from voxhear.benchmarks.synth.truth import (
     FACES_SCHEMA,
-    FORMAT_VERSION,
     WORDS_SCHEMA,
-    _write_flac,
-    _write_table,
-    rttm_text,
-    shots_table,
-    speaking_table,
-    write_audio,
+    describe_source,
+    video_meta_head,
+    write_video_truth,
 )
 from voxhear.benchmarks.synth.wild import DETECTOR, WORK_MAX_SIDE
 from voxhear.benchmarks.synth.wild_script import WildPlan
-from voxhear.pipeline.io import atomic_write_text
+
+# meta.json's `stems` note wherever the dry speech is kept beside the stems (realistic and audio-only sets).
+STEMS_NOTE = "reverberant speech as mixed; dry/ holds the same speech before the room"
 
 
 def write_wild_truth(plan: WildPlan, track: Soundtrack, dry: dict[str, np.ndarray], truth_dir: Path,
                      media_dir: Path) -> None:
     """Write every ground-truth file of one realistic video into `truth_dir` (meta.json last)."""
-    truth_dir.mkdir(parents=True, exist_ok=True)
-    write_audio(track, truth_dir)
-    for person, data in dry.items():
-        _write_flac(truth_dir / "dry" / f"{person}.flac", data)
-    segments = speech_segments(track)
-    _write_table(truth_dir / "shots.parquet", shots_table(plan))  # type: ignore[arg-type]
-    _write_table(truth_dir / "faces.parquet", pa.Table.from_pylist(wild_face_boxes(plan), schema=FACES_SCHEMA))
-    _write_table(truth_dir / "speaking.parquet", speaking_table(plan, segments))  # type: ignore[arg-type]
-    _write_table(truth_dir / "words.parquet", WORDS_SCHEMA.empty_table())
-    atomic_write_text(truth_dir / "turns.rttm", rttm_text(plan.video_id, segments))
-    atomic_write_text(truth_dir / "meta.json", json.dumps(wild_meta(plan, track, media_dir), indent=2) + "\n")
+    write_video_truth(plan, track, truth_dir, pa.Table.from_pylist(wild_face_boxes(plan), schema=FACES_SCHEMA),
+                      WORDS_SCHEMA.empty_table(), lambda: wild_meta(plan, track, media_dir), dry)
+
+
+def sound_meta(plan, person: str) -> dict:
+    """A person's level offset and room in meta.json (realistic and audio-only sets)."""
+    return {"speech_level_offset_db": round(plan.speech_gain_db[person], 3),
+            "rt60_s": round(plan.rt60_s[person], 4), "drr_db": round(plan.drr_db[person], 3)}
 
 
 def wild_face_boxes(plan: WildPlan) -> list[dict]:
@@ -67,42 +59,23 @@ def wild_face_boxes(plan: WildPlan) -> list[dict]:
 
 
 def wild_meta(plan: WildPlan, track: Soundtrack, media_dir: Path) -> dict:
-    def describe(path: Path) -> dict:
-        lic = licence_of(path)
-        return {"source": media_relative(path, media_dir), "corpus": lic.corpus, "licence": lic.licence,
-                "origin": lic.origin, "credit": credit_of(path)}
-
     people: dict[str, dict] = {}
     for p in ON_SCREEN:
         clip = plan.clips[p]
         assert clip.detected is not None
-        people[p] = {**describe(clip.path), "on_screen": True, "source_fps": clip.fps,
+        people[p] = {**describe_source(clip.path, media_dir), "on_screen": True, "source_fps": clip.fps,
                      "source_size": list(clip.source_size), "working_size": list(clip.work_size),
                      "listening_margin_s": clip.listen_margin_s, "pool_tier": clip.tier,
                      "face_box_source": f"{DETECTOR} per frame",
                      "faces_detected_share": round(float(clip.detected.mean()), 4)}
     if plan.offscreen is not None:
-        people["C"] = {**describe(plan.offscreen.path), "on_screen": False}
+        people["C"] = {**describe_source(plan.offscreen.path, media_dir), "on_screen": False}
     for p in people:
-        people[p].update({"speech_level_offset_db": round(plan.speech_gain_db[p], 3),
-                          "rt60_s": round(plan.rt60_s[p], 4), "drr_db": round(plan.drr_db[p], 3)})
+        people[p].update(sound_meta(plan, p))
     return {
-        "format_version": FORMAT_VERSION,
-        "video_id": plan.video_id,
-        "seed": plan.seed,
-        "people_source": "wild",
-        "fps": plan.fps,
-        "width": plan.width,
-        "height": plan.height,
-        "n_frames": plan.n_frames,
-        "duration_s": plan.n_samples / SAMPLE_RATE,
-        "sample_rate": SAMPLE_RATE,
-        "people": people,
-        "background": {**describe(plan.background.path),
-                       "offset_s": plan.background_offset / SAMPLE_RATE,
-                       "looped": len(plan.background.audio) < plan.background_offset + plan.n_samples},
+        **video_meta_head(plan, people, media_dir, people_source="wild"),
         "mic_noise_dbfs": round(plan.mic_noise_dbfs, 3),
-        "stems": "reverberant speech as mixed; dry/ holds the same speech before the room",
+        "stems": STEMS_NOTE,
         "working_max_side": max(WORK_MAX_SIDE, plan.width, plan.height),
         "snr_db_planned": round(plan.snr_db, 3),
         "snr_db": round(track.snr_db, 3),

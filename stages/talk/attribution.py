@@ -7,9 +7,11 @@ with a band of doubt around it, plus a margin over the runner-up: two speakers t
 this face look like it talks are a diarization split or a dubbing problem, and ambiguous.
 Pauses are reported but not used: the frames next to a turn's edges often still move.
 
-With `merge_voices`, every speaker that makes the face talk confidently (at least threshold +
-band) is this person: on real recordings diarization splits one voice into two or three
-speakers, and lips that move with all of them say they are one person. A face on screen at the
+With `merge_voices`, a runner-up that is too close to the best to call but makes the face talk
+confidently too (at least threshold + band) is this person as well: on real recordings
+diarization splits one voice into two or three speakers, and lips that move with all of them
+say they are one person. A clear winner keeps the track alone, as without merging (on the
+composed GRID sets a face can move with a second voice, 1-2 logits below its own). A face on screen at the
 same time that claims one of them with stronger evidence still takes it (`lost_voices`).
 """
 
@@ -69,13 +71,19 @@ def attribute(
     best_value, best = heard[0]
     if best_value < threshold:
         return Attribution((), evidence, margin=abs(best_value - threshold) - band)
-    confident = [s for v, s in heard if v >= threshold + band] if merge_voices else []
-    selves = confident or [best]
-    weakest = min(evidence[s] for s in selves)
-    margin = abs(weakest - threshold) - band
+    # A runner-up too close to the best to call is, when the face also talks confidently with it,
+    # the same person's voice split in two rather than a reason to give up on the track. A clear
+    # winner keeps the track to itself, as without merging.
+    split = [
+        s
+        for v, s in heard[1:]
+        if merge_voices and v >= threshold + band and best_value - v < runner_up_margin
+    ]
+    selves = [best, *split]
+    margin = min(abs(evidence[s] - threshold) - band for s in selves)
     rest = [v for v, s in heard if s not in selves]
     if rest:
-        margin = min(margin, weakest - rest[0] - runner_up_margin)
+        margin = min(margin, best_value - rest[0] - runner_up_margin)
     return Attribution(tuple(selves), evidence, margin=margin)
 
 

@@ -33,8 +33,9 @@ class TalkConfig:
     asd_threshold: float = 1.5
     asd_band: float = setting(0.75, ge=0)
     asd_runner_up_margin: float = setting(1.0, ge=0)
-    # Every speaker whose mean logit reaches asd_threshold + asd_band is this face's voice (one
-    # person split into several speakers by diarization), not an ambiguous runner-up.
+    # A runner-up within asd_runner_up_margin of the best whose mean logit also reaches
+    # asd_threshold + asd_band is this face's voice too (one person split into several speakers
+    # by diarization), not a reason to reject the track as ambiguous.
     merge_split_voices: bool = True
     # Evidence needs at least this much of a speaker's solo speech inside the track.
     min_evidence_s: float = setting(0.4, gt=0)
