@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides such as diarization.threshold=0.7")
     parser.add_argument("--input", choices=("mix", "speech", "both"), default="both")
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     inputs = ["mix", "speech"] if args.input == "both" else [args.input]
     with tempfile.TemporaryDirectory(prefix="diar-dev-") as work:
         report = evaluate(args.set_dir, inputs, args.overrides, Path(work))
