@@ -74,11 +74,7 @@ def attribute(
     # A runner-up too close to the best to call is, when the face also talks confidently with it,
     # the same person's voice split in two rather than a reason to give up on the track. A clear
     # winner keeps the track to itself, as without merging.
-    split = [
-        s
-        for v, s in heard[1:]
-        if merge_voices and v >= threshold + band and best_value - v < runner_up_margin
-    ]
+    split = [s for v, s in heard[1:] if merge_voices and v >= threshold + band and best_value - v < runner_up_margin]
     selves = [best, *split]
     margin = min(abs(evidence[s] - threshold) - band for s in selves)
     rest = [v for v, s in heard if s not in selves]
