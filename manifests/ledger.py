@@ -8,6 +8,10 @@ covered by one (temp files, shards no committed clip lists, a clips part without
 part) is the debris of a killed run and is deleted. Every input without a committed source row
 is processed again, and samples whose keys a commit already published are not written twice
 (a source may span shards, so its first samples can be committed before the source is).
+
+A commit that publishes shards also records their sha256 (`NNNNNN-shards.parquet`, before the
+sources part); shards rewritten later (splits, takedowns) change in commits of their own, and
+takedowns are recorded there too (`NNNNNN-takedowns.parquet`): see `manifests/integrity.py`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from voxhear.manifests.integrity import complete_rewrites, consolidate_takedowns, next_shard_number, shard_table
 from voxhear.manifests.schemas import ClipManifestRow, SourceManifestRow
 from voxhear.pipeline.io import atomic_write_table, remove_stale_temps
 
@@ -29,7 +34,7 @@ if TYPE_CHECKING:
     from voxhear.manifests.schemas import ClipRow
 
 SHARD_PATTERN = re.compile(r"^(\d{6})\.tar$")
-PART_PATTERN = re.compile(r"^(\d{6})-(sources|clips)\.parquet$")
+PART_PATTERN = re.compile(r"^(\d{6})-(sources|clips|shards|takedowns)\.parquet$")
 
 
 @dataclass
@@ -64,9 +69,10 @@ class Ledger:
         remove_stale_temps(self.run_dir / "manifests")
         remove_stale_temps(self.shards_dir)
         sources, clips = self._parts("sources"), self._parts("clips")
-        for seq, path in clips.items():
+        for seq, path in [*clips.items(), *self._parts("shards").items(), *self._parts("takedowns").items()]:
             if seq not in sources:
                 path.unlink()
+        complete_rewrites(self.run_dir)
         committed_shards: set[str] = set()
         state = LedgerState()
         for seq in sorted(sources):
@@ -88,16 +94,27 @@ class Ledger:
                 path.unlink()  # published by a commit that never completed
             elif match:
                 state.next_shard = max(state.next_shard, int(match.group(1)) + 1)
+        state.next_shard = max(state.next_shard, next_shard_number(self.run_dir))  # removed shards too
         return state
 
     def commit(
-        self, seq: int, sources: Sequence[SourceManifestRow], clips: Sequence[ClipRow], clip_type: type[ClipRow]
+        self,
+        seq: int,
+        sources: Sequence[SourceManifestRow],
+        clips: Sequence[ClipRow],
+        clip_type: type[ClipRow],
+        shards: Sequence[str] = (),
     ) -> None:
+        """Record `clips`, the sha256 of the just published `shards`, then `sources` (the commit record)."""
         for row in sources:
             row.commit = seq
         for clip in clips:
             clip.commit = seq
         atomic_write_table(self.ledger_dir / f"{seq:06d}-clips.parquet", clip_type.to_table(clips))
+        if shards:
+            atomic_write_table(
+                self.ledger_dir / f"{seq:06d}-shards.parquet", shard_table(self.shards_dir, shards, seq, "sink")
+            )
         atomic_write_table(self.ledger_dir / f"{seq:06d}-sources.parquet", SourceManifestRow.to_table(sources))
 
 
@@ -118,6 +135,7 @@ def consolidate(run_dir: Path) -> tuple[pa.Table, pa.Table]:
     clips = _keep_latest(clips, ["source_uri", "key"])
     clips = clips.filter(pc.is_in(clips.column("source_uri"), sources.column("source_uri")))
     clips = clips.sort_by([("source_uri", "ascending"), ("key", "ascending")])
+    sources, clips = consolidate_takedowns(run_dir, sources, clips)  # taken-down clips never come back
     manifests = Path(run_dir) / "manifests"
     atomic_write_table(manifests / "sources.parquet", sources)
     atomic_write_table(manifests / "clips.parquet", clips)

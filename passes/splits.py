@@ -4,9 +4,9 @@ Which identity a clip belongs to is known only once every clip of the run is in 
 are clustered over the whole run), so this runs after the run, like the clustering: it
 assigns each identity to one split, writes `manifests/splits.parquet` (key -> identity, split),
 fills `identity_id` and `split` in `manifests/clips.parquet`, and rewrites the `json` member
-of every sample in the shards that changed. Shard rewrites are atomic (temp file + rename)
-and skipped when nothing changed, so the pass is idempotent and a resumed run simply
-re-assigns over the larger set.
+of every sample in the shards that changed. Shard rewrites are one ledger commit that records
+the new sha256 with the new shards (`manifests.integrity.ShardRewrite`) and are skipped when
+nothing changed, so the pass is idempotent and a resumed run simply re-assigns over the larger set.
 
 Assignment: identities are ordered by a seeded hash of their id (stable as a run grows,
 independent of clustering order); with three or more identities, test and val each first get
@@ -21,11 +21,13 @@ import io
 import json
 import tarfile
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from voxhear.manifests.integrity import ShardRewrite
 from voxhear.pipeline.io import atomic_path, atomic_write_table
 
 SPLITS_FILE = "splits.parquet"
@@ -97,17 +99,20 @@ def write_splits(run_dir: Path, val_share: float, test_share: float, seed: int =
         clips = clips.set_column(clips.column_names.index(column), column, pa.array(values, pa.string()))
     atomic_write_table(clips_path, clips)
     shards = {r["shard"] for r in clips.select(["shard", "status"]).to_pylist() if r["status"] == "ok" and r["shard"]}
+    rewrite = ShardRewrite(run_dir, cause="splits")
     for shard in sorted(shards):
-        rewrite_shard_metadata(Path(run_dir) / "shards" / shard, by_key)
+        rewrite_shard_metadata(Path(run_dir) / "shards" / shard, by_key, dest=rewrite.stage(shard))
+    rewrite.commit()
     return table
 
 
-def rewrite_shard_metadata(path: Path, by_key: dict[str, dict]) -> bool:
+def rewrite_shard_metadata(path: Path, by_key: dict[str, dict], dest: Path | None = None) -> bool:
     """Set identity_id and split in every sample's `json`; returns whether the shard changed.
 
     The first pass reads only the small `json` members; when one needs a change, the second
     streams every member into a temp shard (media never held in memory: shards run to
-    `shards.max_megabytes`) that replaces the original atomically.
+    `shards.max_megabytes`) that replaces the original atomically, or into `dest` when given
+    (a staged shard of a `ShardRewrite`, left unwritten when nothing changed).
     """
     updated: dict[str, bytes] = {}
     with tarfile.open(path) as tar:
@@ -125,7 +130,7 @@ def rewrite_shard_metadata(path: Path, by_key: dict[str, dict]) -> bool:
                 updated[info.name] = json.dumps(meta, sort_keys=True).encode()
         if not updated:
             return False
-        with atomic_path(path) as tmp, tarfile.open(tmp, "w") as out:
+        with nullcontext(dest) if dest else atomic_path(path) as tmp, tarfile.open(tmp, "w") as out:
             for info in tar.getmembers():
                 if info.name in updated:
                     data = updated[info.name]

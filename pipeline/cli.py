@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,8 +20,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from voxhear.pipeline.config import load_config
     from voxhear.pipeline.runner import run_pipeline
 
-    overrides = [a for a in args.inputs if _is_override(a)]
-    inputs = [a for a in args.inputs if not _is_override(a)]
+    kinds = [_is_override(a) for a in args.inputs]
+    overrides = [a for a, override in zip(args.inputs, kinds) if override]
+    inputs = [a for a, override in zip(args.inputs, kinds) if not override]
     if inputs:
         overrides.append("inputs=" + yaml.safe_dump(inputs, default_flow_style=True).strip())
     for flag, key in ((args.run_dir, "run_dir"), (args.runner, "runner"), (args.ray_address, "ray.address")):
@@ -34,9 +37,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _is_override(arg: str) -> bool:
-    """`key=value` (dotted identifier on the left) is an override; anything else is an input."""
+    """`key=value` (dotted identifier on the left) is an override, unless its key is no config key
+    and the argument names an existing path or matches a glob (`take=2.mp4`): that is an input, as
+    is anything else. An unknown key that names nothing stays an override (did-you-mean error)."""
     key, sep, _ = arg.partition("=")
-    return bool(sep) and all(part.isidentifier() for part in key.split("."))
+    if not (sep and all(part.isidentifier() for part in key.split("."))):
+        return False
+    path = os.path.expanduser(arg)
+    names_path = os.path.lexists(path) or (glob.has_magic(path) and bool(glob.glob(path)))
+    if key.split(".")[0] in _config_keys():
+        if names_path:
+            logging.getLogger(__name__).warning("%s is read as a config override; write ./%s for the file", arg, arg)
+        return True
+    return not names_path
+
+
+def _config_keys() -> set[str]:
+    """The top-level config keys: the engine's and one per stage section."""
+    import dataclasses
+
+    from voxhear.pipeline import registry
+    from voxhear.pipeline.config import RunConfig
+
+    return {f.name for f in dataclasses.fields(RunConfig) if f.name != "sections"} | set(registry.section_classes())
 
 
 def _config_without_inputs(path: str | None, overrides: list[str]) -> RunConfig:
@@ -188,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from voxhear import baseline
     from voxhear.benchmarks import evaluation, synth
+    from voxhear.manifests import takedown, verify
     from voxhear.qc import cli as qc_cli
 
     for name, module, help_text in (
@@ -196,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("qc", qc_cli, "QC dashboard of a run: one HTML file, or served live"),
         ("datasheet", qc_cli.datasheet_command, "write a run's datasheet (Markdown) and Croissant JSON-LD"),
         ("baseline", baseline, "train, score and render the bundled talk/listen baseline"),
+        ("verify", verify, "check a run: shard sha256s, every sample decodes, manifests match shards"),
+        ("takedown", takedown, "remove samples from a run for good (by key, source id or identity)"),
     ):
         command = sub.add_parser(name, help=help_text)
         module.add_arguments(command)
@@ -221,12 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     from voxhear.pipeline.config import ConfigError
     from voxhear.pipeline.models import ModelStoreError
+    from voxhear.pipeline.stage import SystemFault, system_oserror
 
     try:
         return int(args.func(args) or 0)
     except (ConfigError, ModelStoreError) as error:
         print(f"voxhear: error: {error}", file=sys.stderr)
         return 2
+    except (SystemFault, OSError) as error:  # the machine's fault (a full disk while committing, say)
+        if isinstance(error, OSError) and system_oserror(error) is None:
+            raise
+        print(f"voxhear: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

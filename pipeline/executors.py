@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from typing import Protocol
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ import pyarrow as pa
 from voxhear.pipeline.config import RayConfig
 from voxhear.pipeline.records import Record
 from voxhear.pipeline.sink import DatasetSink
-from voxhear.pipeline.stage import Stage, apply_stage
+from voxhear.pipeline.stage import Stage, SystemFault, apply_stage
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,14 @@ class RayExecutor:
         for stage in stages:
             dataset = self._map(dataset, stage, cpus[stage.name], total_cpus)
         out_type = stages[-1].output_type
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            sink.consume(out_type.from_table(batch))
+        try:
+            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                sink.consume(out_type.from_table(batch))
+        except Exception as error:
+            fault = _worker_fault(error)
+            if fault is None:
+                raise
+            raise SystemFault(fault) from error
 
     def _map(self, dataset, stage: Stage, cpus: float, total_cpus: float):
         import ray.data
@@ -152,6 +159,18 @@ class RayExecutor:
             batch_size=stage.batch_size,
             **remote_args,
         )
+
+
+def _worker_fault(error: BaseException) -> str | None:
+    """The message of a SystemFault a Ray worker raised, or None.
+
+    Ray Data hands the driver a RayTaskError(UserCodeException) whose text holds the worker's
+    traceback, not the SystemFault itself; the run must stop with the same one-line message as
+    in-process."""
+    if isinstance(error, SystemFault):
+        return None  # raised here, not in a worker: re-raised as it is
+    found = re.findall(rf"^{re.escape(SystemFault.__module__)}\.SystemFault: (.+)$", str(error), re.MULTILINE)
+    return found[-1].strip() if found else None
 
 
 def make_executor(runner: str, ray_config: RayConfig, show_progress: bool = True) -> Executor:

@@ -4,12 +4,19 @@ Accepts files, directories (searched recursively for video files), globs, list f
 (.txt one per line, .csv or .parquet with a `uri`/`path` column) and URIs of any fsspec
 filesystem (s3://, gs://, https://, memory://). A path named explicitly is always an input,
 even if it does not exist: it then ends as a `failed` manifest row instead of vanishing.
+
+A local path whose bytes are not valid UTF-8 (Python holds them as surrogate escapes, which no
+manifest can store) is named by a `file://` URI with its bytes percent-encoded (RFC 8089):
+`/data/bad\xff.mp4` is `file:///data/bad%FF.mp4`. Any other local path stays a plain path, and a
+`file://` input is percent-decoded, so the representation is lossless and unambiguous.
 """
 
 from __future__ import annotations
 
 import glob as globlib
 import logging
+import os
+import urllib.parse
 from pathlib import Path
 from typing import IO
 
@@ -29,10 +36,29 @@ def is_remote(uri: str) -> bool:
 
 
 def canonical(uri: str) -> str:
-    """The identity of an input across reruns: absolute local paths, remote URIs unchanged."""
+    """The identity of an input across reruns: absolute local paths, remote URIs unchanged.
+
+    A local path that is not valid UTF-8 becomes a percent-encoded `file://` URI (`local_path`
+    reads it back), so that every identity can be stored in a manifest.
+    """
     if is_remote(uri):
         return uri
-    return str(Path(uri.removeprefix("file://")).expanduser().absolute())
+    path = str(local_path(uri).expanduser().absolute())
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file://" + urllib.parse.quote(os.fsencode(path), safe="/")
+    return path
+
+
+def local_path(uri: str) -> Path:
+    """The file a local input names: a plain path as it is, a `file://` URI percent-decoded."""
+    if not uri.startswith("file://"):
+        return Path(uri)
+    rest = uri.removeprefix("file://")
+    if rest.startswith("localhost/"):
+        rest = rest.removeprefix("localhost")
+    return Path(os.fsdecode(urllib.parse.unquote_to_bytes(rest)))
 
 
 def open_input(uri: str) -> IO[bytes]:
@@ -58,7 +84,7 @@ def _expand_one(spec: str) -> list[str]:
         if Path(path).suffix.lower() in LIST_EXTENSIONS:
             return _read_list(spec)
         return [spec]
-    path = Path(spec.removeprefix("file://")).expanduser()
+    path = local_path(spec).expanduser()
     if globlib.has_magic(spec):
         matches = sorted(globlib.glob(str(path), recursive=True))
         if not matches:
@@ -83,7 +109,8 @@ def _read_list(uri: str) -> list[str]:
         elif suffix == ".csv":
             table = pacsv.read_csv(handle)
         else:
-            lines = handle.read().decode("utf-8").splitlines()
+            # A name that is not UTF-8 keeps its bytes (surrogate escapes; `canonical` encodes them).
+            lines = handle.read().decode("utf-8", "surrogateescape").splitlines()
             entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
             return [_relative_to(uri, e) for e in entries]
     column = next((c for c in URI_COLUMNS if c in table.column_names), None)
@@ -96,6 +123,6 @@ def _read_list(uri: str) -> list[str]:
 
 def _relative_to(list_uri: str, entry: str) -> str:
     """Relative entries in a local list file are relative to the list's folder."""
-    if is_remote(entry) or is_remote(list_uri) or Path(entry).is_absolute():
+    if is_remote(entry) or is_remote(list_uri) or entry.startswith("file://") or Path(entry).is_absolute():
         return entry
     return str(Path(list_uri).parent / entry)

@@ -19,6 +19,7 @@ from voxhear.pipeline.executors import make_executor
 from voxhear.pipeline.inputs import expand_inputs
 from voxhear.pipeline.models import ModelStore, UnknownModelError
 from voxhear.pipeline.records import STATUS_FAILED, ShotRecord, SourceRecord
+from voxhear.pipeline.runlock import RunLock
 from voxhear.pipeline.sink import DatasetSink
 from voxhear.pipeline.stage import RunContext, Stage
 
@@ -115,8 +116,16 @@ def check_resume_compatible(config: RunConfig, run_dir: Path) -> None:
 
 
 def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
+    """Run (or resume) `config`; refused at once (RunLockedError) while another run holds its run_dir."""
     started = time.perf_counter()
     run_dir = Path(config.run_dir).expanduser().absolute()
+    # Taken before anything in the directory is read or written: recovery deletes what it takes
+    # for a killed run's debris, which would be a live run's files.
+    with RunLock(run_dir):
+        return _run_locked(config, run_dir, show_progress, started)
+
+
+def _run_locked(config: RunConfig, run_dir: Path, show_progress: bool, started: float) -> RunSummary:
     run_dir.mkdir(parents=True, exist_ok=True)
     check_resume_compatible(config, run_dir)
     save_config(config, run_dir / "config.yaml")

@@ -144,7 +144,7 @@ class DatasetSink:
             return
         sources = [w.source for w in ready]
         clips += [clip for w in ready for clip in w.clips]
-        self.ledger.commit(self.commit_seq, sources, clips, self.clip_type)
+        self.ledger.commit(self.commit_seq, sources, clips, self.clip_type, shards=published)
         for source in sources:
             self.state.status_by_uri[source.source_uri] = source.status
         self.state.published_keys.update(clip.key for clip in clips if clip.shard)

@@ -6,11 +6,12 @@ and resume bookkeeping behave identically whoever schedules the work.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 from voxhear.pipeline.models import ModelStore, ModelStoreError
 from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record
@@ -148,6 +149,12 @@ class Stage(Generic[In, Out]):
         raise NotImplementedError(f"stage {self.name} implements neither process nor process_batch")
 
 
+class SystemFault(RuntimeError):
+    """The machine or the installation failed, not the input: a missing or unrunnable ffmpeg, a full
+    or read-only disk, a tool killed by a signal. It stops the run and leaves the input uncommitted,
+    so that the rerun (after the fault is fixed) processes it instead of skipping a `failed` row."""
+
+
 class StageContractError(RuntimeError):
     """A stage broke the interface (e.g. `process_batch` returned a list per row of the wrong length):
     a bug in the stage, not in the data, so it stops the run."""
@@ -161,13 +168,60 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     MemoryError,
     NotImplementedError,
+    SystemFault,
     KeyboardInterrupt,
+    SystemExit,
 )
+
+# OSError numbers that are about the machine: a full, over-quota or read-only disk, no memory or
+# file handles left. Any of them anywhere in an error's cause chain stops the run.
+SYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
 
 def _is_fatal(error: BaseException) -> bool:
-    # torch.cuda.OutOfMemoryError without importing torch here.
-    return isinstance(error, FATAL_ERRORS) or type(error).__name__ == "OutOfMemoryError"
+    # Exceptions outside Exception (KeyboardInterrupt, SystemExit, GeneratorExit) are never data errors;
+    # torch.cuda.OutOfMemoryError is recognised by name so that torch is not imported here.
+    if isinstance(error, FATAL_ERRORS) or not isinstance(error, Exception):
+        return True
+    return type(error).__name__ == "OutOfMemoryError" or system_oserror(error) is not None
+
+
+def system_oserror(error: BaseException) -> OSError | None:
+    """The OSError in `error`'s cause chain that is about the machine, not the data, or None.
+
+    That is one with an errno of SYSTEM_ERRNOS, or one raised while starting a program (a missing
+    or not executable ffmpeg: `subprocess` raises FileNotFoundError naming the executable).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and (current.errno in SYSTEM_ERRNOS or _raised_starting_a_program(current)):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _raised_starting_a_program(error: OSError) -> bool:
+    traceback = error.__traceback__
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_name == "_execute_child":  # subprocess.Popen's exec of the program
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+def _raise_fatal(stage: Stage, error: Exception) -> NoReturn:
+    """Raise a fatal `error` for apply_stage: a machine OSError as a SystemFault with a one-line
+    message (caused by the original), any other fatal error as it is."""
+    cause = None if isinstance(error, FATAL_ERRORS) else system_oserror(error)
+    if cause is None:
+        raise error
+    if _raised_starting_a_program(cause):
+        what = f"cannot run {cause.filename}: {cause.strerror} (install it or fix PATH)"
+    else:
+        what = f"{os.strerror(cause.errno or 0)} ({cause.filename or cause})"
+    raise SystemFault(f"stage {stage.name}: {what}; the input is left uncommitted, rerun once this is fixed") from error
 
 
 def _clock() -> tuple[float, float]:
@@ -203,9 +257,9 @@ def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
     if active:
         try:
             run(active)
-        except BaseException as error:  # sorted into fatal vs data below
+        except Exception as error:  # sorted into fatal vs data below; BaseExceptions are never caught
             if _is_fatal(error):
-                raise
+                _raise_fatal(stage, error)
             batch_error = error
     if batch_error is not None:
         # Retried outside the except block, so a row's own error does not carry the batch's as its cause.
@@ -216,9 +270,9 @@ def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
             for i in active:
                 try:
                     run([i])
-                except BaseException as row_error:
+                except Exception as row_error:
                     if _is_fatal(row_error):
-                        raise
+                        _raise_fatal(stage, row_error)
                     results[i] = row_error
                     seconds[i] = (0.0, 0.0)
 
@@ -232,7 +286,7 @@ def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
         if isinstance(outcome, BaseException):
             child = out_type.from_parent(row)
             if isinstance(outcome, FilteredError):
-                child.mark(STATUS_FILTERED, stage.name, outcome.reason, "", str(outcome))
+                child.mark(STATUS_FILTERED, stage.name, outcome.reason, "", _text(str(outcome)))
             else:
                 reason = getattr(outcome, "reason", None) or type(outcome).__name__
                 child.mark(STATUS_FAILED, stage.name, reason, type(outcome).__name__, _full_message(outcome))
@@ -270,4 +324,9 @@ def _full_message(error: BaseException) -> str:
     cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     if cause is not None and cause is not error:
         message += f" (caused by {type(cause).__name__}: {cause})"
-    return message
+    return _text(message)
+
+
+def _text(message: str) -> str:
+    """`message` storable in a manifest: the bytes of a path that is not UTF-8 (surrogate escapes) as \\udcXX."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -8,21 +8,21 @@ later stage has to care about containers, variable frame rates or odd sample rat
 from __future__ import annotations
 
 import hashlib
-import re
-import subprocess
+import os
+import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import ffmpeg
 import numpy as np
 import soundfile as sf
 
-from voxhear.pipeline.inputs import is_remote, open_input
+from voxhear.pipeline.inputs import is_remote, local_path, open_input
 from voxhear.pipeline.io import atomic_path, sha256_file
 from voxhear.pipeline.records import SourceRecord
 from voxhear.pipeline.settings import require, setting
 from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReason, Stage
+from voxhear.stages.media import X264_PRESETS, last_lines, probe, run_tool, tool_timeout
 
 # Peak level below which audio counts as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
@@ -47,7 +47,7 @@ class IngestConfig:
     max_fps: float = setting(240.0, gt=0)
     keep_original_audio: bool = True
     video_crf: int = setting(18, ge=0, le=51)
-    x264_preset: str = "veryfast"
+    x264_preset: str = setting("veryfast", choices=X264_PRESETS)
 
     def check(self) -> None:
         require(self.max_duration_s > self.min_duration_s, "ingest.max_duration_s", "must exceed min_duration_s")
@@ -101,9 +101,14 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
     def _localize(self, uri: str) -> Path:
         """Local inputs are read in place; remote ones are copied into the work area once."""
         if not is_remote(uri):
-            path = Path(uri.removeprefix("file://"))
-            if not path.exists():
-                raise InputError("not_found", f"input {uri} does not exist")
+            path = local_path(uri)
+            try:
+                mode = os.stat(path).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                raise InputError("not_found", f"input {uri} does not exist") from None
+            if not stat.S_ISREG(mode):
+                # Opening a named pipe blocks until something writes to it; a device never ends.
+                raise InputError("not_a_regular_file", f"input {uri} is not a regular file (a pipe, device or socket)")
             with open(path, "rb"):  # raises PermissionError for unreadable paths
                 pass
             return path
@@ -116,12 +121,7 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
         return target
 
     def _probe(self, path: Path, row: SourceRecord) -> None:
-        try:
-            info = ffmpeg.probe(str(path))
-        except ffmpeg.Error as error:
-            raise InputError(
-                "probe_failed", f"ffprobe cannot read {row.source_uri}: {_last_lines(error.stderr)}"
-            ) from None
+        info = probe(str(path), row.source_uri)
         fmt = info.get("format", {})
         row.container = fmt.get("format_name", "")
         row.duration_s = float(fmt.get("duration") or 0.0)
@@ -174,6 +174,7 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
         cfg = self.config
         threads = str(max(1, int(self.resources.cpus)))
         video_out, audio_out, orig_out = work / "video.mp4", work / "audio16k.wav", work / "audio_orig.flac"
+        timeout_s = tool_timeout(row.duration_s)
         # Height is capped and rounded to even numbers because yuv420p needs even dimensions.
         scale = f"scale=-2:'trunc(min({cfg.max_height},ih)/2)*2'"
         with atomic_path(video_out) as tmp:
@@ -201,6 +202,7 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
                     str(tmp),
                 ],
                 row.source_uri,
+                timeout_s,
             )
         with atomic_path(audio_out) as tmp:
             _ffmpeg(
@@ -220,12 +222,18 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
                     str(tmp),
                 ],
                 row.source_uri,
+                timeout_s,
             )
         if cfg.keep_original_audio:
             with atomic_path(orig_out) as tmp:
-                _ffmpeg(["-i", str(path), "-map", "0:a:0", "-c:a", "flac", "-f", "flac", str(tmp)], row.source_uri)
+                _ffmpeg(
+                    ["-i", str(path), "-map", "0:a:0", "-c:a", "flac", "-f", "flac", str(tmp)],
+                    row.source_uri,
+                    timeout_s,
+                )
             row.audio_orig_uri = str(orig_out)
-        norm = ffmpeg.probe(str(video_out), count_packets=None, select_streams="v:0")["streams"][0]
+        options = ("-count_packets", "-select_streams", "v:0")
+        norm = probe(str(video_out), row.source_uri, timeout_s, options)["streams"][0]
         row.n_frames = int(norm.get("nb_read_packets") or 0)
         row.norm_width, row.norm_height = int(norm["width"]), int(norm["height"])
         row.norm_fps = float(cfg.fps)
@@ -256,17 +264,8 @@ def _frame_rate(stream: dict) -> float:
     return 0.0
 
 
-def _ffmpeg(args: list[str], uri: str) -> None:
+def _ffmpeg(args: list[str], uri: str, timeout_s: float) -> None:
     command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = run_tool(command, timeout_s, uri)
     if result.returncode != 0:
-        raise InputError("decode_failed", f"ffmpeg could not decode {uri}: {_last_lines(result.stderr)}")
-
-
-def _last_lines(stderr: bytes | str | None, n: int = 3) -> str:
-    if isinstance(stderr, bytes):
-        stderr = stderr.decode("utf-8", "replace")
-    # Decoder context addresses ("[mov @ 0x55d1...]") differ per process; keep messages comparable.
-    stderr = re.sub(r" @ 0x[0-9a-f]+", "", stderr or "")
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    return " | ".join(lines[-n:]) or "no error output"
+        raise InputError("decode_failed", f"ffmpeg could not decode {uri}: {last_lines(result.stderr)}")

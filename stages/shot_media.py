@@ -6,7 +6,6 @@ which would put frames of the neighbouring shot into this one.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 
 import soundfile as sf
@@ -15,6 +14,7 @@ from voxhear.pipeline.io import atomic_path
 from voxhear.pipeline.records import ShotRecord
 from voxhear.pipeline.settings import setting
 from voxhear.pipeline.stage import Stage
+from voxhear.stages.media import X264_PRESETS, last_lines, run_tool, tool_timeout
 
 
 @dataclass
@@ -22,7 +22,7 @@ class ShotMediaConfig:
     """Encoding of each shot's video segment (re-encoded: a stream copy cuts only on keyframes)."""
 
     video_crf: int = setting(18, ge=0, le=51)
-    x264_preset: str = "veryfast"
+    x264_preset: str = setting("veryfast", choices=X264_PRESETS)
 
 
 class ShotMediaStage(Stage[ShotRecord, ShotRecord]):
@@ -67,9 +67,9 @@ class ShotMediaStage(Stage[ShotRecord, ShotRecord]):
                 "mp4",
                 str(tmp),
             ]
-            result = subprocess.run(command, capture_output=True, text=True)
+            result = run_tool(command, tool_timeout(row.end_s - row.start_s), row.source_uri)
             if result.returncode != 0:
-                raise RuntimeError(f"ffmpeg could not cut shot {row.key}: {result.stderr.strip()[-500:]}")
+                raise RuntimeError(f"ffmpeg could not cut shot {row.key}: {last_lines(result.stderr)}")
         info = sf.info(row.audio_uri)
         start = round(row.start_s * info.samplerate)
         stop = round(row.end_s * info.samplerate)

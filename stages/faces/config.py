@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from voxhear.pipeline.settings import require, setting
+from voxhear.stages.media import X264_PRESETS
 
 
 @dataclass
@@ -42,7 +43,7 @@ class FaceConfig:
     crop_scale: float = setting(1.6, ge=1)
     crop_smooth_s: float = setting(0.2, ge=0)
     crop_crf: int = setting(20, ge=0, le=51)
-    crop_preset: str = "veryfast"
+    crop_preset: str = setting("veryfast", choices=X264_PRESETS)
     # "dlib" (128-d) or "arcface" (needs an insightface-arcface model in the store).
     embedder: str = setting("dlib", choices=("dlib", "arcface"))
     # Embeddings per track (best-detected frame of each part); their spread flags identity switches.

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from voxhear.pipeline.inputs import local_path
 from voxhear.pipeline.io import atomic_path
 from voxhear.pipeline.records import (
     STATE_BOTH,
@@ -495,7 +496,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
 def source_licence(source_uri: str) -> tuple[str, str]:
     """Licence and attribution from a sidecar JSON beside a local input (`video.mp4.json` or
     `video.json`, keys `licence`/`license` and `attribution`); "unknown" without one."""
-    path = Path(source_uri)
+    path = local_path(source_uri)
     for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
         try:
             data = json.loads(sidecar.read_text())

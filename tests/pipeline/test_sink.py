@@ -89,8 +89,10 @@ def shard_members(run_dir: Path) -> dict[str, dict[str, bytes]]:
     return out
 
 
-def ledger_parts(run_dir: Path) -> list[str]:
-    return sorted(p.name for p in (run_dir / "manifests" / "_ledger").iterdir())
+def ledger_parts(run_dir: Path, kinds: tuple[str, ...] = ("clips", "sources")) -> list[str]:
+    """The ledger's parts of `kinds` (a commit that publishes shards also has a shards part)."""
+    return sorted(p.name for p in (run_dir / "manifests" / "_ledger").iterdir()
+                  if p.name.removesuffix(".parquet").partition("-")[2] in kinds)
 
 
 # ---------------------------------------------------------------- completion by shares

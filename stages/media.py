@@ -1,0 +1,112 @@
+"""Running ffmpeg and ffprobe: time limits, and telling a broken input from a broken machine.
+
+Every call has a time limit derived from the duration of the media it reads (`tool_timeout`), so
+a decoder stuck on a pathological input ends as a failed row (reason `timeout`) instead of
+holding a worker forever. What is not about the input stops the run with a `SystemFault` and
+leaves the input uncommitted: a tool that is not installed or cannot be run, a tool killed by a
+signal that is not a crash (the OOM killer's SIGKILL, a SIGTERM), a full, over-quota or read-only
+disk, an encoder or preset the installed ffmpeg lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+from typing import Any
+
+from voxhear.pipeline.stage import InputError, SystemFault
+
+# x264's presets, for the config keys that name one (a typo would fail every input at its first encode).
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
+
+# The time limit of one call: a base plus this many seconds per second of the media it reads.
+TIMEOUT_BASE_S = 60.0
+TIMEOUT_PER_MEDIA_S = 10.0
+# The first probe of an input, before its duration is known (ffprobe reads headers only).
+PROBE_TIMEOUT_S = 120.0
+
+# Signals with which a tool crashes on what it reads: a data error of that input. Any other signal
+# was sent to it from outside (the OOM killer, a shutdown), so the input is not to blame.
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT})
+
+# ffmpeg's words for a fault of the machine or the installation: any of them stops the run.
+SYSTEM_MESSAGES = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "Read-only file system",
+    "Too many open files",
+    "Unknown encoder",
+    "Error setting preset",
+)
+
+
+def tool_timeout(duration_s: float) -> float:
+    """Seconds one ffmpeg call may take on media of `duration_s` seconds."""
+    return TIMEOUT_BASE_S + TIMEOUT_PER_MEDIA_S * max(0.0, duration_s)
+
+
+def run_tool(command: list[str], timeout_s: float, uri: str) -> subprocess.CompletedProcess[str]:
+    """Run `command` (ffmpeg or ffprobe) on input `uri` and return its result, failed or not.
+
+    Raises SystemFault for a fault that is not the input's, and InputError `timeout` (the tool is
+    killed) or `tool_crashed` for a tool that hangs or crashes on the input.
+    """
+    tool = command[0]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=timeout_s)
+    except FileNotFoundError:
+        raise SystemFault(f"{tool} is not installed or not on PATH: install ffmpeg (with ffprobe)") from None
+    except PermissionError as error:
+        raise SystemFault(f"cannot run {tool}: {error.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise InputError("timeout", f"{tool} did not finish within {timeout_s:.0f}s on {uri} and was stopped") from None
+    code = result.returncode
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        if -code in CRASH_SIGNALS:
+            raise InputError("tool_crashed", f"{tool} crashed with {name} on {uri}: {last_lines(result.stderr)}")
+        raise SystemFault(
+            f"{tool} was killed by {name} while reading {uri} (out of memory? a shutdown?); "
+            "the input is left uncommitted, rerun once this is fixed"
+        )
+    if code != 0 and any(message in result.stderr for message in SYSTEM_MESSAGES):
+        raise SystemFault(f"{tool} failed for a reason that is not the input's ({uri}): {last_lines(result.stderr)}")
+    return result
+
+
+def probe(path: str, uri: str, timeout_s: float = PROBE_TIMEOUT_S, options: tuple[str, ...] = ()) -> dict[str, Any]:
+    """ffprobe's JSON description of `path` (the file of input `uri`); InputError `probe_failed`."""
+    command = ["ffprobe", "-show_format", "-show_streams", "-of", "json", *options, path]
+    result = run_tool(command, timeout_s, uri)
+    if result.returncode != 0:
+        raise InputError("probe_failed", f"ffprobe cannot read {uri}: {last_lines(result.stderr)}")
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise InputError("probe_failed", f"ffprobe wrote no description of {uri}") from None
+
+
+def last_lines(stderr: bytes | str | None, n: int = 3) -> str:
+    """The last `n` non-empty lines of a tool's error output, on one line."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", "replace")
+    # Decoder context addresses ("[mov @ 0x55d1...]") differ per process; keep messages comparable.
+    stderr = re.sub(r" @ 0x[0-9a-f]+", "", stderr or "")
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-n:]) or "no error output"
