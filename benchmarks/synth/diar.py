@@ -113,7 +113,7 @@ def voice_pool(media_dir: Path) -> list[Path]:
     media_dir = Path(media_dir)
     paths = [media_dir / "speech" / n for n in SPEECH_FILES if (media_dir / "speech" / n).exists()]
     if (media_dir / WILD_DIR).is_dir():
-        paths += [media_dir / WILD_DIR / c.name for c in survey(media_dir) if c.speech_s > 0]
+        paths += [media_dir / WILD_DIR / c.name for c in survey(media_dir, look=False) if c.speech_s > 0]
     return sorted(paths)
 
 

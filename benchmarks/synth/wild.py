@@ -7,11 +7,12 @@ derived from it is stored (the footage belongs to third parties):
 - speech: silero-vad with fixed parameters (`SILERO`) on the recording's 16 kHz mono audio. The
   energy rule of `vad.py` fits GRID's quiet studio, not these recordings (music beds, a
   restaurant, TV noise: on pcavs_Audio_Source_00015 it finds 0.2 s of speech in 7 s).
-- listening frames: the video frames whose whole display interval lies at least
-  `LISTEN_MARGIN_S` away from any speech (lips move just before and after the voice). A
-  recording with less than `MIN_LISTEN_S` of them falls back to the short pauses between words
-  (margin `FALLBACK_MARGIN_S`); with less than `MIN_FALLBACK_LISTEN_S` even then, it is left out
-  of the pool with its reason logged (`survey`).
+- listening frames: video frames of non-speech whose mouth is still (`wild_mouth.py`): a frame's
+  whole display interval lies at least `LISTEN_MARGIN_S` (else `FALLBACK_MARGIN_S`) away from any
+  speech (lips move just before and after the voice), and MediaPipe's landmarks show the lips
+  neither moving nor opening over a run of such frames. A recording with less than
+  `MIN_NON_SPEECH_S` of non-speech frames at FALLBACK_MARGIN_S, or with no still run among them,
+  is left out of the pool with its reason logged (`survey`).
 - face boxes: YuNet, the face stage's detector (calibrated onto the dataset's box convention),
   on every frame at the working resolution; one face per frame is kept (the one overlapping the
   recording's median box most), frames without a detection get the box interpolated between
@@ -35,6 +36,7 @@ import numpy as np
 
 from voxhear.benchmarks.synth import media, vad
 from voxhear.benchmarks.synth.options import SAMPLE_RATE
+from voxhear.benchmarks.synth.wild_mouth import Listening, Mouths, choose_listening, load_mouths
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,9 @@ TWO_PERSON = {
 SILERO = {"threshold": 0.5, "min_speech_duration_ms": 250, "min_silence_duration_ms": 100, "speech_pad_ms": 30}
 LISTEN_MARGIN_S = 0.12
 FALLBACK_MARGIN_S = 0.04
-MIN_LISTEN_S = 1.0
-MIN_FALLBACK_LISTEN_S = 0.3
-# Listening plays runs of consecutive listening frames back and forth; shorter runs would stutter.
+# Recordings with less non-speech than this (in runs of >= MIN_LISTEN_RUN frames, FALLBACK_MARGIN_S
+# from speech) are left out without looking at them.
+MIN_NON_SPEECH_S = 0.3
 MIN_LISTEN_RUN = 3
 WORK_MAX_SIDE = 640
 # Backchannel snippets: short speech of the person's own recording.
@@ -72,10 +74,12 @@ class Candidate:
         n_frames: Video frames (packets) in the recording.
         size: (width, height) in pixels.
         speech_s: Seconds of speech (silero-vad).
-        listen_s: Seconds of listening frames at `margin_s`.
-        margin_s: The listening margin used (None when excluded).
-        tier: ``ok`` (>= MIN_LISTEN_S at LISTEN_MARGIN_S), ``fallback`` (short pauses) or ``excluded``.
-        reason: Why it is a fallback or excluded ("" when ok).
+        listen_s: Seconds of listening frames (non-speech at FALLBACK_MARGIN_S when not looked at).
+        margin_s: The listening margin used (None when excluded or not looked at).
+        tier: How the listening frames were chosen: ``closed``, ``rest`` or ``sway``
+            (`wild_mouth.LEVELS`), ``excluded``, or ``heard`` (enough non-speech; mouths not looked at).
+        reason: How the listening frames were chosen, or why it is excluded.
+        listening: The chosen listening frames (None unless closed, rest or sway).
     """
 
     name: str
@@ -87,10 +91,11 @@ class Candidate:
     margin_s: float | None
     tier: str
     reason: str
+    listening: Listening | None = None
 
     @property
     def usable(self) -> bool:
-        return self.tier != "excluded"
+        return self.listening is not None
 
 
 @dataclass(slots=True)
@@ -121,8 +126,10 @@ class WildPerson(Voice):
         source_size: (width, height) of the recording.
         frames: BGR frames at the working resolution, (n, h, w, 3) uint8.
         listen_margin_s: The margin its listening frames keep from speech.
-        tier: ``ok`` or ``fallback`` (`Candidate.tier`).
-        listen_runs: [(first, end)) runs of at least MIN_LISTEN_RUN listening frames.
+        tier: ``closed``, ``rest`` or ``sway`` (`Candidate.tier`).
+        listen_runs: [(first, end)) still runs of listening frames (`wild_mouth.still_runs`).
+        listening: How they were chosen, with the mouth statistics (`wild_mouth.Listening`).
+        mouths: Per-frame mouth measurements (`wild_mouth.Mouths`).
         boxes: (n, 4) float64 face box per frame, working pixels (x1, y1, x2, y2).
         detected: (n,) bool: the box was detected in that frame (else interpolated).
         snippets: [(start, end)] short speech pieces in samples, for backchannels.
@@ -132,8 +139,10 @@ class WildPerson(Voice):
     source_size: tuple[int, int] = (0, 0)
     frames: np.ndarray | None = None
     listen_margin_s: float = LISTEN_MARGIN_S
-    tier: str = "ok"
+    tier: str = "closed"
     listen_runs: list[tuple[int, int]] | None = None
+    listening: Listening | None = None
+    mouths: Mouths | None = None
     boxes: np.ndarray | None = None
     detected: np.ndarray | None = None
     snippets: list[tuple[int, int]] | None = None
@@ -254,36 +263,44 @@ def probe_video(path: Path) -> tuple[float, int, tuple[int, int]]:
 
 
 @functools.lru_cache(maxsize=64)
-def survey_one(path: Path) -> Candidate:
-    """Whether one recording can be a person, and with which listening margin."""
+def survey_one(path: Path, look: bool = True) -> Candidate:
+    """Whether one recording can be a person, and which of its frames it listens with.
+
+    Args:
+        path: The recording.
+        look: Measure the mouths and choose the listening frames (`wild_mouth`); without it only
+            the sound is surveyed (tier ``heard`` or ``excluded``), which is all a voice needs.
+    """
     path = Path(path)
     fps, n_frames, size = probe_video(path)
     if path.name in TWO_PERSON:
         return Candidate(path.name, fps, n_frames, size, 0.0, 0.0, None, "excluded", TWO_PERSON[path.name])
     voice = load_voice(path)
     speech_s = float(voice.speech.sum()) / SAMPLE_RATE
+    at = functools.cache(lambda margin: listening_frames(voice.speech, fps, n_frames, margin))
+    quiet = sum(b - a for a, b in listen_runs(at(FALLBACK_MARGIN_S))) / fps
+    if quiet < MIN_NON_SPEECH_S:
+        return Candidate(path.name, fps, n_frames, size, speech_s, quiet, None, "excluded",
+                         f"only {quiet:.2f} s of non-speech even {FALLBACK_MARGIN_S} s from speech "
+                         f"(needs {MIN_NON_SPEECH_S} s to listen with)")
+    if not look:
+        return Candidate(path.name, fps, n_frames, size, speech_s, quiet, None, "heard", "")
+    mouths = load_mouths(path, size, fps, path.parent.parent)
+    # One measurement per decoded frame (the count load_person decodes, which may differ from the packets).
+    seen = functools.cache(lambda margin: listening_frames(voice.speech, fps, len(mouths), margin))
+    chosen = choose_listening(seen, ~seen(0.0), mouths, fps, (LISTEN_MARGIN_S, FALLBACK_MARGIN_S))
+    if chosen is None:
+        return Candidate(path.name, fps, n_frames, size, speech_s, 0.0, None, "excluded",
+                         f"the mouth never rests in its {quiet:.2f} s of non-speech (no still run)")
+    return Candidate(path.name, fps, n_frames, size, speech_s, chosen.n_frames / fps, chosen.margin_s,
+                     chosen.tier, chosen.describe(), chosen)
 
-    def listen_s(margin: float) -> float:
-        runs = listen_runs(listening_frames(voice.speech, fps, n_frames, margin))
-        return sum(b - a for a, b in runs) / fps
 
-    full = listen_s(LISTEN_MARGIN_S)
-    if full >= MIN_LISTEN_S:
-        return Candidate(path.name, fps, n_frames, size, speech_s, full, LISTEN_MARGIN_S, "ok", "")
-    short = listen_s(FALLBACK_MARGIN_S)
-    if short >= MIN_FALLBACK_LISTEN_S:
-        return Candidate(path.name, fps, n_frames, size, speech_s, short, FALLBACK_MARGIN_S, "fallback",
-                         f"{full:.2f} s of non-speech {LISTEN_MARGIN_S} s from speech; listens in its short "
-                         f"pauses ({short:.2f} s, {FALLBACK_MARGIN_S} s from speech)")
-    return Candidate(path.name, fps, n_frames, size, speech_s, short, None, "excluded",
-                     f"only {short:.2f} s of non-speech even {FALLBACK_MARGIN_S} s from speech "
-                     f"(needs {MIN_FALLBACK_LISTEN_S} s to listen without freezing)")
-
-
-def survey(media_dir: Path) -> list[Candidate]:
-    """Every recording of faces-wild/, sorted by name, with whether and how it can be a person."""
+def survey(media_dir: Path, look: bool = True) -> list[Candidate]:
+    """Every recording of faces-wild/, sorted by name, with whether and how it can be a person
+    (`look=False`: by its sound only, see `survey_one`)."""
     folder = Path(media_dir) / WILD_DIR
-    return [survey_one(p) for p in sorted(folder.glob("*.mp4"))]
+    return [survey_one(p, look) for p in sorted(folder.glob("*.mp4"))]
 
 
 def wild_pool(media_dir: Path, names: str = "") -> list[Candidate]:
@@ -296,21 +313,22 @@ def wild_pool(media_dir: Path, names: str = "") -> list[Candidate]:
     Raises:
         ValueError: A named recording does not exist or cannot be a person (the reason is given).
     """
-    candidates = survey(media_dir)
-    for c in candidates:
-        if not c.usable:
-            log.info("faces-wild/%s is not used as a person: %s", c.name, c.reason)
-        elif c.tier == "fallback":
-            log.info("faces-wild/%s: %s", c.name, c.reason)
+    folder = Path(media_dir) / WILD_DIR
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     if not wanted:
+        candidates = survey(media_dir)
+        for c in candidates:
+            if not c.usable:
+                log.info("faces-wild/%s is not used as a person: %s", c.name, c.reason)
+            else:
+                log.info("faces-wild/%s listens with %s", c.name, c.reason)
         return [c for c in candidates if c.usable]
-    by_stem = {Path(c.name).stem: c for c in candidates}
     pool = []
     for name in wanted:
-        c = by_stem.get(Path(name).stem if name.endswith(".mp4") else name)
-        if c is None:
-            raise ValueError(f"wild_people: no {name}.mp4 in {Path(media_dir) / WILD_DIR}")
+        path = folder / (name if name.endswith(".mp4") else f"{name}.mp4")
+        if not path.is_file():
+            raise ValueError(f"wild_people: no {path.name} in {folder}")
+        c = survey_one(path)
         if not c.usable:
             raise ValueError(f"wild_people: {c.name} cannot be a person: {c.reason}")
         if c not in pool:
@@ -396,14 +414,15 @@ def load_person(media_dir: Path, name: str, work_max_side: int = WORK_MAX_SIDE) 
         boxes, detected = detect_boxes(frames, detector)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
-    margin = float(candidate.margin_s or LISTEN_MARGIN_S)
-    runs = listen_runs(listening_frames(voice.speech, candidate.fps, len(frames), margin))
-    if not runs:
-        raise ValueError(f"{path}: no listening frames")
+    listening = candidate.listening
+    assert listening is not None and candidate.margin_s is not None
+    mouths = load_mouths(path, candidate.size, candidate.fps, Path(media_dir))
+    if len(mouths) != len(frames) or listening.runs[-1][1] > len(frames):
+        raise ValueError(f"{path}: {len(frames)} frames decoded, {len(mouths)} measured")
     return WildPerson(path=path, audio=voice.audio, speech=voice.speech, segments=voice.segments,
                       levels=voice.levels, fps=candidate.fps, source_size=candidate.size, frames=frames,
-                      listen_margin_s=margin, tier=candidate.tier, listen_runs=runs, boxes=boxes,
-                      detected=detected, snippets=snippets(voice))
+                      listen_margin_s=candidate.margin_s, tier=candidate.tier, listen_runs=list(listening.runs),
+                      listening=listening, mouths=mouths, boxes=boxes, detected=detected, snippets=snippets(voice))
 
 
 def main() -> None:
@@ -413,11 +432,16 @@ def main() -> None:
     from voxhear.benchmarks.synth.options import default_media_dir
 
     media_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else default_media_dir()
-    print(f"{'recording':36s} {'fps':>6s} {'size':>10s} {'frames':>6s} {'speech':>7s} {'listen':>7s} tier")
+    print(f"{'recording':36s} {'fps':>6s} {'size':>10s} {'frames':>6s} {'speech':>7s} {'listen':>7s} "
+          f"{'jawOpen listen/speech':>21s}  tier")
     for c in survey(media_dir):
         size = f"{c.size[0]}x{c.size[1]}"
+        jaw = ""
+        if c.listening is not None:
+            stats = c.listening.stats
+            jaw = f"{stats['listening']['jaw_open']:.3f} / {stats['speaking']['jaw_open']:.3f}"
         print(f"{c.name:36s} {c.fps:6.2f} {size:>10s} {c.n_frames:6d} {c.speech_s:6.2f}s {c.listen_s:6.2f}s "
-              f"{c.tier}{': ' + c.reason if c.reason else ''}")
+              f"{jaw:>21s}  {c.reason if c.listening is not None else c.tier + ': ' + c.reason}")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ the end of a speech segment, or inside a long one at its quietest 10 ms (between
 segment would overshoot by more than EXTEND_S. Each person's next turn resumes where the last
 one stopped; when the recording's speech runs out the turn goes on from another speech segment
 (a loop) after a short pause. The listener shows their own listening frames (no speech within the
-margin; `wild.py`), back and forth over one run of them per listening stretch, and now and then
-says a backchannel: a short piece of their own speech (a short segment or the first word or two
-of one) placed while the other is speaking.
+margin and a still mouth; `wild.py`, `wild_mouth.py`), back and forth over one still run of them
+per listening stretch, and now and then says a backchannel: a short piece of their own speech (a
+short segment or the first word or two of one) placed while the other is speaking.
 """
 
 from __future__ import annotations
@@ -435,8 +435,9 @@ def _fill_tracks(rng: np.random.Generator, plan: WildPlan) -> None:
     """The recording frame each on-screen person shows in each output frame.
 
     Inside a placed piece: the frame on display at the matching instant of the recording (lips
-    with their own voice). Elsewhere the person listens: each listening stretch plays one run of
-    listening frames back and forth, the run (by its length) and the starting point drawn.
+    with their own voice). Elsewhere the person listens: each listening stretch plays one still run
+    of listening frames (`wild_mouth.still_runs`, 2 frames or more) back and forth, the run (by its
+    length) and the starting point drawn.
     """
     mids = np.floor((np.arange(plan.n_frames) + 0.5) / plan.fps * SAMPLE_RATE).astype(np.int64)
     for person in ON_SCREEN:

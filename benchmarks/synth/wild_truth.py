@@ -22,6 +22,7 @@ from voxhear.benchmarks.synth.truth import (
     write_video_truth,
 )
 from voxhear.benchmarks.synth.wild import DETECTOR, WORK_MAX_SIDE
+from voxhear.benchmarks.synth.wild_mouth import WIDTH_WEIGHT, mean_of
 from voxhear.benchmarks.synth.wild_script import WildPlan
 
 # meta.json's `stems` note wherever the dry speech is kept beside the stems (realistic and audio-only sets).
@@ -58,6 +59,29 @@ def wild_face_boxes(plan: WildPlan) -> list[dict]:
     return rows
 
 
+def listening_meta(plan: WildPlan, person: str) -> dict:
+    """How a person's listening frames were chosen (`wild_mouth.py`), and their mouth statistics:
+    over the recording's listening and speech frames, and over the frames this video shows while
+    the person listens (outside their placed pieces) and inside their pieces (speech and its
+    pauses); `step` there is between consecutive output frames."""
+    clip = plan.clips[person]
+    assert clip.listening is not None and clip.mouths is not None
+    shown = plan.source_frame[person]
+    mouthing = plan.mouthing[person]
+
+    def over(kind: np.ndarray) -> dict:
+        frames = shown[kind]
+        steps = kind[1:] & kind[:-1]  # consecutive output frames, both of the kind
+        jaw, gap = clip.mouths.jaw_open[frames], clip.mouths.gap[frames]
+        step = (np.abs(clip.mouths.gap[shown[1:]] - clip.mouths.gap[shown[:-1]])
+                + WIDTH_WEIGHT * np.abs(clip.mouths.width[shown[1:]] - clip.mouths.width[shown[:-1]]))[steps]
+        return {"frames": int(kind.sum()), "jaw_open": mean_of(jaw), "lip_gap": mean_of(gap), "step": mean_of(step)}
+
+    return {"tier": clip.listening.tier, "chosen": clip.listening.describe(),
+            "n_runs": len(clip.listening.runs), "n_frames": clip.listening.n_frames,
+            "recording": clip.listening.stats, "shown_listening": over(~mouthing), "shown_speaking": over(mouthing)}
+
+
 def wild_meta(plan: WildPlan, track: Soundtrack, media_dir: Path) -> dict:
     people: dict[str, dict] = {}
     for p in ON_SCREEN:
@@ -66,6 +90,7 @@ def wild_meta(plan: WildPlan, track: Soundtrack, media_dir: Path) -> dict:
         people[p] = {**describe_source(clip.path, media_dir), "on_screen": True, "source_fps": clip.fps,
                      "source_size": list(clip.source_size), "working_size": list(clip.work_size),
                      "listening_margin_s": clip.listen_margin_s, "pool_tier": clip.tier,
+                     "listening": listening_meta(plan, p),
                      "face_box_source": f"{DETECTOR} per frame",
                      "faces_detected_share": round(float(clip.detected.mean()), 4)}
     if plan.offscreen is not None:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from voxhear.benchmarks.synth import SynthOptions, compose_dataset, media, vad, wild
+from voxhear.benchmarks.synth import SynthOptions, compose_dataset, media, vad, wild, wild_mouth
 from voxhear.benchmarks.synth.compose import WILD_ONLY_OPTIONS, manifest
 from voxhear.benchmarks.synth.options import SAMPLE_RATE
 from voxhear.benchmarks.synth.sources import BACKGROUND_FILES, SPEECH_FILES
@@ -35,16 +35,18 @@ SMALL_WILD = dict(videos=1, duration_s=10.0, width=320, height=180, people=3, sh
 VIDEO = "synth-0000"
 
 
-def _has_detector() -> bool:
+def _has_models() -> bool:
     try:
-        wild.model_store(MEDIA).resolve(wild.DETECTOR)
+        for name in (wild.DETECTOR, wild_mouth.LANDMARK_MODEL):
+            wild.model_store(MEDIA).resolve(name)
     except Exception:
         return False
     return True
 
 
-HAVE_WILD = WILD.is_dir() and (MEDIA / "speech").is_dir() and (MEDIA / "background").is_dir() and _has_detector()
-WHY_NOT = f"faces-wild, speech and background under {MEDIA} and the yunet model (VOXHEAR_MODEL_DIR) are needed"
+HAVE_WILD = WILD.is_dir() and (MEDIA / "speech").is_dir() and (MEDIA / "background").is_dir() and _has_models()
+WHY_NOT = (f"faces-wild, speech and background under {MEDIA}, the yunet and mediapipe-face-landmarker models "
+           "(VOXHEAR_MODEL_DIR) are needed")
 needs_wild = pytest.mark.skipif(not HAVE_WILD, reason=WHY_NOT)
 
 
@@ -130,6 +132,62 @@ def test_snippets_are_short_own_speech() -> None:
     assert found[0] == segments[0]  # a short segment, whole
     start, end = found[1]
     assert start == segments[1][0] and abs(end / SAMPLE_RATE - 1.85) < 0.03  # cut at the dip
+
+
+def _mouths(gap, width=None) -> wild_mouth.Mouths:
+    gap = np.asarray(gap, np.float64)
+    width = np.full(len(gap), 0.55) if width is None else np.asarray(width, np.float64)
+    return wild_mouth.Mouths(gap, width, {n: gap * 2 for n in wild_mouth.BLENDSHAPES})
+
+
+def test_still_runs_keep_closed_still_mouths_only() -> None:
+    closed = [0.01, 0.012, 0.011, 0.01, 0.012, 0.011]
+    opening = [0.01 + 0.008 * k for k in range(6)]  # small steps, but 4 mm in all: a breath in
+    talking = [0.02, 0.08, 0.03, 0.09, 0.02, 0.07]
+    mouths = _mouths(closed + opening + talking + closed)
+    everywhere = np.ones(len(mouths), bool)
+    runs = wild_mouth.still_runs(everywhere, mouths, wild_mouth.CLOSED_GAP)
+    assert (0, 6) in [(a, min(b, 6)) for a, b in runs]
+    for a, b in runs:  # no run takes the mouth through more than GAP_RANGE_MAX, or across a jump
+        assert np.ptp(mouths.gap[a:b]) <= wild_mouth.GAP_RANGE_MAX
+        assert b - a == 1 or mouths.step[a:b - 1].max() <= wild_mouth.STEP_MAX
+        assert not (12 <= a < 18 and b - a > 1)
+    # Non-speech only: a still mouth during speech is never a listening frame.
+    speech = np.zeros(len(mouths), bool)
+    speech[:6] = True
+    assert all(a >= 6 for a, _ in wild_mouth.still_runs(~speech, mouths, wild_mouth.CLOSED_GAP))
+    # A missing face breaks a run.
+    gap = np.array(closed * 3)
+    gap[8] = np.nan
+    assert wild_mouth.still_runs(np.ones(18, bool), _mouths(gap), 0.04) == [(0, 8), (9, 18)]
+
+
+def test_listening_prefers_closed_long_runs_then_rest_then_sway() -> None:
+    fps = 25.0
+    n = 40
+    rest_gap = [0.08 + 0.002 * (k % 2) for k in range(n)]  # parted lips, still: the face at rest
+    speaking = np.zeros(n, bool)
+    speaking[:20] = True
+    gap = np.array([0.03, 0.17] * 10 + rest_gap[20:])  # speech opens and closes the mouth
+    quiet = lambda margin: ~speaking  # noqa: E731
+    chosen = wild_mouth.choose_listening(quiet, speaking, _mouths(gap), fps, (0.12, 0.04))
+    assert chosen is not None and chosen.tier == "rest" and chosen.runs == ((20, 40),)
+    assert chosen.gap_cap == pytest.approx(0.10)  # the median speaking gap
+    gap[28:38] = 0.01  # a closed mouth for 0.4 s: preferred
+    chosen = wild_mouth.choose_listening(quiet, speaking, _mouths(gap), fps, (0.12, 0.04))
+    assert chosen is not None and chosen.tier == "closed" and chosen.runs == ((28, 38),)
+    assert chosen.stats["listening"]["jaw_open"] < chosen.stats["speaking"]["jaw_open"]
+    jitter = np.array([0.03, 0.17] * 10 + [0.01, 0.011, 0.06, 0.012, 0.01, 0.011, 0.05] * 3, np.float64)[:n]
+    chosen = wild_mouth.choose_listening(quiet, speaking, _mouths(jitter), fps, (0.12, 0.04))
+    assert chosen is not None and chosen.tier == "sway"
+    assert all(2 <= b - a < 8 for a, b in chosen.runs)
+    assert all(jitter[a:b].max() < 0.02 for a, b in chosen.runs)
+    talking_only = np.array([0.03, 0.17] * 20)
+    assert wild_mouth.choose_listening(quiet, speaking, _mouths(talking_only), fps, (0.12, 0.04)) is None
+    # The margins are tried in order, the first with a still run wins.
+    by_margin = {0.12: np.zeros(n, bool), 0.04: ~speaking}
+    chosen = wild_mouth.choose_listening(by_margin.__getitem__, speaking, _mouths(gap), fps, (0.12, 0.04))
+    assert chosen is not None and chosen.margin_s == 0.04
 
 
 def test_a_grid_manifest_is_unchanged_by_the_realistic_options(tmp_path: Path) -> None:
@@ -241,6 +299,57 @@ def test_listeners_show_only_their_own_non_speech_frames(composed_wild: Path) ->
 
 
 @needs_wild
+def test_listening_frames_in_the_truth_show_a_stiller_more_closed_mouth(composed_wild: Path) -> None:
+    """Measured on the recording frames the truth shows: where a person listens (not speaking, outside
+    their own placed pieces) the mouth opens less and moves much less than where they speak."""
+    plan = _plan(wild_options(composed_wild))
+    truth = composed_wild / "truth" / VIDEO
+    meta = json.loads((truth / "meta.json").read_text())
+    faces = pq.read_table(truth / "faces.parquet").to_pandas().set_index(["frame", "person_id"])
+    speaking = pq.read_table(truth / "speaking.parquet").to_pandas()
+    jaw: dict[str, list[float]] = {"listening": [], "speaking": []}
+    gap: dict[str, list[float]] = {"listening": [], "speaking": []}
+    step: dict[str, list[float]] = {"listening": [], "speaking": []}
+    for person in ("A", "B"):
+        clip = plan.clips[person]
+        mouths = wild_mouth.load_mouths(clip.path, clip.source_size, clip.fps, MEDIA)
+        rows = speaking[speaking.person_id == person].sort_values("frame")
+        kind = np.where(rows.speaking.to_numpy(), "speaking",
+                        np.where(plan.mouthing[person][rows.frame.to_numpy()], "pause", "listening"))
+        shown = np.array([faces.loc[(f, person), "source_frame"] if (f, person) in faces.index
+                          else plan.source_frame[person][f] for f in rows.frame])
+        for k in ("listening", "speaking"):
+            at = kind == k
+            jaw[k] += mouths.jaw_open[shown[at]].tolist()
+            gap[k] += mouths.gap[shown[at]].tolist()
+            both = at[1:] & at[:-1]
+            step[k] += (np.abs(np.diff(mouths.gap[shown]))
+                        + wild_mouth.WIDTH_WEIGHT * np.abs(np.diff(mouths.width[shown])))[both].tolist()
+        listening = meta["people"][person]["listening"]
+        assert listening["tier"] == clip.listening.tier == meta["people"][person]["pool_tier"]
+        assert listening["shown_listening"]["frames"] == int((~plan.mouthing[person]).sum())
+    print({k: (round(np.mean(jaw[k]), 4), round(np.mean(gap[k]), 4), round(np.mean(step[k]), 4)) for k in jaw})
+    assert len(jaw["listening"]) > 50 and len(jaw["speaking"]) > 50
+    assert np.mean(jaw["listening"]) < 0.5 * np.mean(jaw["speaking"])
+    assert np.mean(gap["listening"]) < 0.5 * np.mean(gap["speaking"])
+    assert np.mean(step["listening"]) < 0.3 * np.mean(step["speaking"])
+    assert max(step["listening"]) <= wild_mouth.STEP_MAX + 1e-9
+
+
+@needs_wild
+def test_mouth_measurements_are_cached_by_content(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("VOXHEAR_CACHE_DIR", str(tmp_path / "cache"))
+    path = WILD / "pcavs_Pose_Source_620900105.mp4"  # the shortest recording
+    candidate = wild.survey_one(path, look=False)
+    first = wild_mouth.load_mouths(path, candidate.size, candidate.fps, MEDIA)
+    cached = list((tmp_path / "cache" / "synth-mouth").glob("*.npz"))
+    assert len(cached) == 1 and cached[0].name.startswith(wild_mouth._sha256(path))
+    assert len(first) == candidate.n_frames and np.isfinite(first.gap).all()
+    again = wild_mouth.load_mouths(path, candidate.size, candidate.fps, MEDIA)
+    assert np.array_equal(first.gap, again.gap) and np.array_equal(first.jaw_open, again.jaw_open)
+
+
+@needs_wild
 def test_backchannels_are_short_turns_inside_the_others_speech(composed_wild: Path) -> None:
     plan = _plan(wild_options(composed_wild))
     turns = _rttm(composed_wild / "truth" / VIDEO / "turns.rttm")
@@ -321,14 +430,24 @@ def test_survey_keeps_single_person_recordings_with_enough_non_speech() -> None:
     assert len(candidates) == 19
     for name in wild.TWO_PERSON:
         assert candidates[name].tier == "excluded"
+    long = {c.name: np.ceil(wild_mouth.MIN_STILL_RUN_S * c.fps - 1e-9) for c in candidates.values()}
     for c in candidates.values():
-        if c.tier == "ok":
-            assert c.listen_s >= wild.MIN_LISTEN_S and c.margin_s == wild.LISTEN_MARGIN_S
-        elif c.tier == "fallback":
-            assert c.listen_s >= wild.MIN_FALLBACK_LISTEN_S and c.reason
-        else:
-            assert c.reason
+        assert c.reason
+        if c.tier == "excluded":
+            assert c.listening is None and not c.usable
+            continue
+        assert c.tier in ("closed", "rest", "sway") and c.listening is not None
+        assert c.margin_s in (wild.LISTEN_MARGIN_S, wild.FALLBACK_MARGIN_S) and c.listen_s > 0
+        runs = c.listening.runs
+        assert all(b - a >= (long[c.name] if c.tier != "sway" else wild_mouth.MIN_SWAY_RUN) for a, b in runs)
+        # Everywhere the listening mouth moves far less than the speaking one.
+        stats = c.listening.stats
+        assert stats["listening"]["step"] < stats["speaking"]["step"], c.name
+        if c.tier == "closed":
+            assert stats["listening"]["lip_gap"] <= wild_mouth.CLOSED_GAP
+            assert stats["listening"]["jaw_open"] < stats["speaking"]["jaw_open"]
     assert sum(c.usable for c in candidates.values()) >= 8
+    assert sum(c.tier == "closed" for c in candidates.values()) >= 4
     with pytest.raises(ValueError, match="cannot be a person"):
         wild.wild_pool(MEDIA, "visualvoice_interview,deepavsr_00016")
 
