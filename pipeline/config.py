@@ -10,7 +10,6 @@ thresholds); see voxhear.pipeline.settings for the mechanism.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,15 @@ from typing import Any
 import yaml
 
 from voxhear.pipeline import registry
-from voxhear.pipeline.settings import ConfigError, apply_override, build_config, check_config, require, setting
+from voxhear.pipeline.settings import (
+    ConfigError,
+    apply_override,
+    build_config,
+    check_config,
+    did_you_mean,
+    require,
+    setting,
+)
 
 __all__ = [
     "ConfigError",
@@ -190,8 +197,7 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
             engine[key] = value
         else:
             known = engine_names + list(section_types)
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(key, known)
             raise ConfigError(f"unknown config key '{key}'{hint}; known: {', '.join(known)}")
     config = build_config(RunConfig, engine)
     config.sections = {name: sections.get(name) or cls() for name, cls in section_types.items()}

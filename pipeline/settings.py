@@ -111,6 +111,12 @@ def setting(
     return dataclasses.field(default=default, metadata={"bounds": bounds})
 
 
+def did_you_mean(key: str, known: Sequence[str], prefix: str = "") -> str:
+    """ " (did you mean 'PREFIX+closest'?)" for a mistyped key, or "" when nothing is close."""
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
 def bounds_of(cls: type, name: str) -> Bounds | None:
     """The declared bounds of field `name` of dataclass `cls`."""
     for f in dataclasses.fields(cls):
@@ -157,8 +163,7 @@ def build_config(cls: type, data: Any, prefix: str = "", error: type[ConfigError
         if key in renamed:
             raise error(f"config key '{prefix}{key}' was renamed to '{prefix}{renamed[key]}'")
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            hint = did_you_mean(key, names, prefix)
             raise error(f"unknown config key '{prefix}{key}'{hint}; known: {', '.join(names)}")
         kwargs[key] = coerce(hints[key], value, f"{prefix}{key}", error)
     return cls(**kwargs)

@@ -14,7 +14,6 @@ licence), the `licences:` mapping of the datasheet YAML, `RUN/licences.yaml`, th
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import importlib.metadata
 import importlib.resources
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from voxhear.pipeline.settings import did_you_mean
 from voxhear.qc.data import (RunData, breakdown, config_value, explain_reason, headline, kept, load_run,
                              per_identity, split_label, stage_timings, talk_totals)
 from voxhear.qc.media import ShardIndex
@@ -86,8 +86,7 @@ def load_info(path: str | Path | None) -> dict[str, Any]:
 
 
 def _suggest(key: str, known) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return did_you_mean(key, list(known))
 
 
 @dataclass
