@@ -22,7 +22,7 @@ from voxhear.pipeline.io import atomic_path, sha256_file
 from voxhear.pipeline.records import SourceRecord
 from voxhear.pipeline.settings import require, setting
 from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReason, Stage
-from voxhear.stages.media import X264_PRESETS, last_lines, probe, run_tool, tool_timeout
+from voxhear.stages.media import FFMPEG, X264_PRESETS, last_lines, probe, run_tool, tool_timeout
 
 # Peak level below which audio counts as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
@@ -265,7 +265,7 @@ def _frame_rate(stream: dict) -> float:
 
 
 def _ffmpeg(args: list[str], uri: str, timeout_s: float) -> None:
-    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    command = [*FFMPEG, *args]
     result = run_tool(command, timeout_s, uri)
     if result.returncode != 0:
         raise InputError("decode_failed", f"ffmpeg could not decode {uri}: {last_lines(result.stderr)}")

@@ -18,6 +18,9 @@ from typing import Any
 
 from voxhear.pipeline.stage import InputError, SystemFault
 
+# Every ffmpeg call starts so: no stdin (a worker has none), errors only, overwrite the temp target.
+FFMPEG = ("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y")
+
 # x264's presets, for the config keys that name one (a typo would fail every input at its first encode).
 X264_PRESETS = (
     "ultrafast",

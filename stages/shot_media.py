@@ -14,7 +14,7 @@ from voxhear.pipeline.io import atomic_path
 from voxhear.pipeline.records import ShotRecord
 from voxhear.pipeline.settings import setting
 from voxhear.pipeline.stage import Stage
-from voxhear.stages.media import X264_PRESETS, last_lines, run_tool, tool_timeout
+from voxhear.stages.media import FFMPEG, X264_PRESETS, last_lines, run_tool, tool_timeout
 
 
 @dataclass
@@ -40,12 +40,7 @@ class ShotMediaStage(Stage[ShotRecord, ShotRecord]):
         n_frames = row.end_frame - row.start_frame
         with atomic_path(video_out) as tmp:
             command = [
-                "ffmpeg",
-                "-nostdin",
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
+                *FFMPEG,
                 "-ss",
                 f"{row.start_s:.6f}",
                 "-i",

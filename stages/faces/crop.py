@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from voxhear.stages.media import FFMPEG
+
 
 def crop_square(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     """The square `box` (x1, y1, x2, y2; may reach past the frame) resampled to size x size.
@@ -50,12 +52,7 @@ class CropVideoWriter:
         self.path = Path(path)
         self.size = size
         command = [
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
+            *FFMPEG,
             "-f",
             "rawvideo",
             "-pix_fmt",

@@ -36,6 +36,7 @@ from voxhear.pipeline.records import (
 )
 from voxhear.pipeline.stage import InputError, RejectReason, RunContext, Stage
 from voxhear.stages.audio.diarization import Turn, read_rttm
+from voxhear.stages.media import FFMPEG
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
 from voxhear.stages.talk.asd import crop_geometry, face_crop, smooth, speaking_scores
 from voxhear.stages.talk.attribution import Attribution, attribute, lost_voices
@@ -464,12 +465,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         path = out_dir / f"{clip.key}.mp4"
         with atomic_path(path) as tmp:
             command = [
-                "ffmpeg",
-                "-nostdin",
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
+                *FFMPEG,
                 "-i",
                 row.crop_video_uri,
                 "-vf",
