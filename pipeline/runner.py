@@ -174,6 +174,16 @@ def _run_locked(config: RunConfig, run_dir: Path, show_progress: bool, started: 
     )
 
 
+def clip_span(row: dict) -> tuple[float, float]:
+    """A final row's own span in seconds: the talk stage's clip window, else the face track's,
+    else the shot's (a long track is cut into several clips; each counts once)."""
+    if row.get("clip_index", -1) >= 0 and row.get("clip_end_s", 0.0) > row.get("clip_start_s", 0.0):
+        return row["clip_start_s"], row["clip_end_s"]
+    if row.get("track_index", -1) >= 0:
+        return row["track_start_s"], row["track_end_s"]
+    return row["start_s"], row["end_s"]
+
+
 def summarize_run(run_dir: Path, inputs_total: int, skipped: int, wall_s: float, processed: set[str]) -> RunSummary:
     from voxhear.manifests import read_manifests
 
@@ -186,7 +196,7 @@ def summarize_run(run_dir: Path, inputs_total: int, skipped: int, wall_s: float,
     )
     kept = [c for c in clips.to_pylist() if c["status"] == "ok"]
     summary.clips = len(kept)
-    summary.clip_hours = sum(c["end_s"] - c["start_s"] for c in kept) / 3600
+    summary.clip_hours = sum(end - start for start, end in map(clip_span, kept)) / 3600
     summary.input_hours = sum(r["duration_s"] for r in rows if r["source_uri"] in processed) / 3600
     summary.shards = len({c["shard"] for c in kept})
     return summary

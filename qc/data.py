@@ -114,8 +114,8 @@ def _short(value: float) -> str:
 class RunData:
     """The manifests of one run as DataFrames, plus the resolved config.
 
-    `clips` has derived columns: `clip_start_s`/`clip_end_s`/`clip_s` (the clip's own span: a
-    face track's when there is one, else the shot's), `shot_s`, `label` ("ok" or
+    `clips` has derived columns: `clip_start_s`/`clip_end_s`/`clip_s` (the clip's own span: the
+    talk stage's clip window when there is one, else the face track's, else the shot's), `shot_s`, `label` ("ok" or
     "stage/reason"), `source_name`, and `identity_id` joined from `identities.parquet`.
     """
 
@@ -237,6 +237,13 @@ def _derive_clip_columns(clips: pd.DataFrame) -> None:
         has_track = clips["track_index"].astype(int) >= 0
         clip_start = clip_start.where(~has_track, clips["track_start_s"].astype(float))
         clip_end = clip_end.where(~has_track, clips["track_end_s"].astype(float))
+    if {"clip_index", "clip_start_s", "clip_end_s"} <= set(clips.columns):
+        # The talk stage cuts a long track into several clips: each has its own span
+        # (the same rule as voxhear.pipeline.runner.clip_span).
+        own_start, own_end = clips["clip_start_s"].astype(float), clips["clip_end_s"].astype(float)
+        has_clip = (clips["clip_index"].astype(int) >= 0) & (own_end > own_start)
+        clip_start = clip_start.where(~has_clip, own_start)
+        clip_end = clip_end.where(~has_clip, own_end)
     clips["clip_start_s"] = clip_start.values
     clips["clip_end_s"] = clip_end.values
     clips["clip_s"] = (clip_end - clip_start).values

@@ -116,3 +116,13 @@ def test_cpu_requests_fit_every_standing_actor():
     assert sum(cpus[s.name] for s in stages) <= 2.0
     assert cpus["model0"] == pytest.approx(1 / 3, abs=1e-3) and cpus["ingest"] == cpus["model0"]
     assert fit_cpu_requests(stages, 16.0) == {s.name: 1.0 for s in stages}
+
+
+def test_clip_hours_count_each_clip_window_once():
+    from voxhear.pipeline.runner import clip_span
+
+    track = {"start_s": 0.0, "end_s": 240.0, "track_index": 0, "track_start_s": 10.0, "track_end_s": 230.0}
+    windows = [{**track, "clip_index": i, "clip_start_s": 10.0 + 22 * i, "clip_end_s": 32.0 + 22 * i} for i in range(10)]
+    assert sum(b - a for a, b in map(clip_span, windows)) == 220.0  # not 10 x the track's 220 s
+    assert clip_span({**track, "clip_index": -1, "clip_start_s": 0.0, "clip_end_s": 0.0}) == (10.0, 230.0)
+    assert clip_span({"start_s": 1.0, "end_s": 5.0, "track_index": -1}) == (1.0, 5.0)
