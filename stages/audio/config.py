@@ -39,6 +39,9 @@ class DiarizationConfig:
     # "campplus": pyannote SpeakerDiarization with the store's CAM++ embedding; "official": the
     # store's pyannote-speaker-diarization-3.1 pipeline unchanged (needs its WeSpeaker model).
     pipeline: str = setting("campplus", choices=("campplus", "official"))
+    # What is diarized: "speech" (the separated speech when the separation stage ran, else the
+    # mix) or "mix" (always the normalized mix; the separator removes soft speech).
+    input: str = setting("speech", choices=("speech", "mix"))
     # Step between 10 s segmentation windows, as a share of the window.
     segmentation_step: float = setting(0.5, gt=0, le=1)
     # Agglomerative clustering (centroid linkage, cosine distance) of the CAM++ embeddings.

@@ -188,7 +188,8 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         diarizer = self.diarizer
         assert diarizer is not None, "setup() loads the diarizer"
         started = time.perf_counter()
-        speech, rate = read_mono(row.speech_uri or row.audio_uri)
+        source = row.audio_uri if self.config.input == "mix" else (row.speech_uri or row.audio_uri)
+        speech, rate = read_mono(source)
         turns = [t for t in diarizer(speech, rate) if t.end - t.start >= self.config.min_turn_s]
         row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, len(speech) / rate)}
         row.speech_s = round(speech_seconds(turns), 3)
@@ -197,7 +198,7 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
             raise FilteredError(
                 "no_speech",
                 f"diarization found {row.speech_s:.2f} s of speech "
-                f"(< diarization.min_speech_s={self.config.min_speech_s}) in the separated speech",
+                f"(< diarization.min_speech_s={self.config.min_speech_s}) in the {self.config.input}",
             )
         path = self.context.source_work_dir(row.source_id) / "turns.rttm"
         atomic_write_text(path, rttm_text(row.source_id, turns))

@@ -105,3 +105,26 @@ def test_speakers_whose_turn_centroids_are_close_are_merged():
     assert merge_close_speakers(vectors, labels, durations, threshold=0.0) == {"A": "A", "B": "B", "C": "C"}
     # A known speaker count is never merged below.
     assert len(set(merge_close_speakers(vectors, labels, durations, threshold=1.9, min_speakers=2).values())) == 2
+
+
+def test_diarization_input_chooses_the_mix_or_the_separated_speech(tmp_path, monkeypatch):
+    from voxhear.pipeline.records import SourceRecord
+    from voxhear.pipeline.stage import RunContext
+    from voxhear.stages.audio import separation
+    from voxhear.stages.audio.config import DiarizationConfig
+    from voxhear.stages.audio.diarization import Turn
+    from voxhear.stages.audio.stages import DiarizationStage
+
+    read = []
+
+    def fake_read(path):
+        read.append(path)
+        return np.zeros(16000, np.float32), 16000
+
+    monkeypatch.setattr(separation, "read_mono", fake_read)
+    for choice, expected in (("speech", "speech.flac"), ("mix", "mix.wav")):
+        stage = DiarizationStage(DiarizationConfig(input=choice), RunContext(tmp_path, model_store=None))
+        stage.diarizer = lambda audio, rate: [Turn(0.0, 1.0, "SPEAKER_00")]
+        row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri="mix.wav", speech_uri="speech.flac")
+        stage.process(row)
+        assert read[-1] == expected
