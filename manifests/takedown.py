@@ -29,7 +29,6 @@ import sys
 import tarfile
 from collections import defaultdict
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +44,8 @@ from voxhear.manifests.integrity import (
     takedown_records,
 )
 from voxhear.pipeline.io import atomic_write_table
+from voxhear.pipeline.runlock import RunLock
+from voxhear.pipeline.shards import copy_members
 
 _SHARD_GLOB = "[0-9][0-9][0-9][0-9][0-9][0-9].tar"
 
@@ -92,15 +93,9 @@ def takedown(
     manifests = run_dir / "manifests"
     if not (manifests / "_ledger").is_dir() or not (manifests / "clips.parquet").is_file():
         raise TakedownError(f"{run_dir} is not a run directory (no manifests/_ledger or manifests/clips.parquet)")
-    with _run_lock(run_dir):
+    # A takedown must not interleave with a run's commits.
+    with RunLock(run_dir):
         return _takedown(run_dir, list(keys), list(source_ids), list(identities), reason)
-
-
-def _run_lock(run_dir: Path) -> AbstractContextManager[object]:
-    """The run directory's lock: a takedown must not interleave with a run's commits."""
-    from voxhear.pipeline.runlock import RunLock
-
-    return RunLock(run_dir)
 
 
 def _takedown(
@@ -206,12 +201,10 @@ def _remove_from_shards(
 def _copy_without(source: Path, keys: set[str], dest: Path) -> bool:
     """Write `source` without the members of `keys` to `dest`; False (and nothing written) if no sample is left."""
     with tarfile.open(source) as tar:
-        kept = [info for info in tar.getmembers() if info.name.partition(".")[0] not in keys]
-        if not kept:
+        if all(info.name.partition(".")[0] in keys for info in tar.getmembers()):
             return False
         with tarfile.open(dest, "w") as out:
-            for info in kept:
-                out.addfile(info, tar.extractfile(info) if info.isfile() else None)
+            copy_members(tar, out, drop_keys=keys)
     return True
 
 

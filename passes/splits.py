@@ -17,7 +17,6 @@ clip time.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 from collections import defaultdict
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq
 
 from voxhear.manifests.integrity import ShardRewrite
 from voxhear.pipeline.io import atomic_path, atomic_write_table
+from voxhear.pipeline.shards import copy_members
 
 SPLITS_FILE = "splits.parquet"
 SPLITS = ("train", "val", "test")
@@ -131,11 +131,5 @@ def rewrite_shard_metadata(path: Path, by_key: dict[str, dict], dest: Path | Non
         if not updated:
             return False
         with nullcontext(dest) if dest else atomic_path(path) as tmp, tarfile.open(tmp, "w") as out:
-            for info in tar.getmembers():
-                if info.name in updated:
-                    data = updated[info.name]
-                    info.size = len(data)
-                    out.addfile(info, io.BytesIO(data))
-                else:
-                    out.addfile(info, tar.extractfile(info) if info.isfile() else None)
+            copy_members(tar, out, replace=updated)
     return True

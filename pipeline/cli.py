@@ -54,12 +54,9 @@ def _is_override(arg: str) -> bool:
 
 def _config_keys() -> set[str]:
     """The top-level config keys: the engine's and one per stage section."""
-    import dataclasses
+    from voxhear.pipeline.config import top_level_keys
 
-    from voxhear.pipeline import registry
-    from voxhear.pipeline.config import RunConfig
-
-    return {f.name for f in dataclasses.fields(RunConfig) if f.name != "sections"} | set(registry.section_classes())
+    return set(top_level_keys())
 
 
 def _config_without_inputs(path: str | None, overrides: list[str]) -> RunConfig:

@@ -90,10 +90,6 @@ class ModelsConfig:
     allow_download: bool = True
 
 
-# The engine's keys; every other top-level key is a stage's section.
-ENGINE_SECTIONS = ("shards", "ray", "models")
-
-
 @dataclass
 class RunConfig:
     """Everything one run needs; saved resolved into the run directory.
@@ -184,10 +180,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return config
 
 
+def engine_keys() -> list[str]:
+    """The engine's top-level keys; every other top-level key is a stage's section."""
+    return [f.name for f in dataclasses.fields(RunConfig) if f.name != "sections"]
+
+
+def top_level_keys() -> list[str]:
+    """Every key a config may have at its top level: the engine's, then one per stage section."""
+    return engine_keys() + list(registry.section_classes())
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build (not yet validate) a RunConfig from plain data: engine keys plus stage sections."""
     section_types = registry.section_classes()
-    engine_names = [f.name for f in dataclasses.fields(RunConfig) if f.name != "sections"]
+    engine_names = engine_keys()
     engine: dict[str, Any] = {}
     sections: dict[str, Any] = {}
     for key, value in data.items():
@@ -196,23 +202,22 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         elif key in engine_names:
             engine[key] = value
         else:
-            known = engine_names + list(section_types)
+            known = top_level_keys()
             hint = did_you_mean(key, known)
             raise ConfigError(f"unknown config key '{key}'{hint}; known: {', '.join(known)}")
-    config = build_config(RunConfig, engine)
-    config.sections = {name: sections.get(name) or cls() for name, cls in section_types.items()}
+    config = build_config(RunConfig, engine)  # every section at its defaults
+    config.sections.update(sections)
     return config
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """The config as it is written to YAML: engine keys, then one mapping per stage section."""
-    out = {
-        f.name: dataclasses.asdict(getattr(config, f.name))
-        if dataclasses.is_dataclass(getattr(config, f.name))
-        else getattr(config, f.name)
-        for f in dataclasses.fields(config)
-        if f.name != "sections"
-    }
+    out = {}
+    for name in engine_keys():
+        value = getattr(config, name)
+        out[name] = (
+            dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+        )
     out.update({name: dataclasses.asdict(section) for name, section in config.sections.items()})
     return out
 

@@ -46,15 +46,10 @@ def final_record_type(stages: list[Stage]) -> type[ShotRecord]:
     return final
 
 
-def models_in_use(config: RunConfig) -> list[str]:
-    """Registry names of the models the configured stages load (for every sample's provenance)."""
-    return registry.models_in_use(config)
-
-
 def run_provenance(config: RunConfig, store: ModelStore) -> dict:
     """Model file hashes (as the store verifies them before loading) and a hash of the settings."""
     hashes = {}
-    for name in models_in_use(config):
+    for name in registry.models_in_use(config):
         try:
             hashes.update({f.path: f.sha256 for f in store.spec(name).files})
         except UnknownModelError:

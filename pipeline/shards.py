@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,3 +88,20 @@ class ShardWriter:
             fsync_dir(self.shards_dir)
         self._closed = []
         return names
+
+
+def copy_members(
+    tar: tarfile.TarFile, out: tarfile.TarFile, replace: Mapping[str, bytes] = {}, drop_keys: Container[str] = ()
+) -> None:
+    """Stream the members of shard `tar` into `out` (media never held in memory: shards run to
+    `shards.max_megabytes`): a member named in `replace` gets those bytes, the samples whose key
+    is in `drop_keys` are left out. The one copy loop of every pass that rewrites a shard."""
+    for info in tar.getmembers():
+        if info.name.partition(".")[0] in drop_keys:
+            continue
+        if info.name in replace:
+            data = replace[info.name]
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+        else:
+            out.addfile(info, tar.extractfile(info) if info.isfile() else None)

@@ -34,7 +34,7 @@ from voxhear.pipeline.records import (
     FaceTrackRecord,
     sample_key,
 )
-from voxhear.pipeline.stage import InputError, RejectReason, RunContext, Stage
+from voxhear.pipeline.stage import InputError, RejectReason, Stage
 from voxhear.stages.audio.diarization import Turn, read_rttm
 from voxhear.stages.media import FFMPEG
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
@@ -92,10 +92,6 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
     uses_models = True
 
     config: TalkConfig
-
-    def __init__(self, config: TalkConfig, context: RunContext) -> None:
-        # Light-ASD runs on the worker's GPU when talk.gpus asks for one (clusters).
-        super().__init__(config, context)
 
     @classmethod
     def models(cls, config: TalkConfig) -> list[str]:

@@ -9,7 +9,7 @@ from tests.stages.audio.conftest import MEDIA, RATE, load_speech, needs_media, n
 from tests.stages.audio.test_separation import _check_clean_speech_passes_aligned, _check_stems, _row, _si_sdr
 from voxhear.pipeline.config import ConfigError, load_config
 from voxhear.stages.audio.config import SeparationConfig
-from voxhear.pipeline.runner import models_in_use
+from voxhear.pipeline.registry import models_in_use
 from voxhear.pipeline.stage import RunContext
 from voxhear.stages.audio.deepfilternet_onnx import (DeepFilterNetOnnxBackend, DfConfig, erb_widths, load_archive,
                                                      norm_alpha)
