@@ -61,6 +61,12 @@ class DiarizationConfig:
     # (cosine distance) are one person split by the window-level clustering and are merged
     # (0: off; see stages/audio/diarization.merge_close_speakers).
     merge_threshold: float = setting(0.4, ge=0, lt=2)
+    # Inputs longer than 1.5 windows are diarized window by window (0: always whole): pyannote's
+    # clustering keeps every pair of its embeddings, memory growing with the length squared.
+    # Each window's speakers are joined across windows while their whole-turn centroids are
+    # closer than link_threshold (cosine distance; two speakers of one window are never joined).
+    window_s: float = setting(600.0, ge=0)
+    link_threshold: float = setting(0.4, gt=0, lt=2)
     # Known speaker count bounds (0: unknown).
     min_speakers: int = setting(0, ge=0)
     max_speakers: int = setting(0, ge=0)
@@ -78,6 +84,8 @@ class DiarizationConfig:
             "diarization.max_speakers",
             "must be >= min_speakers",
         )
+        # Shorter windows than a few of pyannote's 10 s chunks leave too little audio to cluster.
+        require(self.window_s == 0 or self.window_s >= 30, "diarization.window_s", "must be 0 (off) or at least 30")
 
 
 @dataclass

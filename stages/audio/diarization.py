@@ -10,11 +10,15 @@ load its WeSpeaker model.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 
@@ -100,6 +104,8 @@ class Diarizer:
         refine_iterations: int = 3,
         refine_min_s: float = 0.5,
         merge_threshold: float = 0.0,
+        window_s: float = 0.0,
+        link_threshold: float = 0.4,
         device: str | None = None,
         embedding_backend: str = "onnx",
         threads: int | None = None,
@@ -113,6 +119,7 @@ class Diarizer:
         self.min_speakers, self.max_speakers = min_speakers, max_speakers
         self.refine_iterations, self.refine_min_s = refine_iterations, refine_min_s
         self.merge_threshold = merge_threshold
+        self.window_s, self.link_threshold = window_s, link_threshold
         self.embed: torch.nn.Module | None = None
         if pipeline == "official":
             self.pipeline = _official_pipeline(store)
@@ -128,8 +135,57 @@ class Diarizer:
 
     def __call__(self, audio: np.ndarray, rate: int) -> list[Turn]:
         """Speaker turns of mono `audio`, sorted by start (speaker labels `SPEAKER_00`, ...)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        return self._diarize(lambda a, b: audio[a:b], len(audio), rate)
+
+    def diarize_file(self, path: str | Path) -> tuple[list[Turn], float]:
+        """Speaker turns of an audio file (channels averaged) and its duration in seconds; a long
+        file is read one window at a time, so memory does not grow with its length."""
+        with sf.SoundFile(str(path)) as handle:
+
+            def read(a: int, b: int) -> np.ndarray:
+                handle.seek(a)
+                return handle.read(b - a, dtype="float32", always_2d=True).mean(axis=1)
+
+            return self._diarize(read, handle.frames, handle.samplerate), handle.frames / handle.samplerate
+
+    def _diarize(self, read: Callable[[int, int], np.ndarray], n: int, rate: int) -> list[Turn]:
+        """Whole input in one pyannote call when it is short; else windows joined by speaker.
+
+        pyannote's clustering holds the distances between every pair of (10 s chunk, local
+        speaker) embeddings of its input, so its memory grows with the square of the length.
+        Windows bound it; their speakers are joined afterwards by whole-turn embeddings
+        (`link_window_speakers`). The official pipeline has no embedding of ours to join them
+        with, so it always gets the whole input.
+        """
+        bounds = window_bounds(read, n, rate, self.window_s) if self.embed is not None else [(0, n)]
+        if len(bounds) == 1:
+            turns, _ = self._diarize_window(read(0, n), rate, self.min_speakers, False)
+            return turns
+        turns, vectors = [], {}
+        for k, (a, b) in enumerate(bounds):
+            # min_speakers bounds the whole input, not each window (one may hold a monologue).
+            local, local_vectors = self._diarize_window(read(a, b), rate, None, True)
+            base, offset = len(turns), a / rate
+            turns += [Turn(round(t.start + offset, 3), round(t.end + offset, 3), f"{k}:{t.speaker}") for t in local]
+            vectors.update({base + i: v for i, v in local_vectors.items()})
+        renamed = link_window_speakers(
+            vectors,
+            {i: t.speaker for i, t in enumerate(turns)},
+            {i: turns[i].end - turns[i].start for i in vectors},
+            self.link_threshold,
+            min_speakers=self.min_speakers or 1,
+            max_speakers=self.max_speakers,
+        )
+        return _name_speakers(_merge_touching([Turn(t.start, t.end, renamed[t.speaker]) for t in turns]))
+
+    def _diarize_window(
+        self, audio: np.ndarray, rate: int, min_speakers: int | None, need_vectors: bool
+    ) -> tuple[list[Turn], dict[int, np.ndarray]]:
+        """pyannote's turns of one window, refined; with `need_vectors`, the turns are left
+        unmerged and come with their embeddings (turn index -> unit vector)."""
         waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
-        kwargs = {k: v for k, v in (("min_speakers", self.min_speakers), ("max_speakers", self.max_speakers)) if v}
+        kwargs = {k: v for k, v in (("min_speakers", min_speakers), ("max_speakers", self.max_speakers)) if v}
         output = self.pipeline({"waveform": waveform, "sample_rate": rate}, **kwargs)
         annotation = getattr(output, "speaker_diarization", output)
         turns = [
@@ -137,13 +193,29 @@ class Diarizer:
             for seg, _, label in annotation.itertracks(yield_label=True)
         ]
         turns = sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
-        if (
-            (self.refine_iterations or self.merge_threshold)
-            and self.embed is not None
-            and len({t.speaker for t in turns}) > 1
-        ):
-            turns = self.refine(waveform[0], rate, turns)
-        return turns
+        vectors: dict[int, np.ndarray] = {}
+        refine = (self.refine_iterations or self.merge_threshold) and len({t.speaker for t in turns}) > 1
+        if self.embed is not None and refine:
+            turns, vectors = self._relabel(waveform[0], rate, turns)
+            if not need_vectors:
+                turns = _merge_touching(turns)
+        elif self.embed is not None and need_vectors:
+            vectors = self._turn_vectors(waveform[0], rate, turns)
+        return turns, vectors
+
+    def _turn_vectors(self, waveform: torch.Tensor, rate: int, turns: list[Turn]) -> dict[int, np.ndarray]:
+        """Turn index -> unit CAM++ embedding of the turn without the parts other turns overlap."""
+        if rate != SAMPLE_RATE:
+            raise ValueError(f"refinement expects {SAMPLE_RATE} Hz audio, got {rate}")
+        if self.embed is None:
+            raise ValueError("refinement needs the CAM++ embedding (pipeline 'campplus')")
+        vectors: dict[int, np.ndarray] = {}
+        for i, piece, keep in _turn_pieces(waveform, rate, turns, self.refine_min_s):
+            with torch.inference_mode():
+                e = self.embed(piece[None, None, :].to(self.device), weights=keep[None].float().to(self.device))[0]
+            if torch.isfinite(e).all():
+                vectors[i] = F.normalize(e, dim=0).cpu().numpy()
+        return vectors
 
     def refine(self, waveform: torch.Tensor, rate: int, turns: list[Turn]) -> list[Turn]:
         """Re-label whole turns by their own embedding (k-means from pyannote's labels).
@@ -153,25 +225,14 @@ class Diarizer:
         per turn (without the parts where another turn overlaps it) moved to the nearest speaker
         centroid fixes those windows; the speakers themselves stay pyannote's.
         """
-        if rate != SAMPLE_RATE:
-            raise ValueError(f"refinement expects {SAMPLE_RATE} Hz audio, got {rate}")
-        if self.embed is None:
-            raise ValueError("refinement needs the CAM++ embedding (pipeline 'campplus')")
-        embed = self.embed
-        n = waveform.shape[-1]
-        vectors: dict[int, np.ndarray] = {}
-        for i, turn in enumerate(turns):
-            if turn.end - turn.start < self.refine_min_s:
-                continue
-            keep = torch.zeros(n, dtype=torch.bool)
-            keep[int(turn.start * rate) : int(turn.end * rate)] = True
-            for other in turns:
-                if other is not turn and other.end > turn.start and other.start < turn.end:
-                    keep[int(other.start * rate) : int(other.end * rate)] = False
-            with torch.inference_mode():
-                e = embed(waveform[None, None, :].to(self.device), weights=keep[None].float().to(self.device))[0]
-            if torch.isfinite(e).all():
-                vectors[i] = F.normalize(e, dim=0).cpu().numpy()
+        return _merge_touching(self._relabel(waveform, rate, turns)[0])
+
+    def _relabel(
+        self, waveform: torch.Tensor, rate: int, turns: list[Turn]
+    ) -> tuple[list[Turn], dict[int, np.ndarray]]:
+        """`refine` before touching turns are joined: the turns in their order, and the turn
+        embeddings it used (turn index -> unit vector)."""
+        vectors = self._turn_vectors(waveform, rate, turns)
         labels = {i: turns[i].speaker for i in vectors}
         speakers = sorted({t.speaker for t in turns})
         for _ in range(self.refine_iterations):
@@ -198,7 +259,113 @@ class Diarizer:
                 min_speakers=self.min_speakers or 1,
             )
             refined = [Turn(t.start, t.end, renamed.get(t.speaker, t.speaker)) for t in refined]
-        return _merge_touching(refined)
+        return refined, vectors
+
+
+def _turn_pieces(
+    waveform: torch.Tensor, rate: int, turns: list[Turn], min_s: float
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(turn index, the turn's samples, which of them no other turn overlaps) for every turn of
+    at least `min_s`.
+
+    Only the turn's own span is sliced and masked, so the cost is the turns' total length rather
+    than the recording's length per turn (a 3-hour podcast has thousands of turns). Turns are
+    sorted by start, so the overlapping ones are found by a window over the list, not all pairs.
+    """
+    n = waveform.shape[-1]
+    order = sorted(range(len(turns)), key=lambda k: turns[k].start)
+    longest = max((t.end - t.start for t in turns), default=0.0)
+    starts = [turns[k].start for k in order]
+    for i, turn in enumerate(turns):
+        if turn.end - turn.start < min_s:
+            continue
+        a, b = int(turn.start * rate), min(int(turn.end * rate), n)
+        keep = torch.ones(max(b - a, 0), dtype=torch.bool)
+        # Any overlapping turn starts after turn.start - longest and before turn.end.
+        first = bisect.bisect_left(starts, turn.start - longest)
+        last = bisect.bisect_left(starts, turn.end)
+        for k in order[first:last]:
+            other = turns[k]
+            if k != i and other.end > turn.start and other.start < turn.end:
+                keep[max(int(other.start * rate) - a, 0) : max(int(other.end * rate) - a, 0)] = False
+        yield i, waveform[a:b], keep
+
+
+# Each window boundary moves to the quietest 100 ms within this many seconds of where it falls,
+# so that a cut rarely splits a word (a split turn is joined again only if both halves link).
+CUT_SEARCH_S = 5.0
+CUT_FRAME_S = 0.1
+
+
+def window_bounds(read: Callable[[int, int], np.ndarray], n: int, rate: int, window_s: float) -> list[tuple[int, int]]:
+    """[start, end) samples of the windows a long input is diarized in (one window when
+    `window_s` is 0 or the input is shorter than 1.5 windows; the last window takes the rest)."""
+    window = int(window_s * rate)
+    if window <= 0 or n < 1.5 * window:
+        return [(0, n)]
+    radius, frame = int(min(CUT_SEARCH_S, window_s / 4) * rate), int(CUT_FRAME_S * rate)
+    cuts = [0]
+    for nominal in range(window, n - window // 2, window):
+        a, b = max(nominal - radius, cuts[-1] + frame), min(nominal + radius, n)
+        piece = read(a, b)
+        frames = len(piece) // frame
+        if frames < 1:
+            cuts.append(nominal)
+            continue
+        energy = np.square(piece[: frames * frame].reshape(frames, frame)).mean(axis=1)
+        cuts.append(a + int(np.argmin(energy)) * frame + frame // 2)
+    return list(zip(cuts, [*cuts[1:], n], strict=True))
+
+
+def link_window_speakers(
+    vectors: dict[int, np.ndarray],
+    labels: dict[int, str],
+    durations: dict[int, float],
+    threshold: float,
+    min_speakers: int = 1,
+    max_speakers: int | None = None,
+) -> dict[str, str]:
+    """Window speaker ("k:LABEL") -> the speaker it is joined into across windows.
+
+    The two closest groups (cosine distance of their turn-embedding centroids, weighted by turn
+    length) are joined while closer than `threshold`, or while there are more than
+    `max_speakers`; never two groups that share a window, since pyannote told those apart from
+    the window's own audio. Speakers without an embedded turn (only turns shorter than
+    refinement's minimum) stay apart.
+    """
+    renamed = {s: s for s in set(labels.values())}
+    sums: dict[str, np.ndarray] = {}
+    for i, vector in vectors.items():
+        sums[labels[i]] = sums.get(labels[i], np.zeros_like(vector)) + vector * durations[i]
+    windows = {s: {s.split(":", 1)[0]} for s in sums}
+    while len(sums) > max(min_speakers, 1):
+        names = sorted(sums)
+        unit = {s: v / (np.linalg.norm(v) or 1.0) for s, v in sums.items()}
+        pairs = [
+            (1.0 - float(unit[a] @ unit[b]), a, b)
+            for k, a in enumerate(names)
+            for b in names[k + 1 :]
+            if not windows[a] & windows[b]
+        ]
+        if not pairs:
+            break
+        distance, keep, gone = min(pairs)
+        if distance >= threshold and not (max_speakers and len(sums) > max_speakers):
+            break
+        sums[keep] = sums[keep] + sums.pop(gone)
+        windows[keep] |= windows.pop(gone)
+        for source, target in renamed.items():
+            if target == gone:
+                renamed[source] = keep
+    return renamed
+
+
+def _name_speakers(turns: list[Turn]) -> list[Turn]:
+    """SPEAKER_00, SPEAKER_01, ... in the order the speakers first talk."""
+    names: dict[str, str] = {}
+    for t in sorted(turns, key=lambda t: t.start):
+        names.setdefault(t.speaker, f"SPEAKER_{len(names):02d}")
+    return [Turn(t.start, t.end, names[t.speaker]) for t in turns]
 
 
 def merge_close_speakers(

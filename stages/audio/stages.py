@@ -175,13 +175,14 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
             refine_iterations=cfg.refine_iterations,
             refine_min_s=cfg.refine_min_s,
             merge_threshold=cfg.merge_threshold,
+            window_s=cfg.window_s,
+            link_threshold=cfg.link_threshold,
             embedding_backend=cfg.embedding_backend,
             threads=cfg.threads,
         )
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
         from voxhear.stages.audio.diarization import rttm_text, speech_seconds
-        from voxhear.stages.audio.separation import read_mono
 
         if self.diarizer is None:
             self.setup()
@@ -189,9 +190,9 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         assert diarizer is not None, "setup() loads the diarizer"
         started = time.perf_counter()
         source = row.audio_uri if self.config.input == "mix" else (row.speech_uri or row.audio_uri)
-        speech, rate = read_mono(source)
-        turns = [t for t in diarizer(speech, rate) if t.end - t.start >= self.config.min_turn_s]
-        row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, len(speech) / rate)}
+        turns, seconds = diarizer.diarize_file(source)
+        turns = [t for t in turns if t.end - t.start >= self.config.min_turn_s]
+        row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, seconds)}
         row.speech_s = round(speech_seconds(turns), 3)
         row.n_speakers = len({t.speaker for t in turns})
         if row.speech_s < self.config.min_speech_s:

@@ -107,24 +107,109 @@ def test_speakers_whose_turn_centroids_are_close_are_merged():
     assert len(set(merge_close_speakers(vectors, labels, durations, threshold=1.9, min_speakers=2).values())) == 2
 
 
-def test_diarization_input_chooses_the_mix_or_the_separated_speech(tmp_path, monkeypatch):
+def test_diarization_input_chooses_the_mix_or_the_separated_speech(tmp_path):
+    from types import SimpleNamespace
+
     from voxhear.pipeline.records import SourceRecord
     from voxhear.pipeline.stage import RunContext
-    from voxhear.stages.audio import separation
     from voxhear.stages.audio.config import DiarizationConfig
     from voxhear.stages.audio.diarization import Turn
     from voxhear.stages.audio.stages import DiarizationStage
 
     read = []
 
-    def fake_read(path):
+    def fake_diarize_file(path):
         read.append(path)
-        return np.zeros(16000, np.float32), 16000
+        return [Turn(0.0, 1.0, "SPEAKER_00")], 1.0
 
-    monkeypatch.setattr(separation, "read_mono", fake_read)
     for choice, expected in (("speech", "speech.flac"), ("mix", "mix.wav")):
         stage = DiarizationStage(DiarizationConfig(input=choice), RunContext(tmp_path, model_store=None))
-        stage.diarizer = lambda audio, rate: [Turn(0.0, 1.0, "SPEAKER_00")]
+        stage.diarizer = SimpleNamespace(diarize_file=fake_diarize_file)  # type: ignore[assignment]
         row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri="mix.wav", speech_uri="speech.flac")
         stage.process(row)
         assert read[-1] == expected
+
+
+def test_turn_pieces_mask_what_a_whole_recording_mask_would():
+    """Refinement embeds each turn's own samples minus overlaps; slicing must not change them."""
+    import torch
+
+    from voxhear.stages.audio.diarization import Turn, _turn_pieces
+
+    rng = np.random.default_rng(3)
+    rate, n = 100, 6000
+    waveform = torch.from_numpy(rng.standard_normal(n).astype(np.float32))
+    turns = []
+    for _ in range(40):
+        start = float(rng.uniform(0, 58))
+        turns.append(Turn(round(start, 2), round(min(start + rng.uniform(0.1, 6), 60.0), 2), f"S{rng.integers(3)}"))
+    got = {i: piece[keep] for i, piece, keep in _turn_pieces(waveform, rate, turns, 0.5)}
+    expected = {}
+    for i, turn in enumerate(turns):
+        if turn.end - turn.start < 0.5:
+            continue
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[int(turn.start * rate) : int(turn.end * rate)] = True
+        for k, other in enumerate(turns):
+            if k != i and other.end > turn.start and other.start < turn.end:
+                keep[int(other.start * rate) : int(other.end * rate)] = False
+        expected[i] = waveform[keep]
+    assert got.keys() == expected.keys() and len(got) > 20
+    assert all(torch.equal(got[i], expected[i]) for i in got)
+
+
+def test_window_cuts_fall_in_the_quietest_moment_near_each_boundary():
+    from voxhear.stages.audio.diarization import window_bounds
+
+    rate = 1000
+    audio = np.ones(100 * rate, np.float32)
+    audio[32_000:32_200] = 0.0  # a pause 2 s after the first nominal cut (30 s)
+    audio[57_500:57_600] = 0.0  # and one 2.5 s before the second (60 s)
+    bounds = window_bounds(lambda a, b: audio[a:b], len(audio), rate, 30.0)
+    assert [b for _, b in bounds][:2] == [32_050, 57_550] and bounds[-1][1] == len(audio)
+    assert all(a == previous_b for (_, previous_b), (a, _) in zip(bounds, bounds[1:], strict=False))
+    assert len(bounds) == 3  # 90 s nominal cut: the remaining 10 s would be a third of a window
+    assert window_bounds(lambda a, b: audio[a:b], len(audio), rate, 0.0) == [(0, len(audio))]
+    assert window_bounds(lambda a, b: audio[a:b], len(audio), rate, 70.0) == [(0, len(audio))]
+
+
+def test_window_speakers_join_by_embedding_but_never_within_one_window():
+    from voxhear.stages.audio.diarization import link_window_speakers
+
+    rng = np.random.default_rng(0)
+    people = {name: rng.standard_normal(16) for name in "ABC"}
+
+    def voice(person):
+        v = people[person] + 0.3 * rng.standard_normal(16)
+        return v / np.linalg.norm(v)
+
+    # window 0: A and B; window 1: A and C; window 2: B alone; window 0 also has "X", close to A.
+    plan = [("0:s0", "A"), ("0:s1", "B"), ("1:s0", "C"), ("1:s1", "A"), ("2:s0", "B"), ("0:s2", "A")]
+    vectors, labels, durations = {}, {}, {}
+    for i, (label, person) in enumerate(plan * 3):
+        vectors[i], labels[i], durations[i] = voice(person), label, 2.0
+    renamed = link_window_speakers(vectors, labels, durations, threshold=0.5)
+    groups = {}
+    for label, target in renamed.items():
+        groups.setdefault(target, set()).add(label)
+    # A's speakers of windows 0 and 1 join (only one of window 0's two A labels can), B's join.
+    assert renamed["0:s0"] == renamed["1:s1"] or renamed["0:s2"] == renamed["1:s1"]
+    assert renamed["0:s1"] == renamed["2:s0"] and renamed["1:s0"] not in {renamed["0:s0"], renamed["0:s1"]}
+    assert renamed["0:s0"] != renamed["0:s2"]  # one window's two speakers stay two
+    # A bound on the count joins further, still never within a window.
+    bounded = link_window_speakers(vectors, labels, durations, threshold=0.01, max_speakers=4)
+    assert len(set(bounded.values())) == 4 and bounded["0:s0"] != bounded["0:s1"]
+
+
+@pytest.mark.slow
+def test_a_long_input_diarized_in_windows_keeps_its_two_speakers(store):
+    import torch
+
+    torch.set_num_threads(1)
+    aew, axb = [p.name for p in arctic("aew")], [p.name for p in arctic("axb")]
+    pieces = [("aew", aew[i % len(aew)]) if i % 2 == 0 else ("axb", axb[i % len(axb)]) for i in range(24)]
+    audio, truth = compose(pieces, gap_s=0.6)
+    assert len(audio) / RATE > 75
+    windowed = Diarizer(store, window_s=30.0, merge_threshold=0.4)(audio, RATE)
+    assert len({t.speaker for t in windowed}) == 2
+    assert der(truth, windowed) < 0.15
