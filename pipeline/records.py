@@ -140,6 +140,8 @@ class SourceRecord(Record):
     audio_codec: str = ""
     audio_sample_rate: int = 0
     audio_channels: int = 0
+    # ffprobe's index of the audio stream ingest chose (the default one, else the first); -1: none.
+    audio_stream_index: int = -1
     has_video: bool = False
     has_audio: bool = False
     # Normalized media in the work area: constant-fps H.264 video and mono audio at the pipeline rate.

@@ -5,7 +5,7 @@ a decoder stuck on a pathological input ends as a failed row (reason `timeout`) 
 holding a worker forever. What is not about the input stops the run with a `SystemFault` and
 leaves the input uncommitted: a tool that is not installed or cannot be run, a tool killed by a
 signal that is not a crash (the OOM killer's SIGKILL, a SIGTERM), a full, over-quota or read-only
-disk, an encoder or preset the installed ffmpeg lacks.
+disk, an encoder, preset or filter the installed ffmpeg lacks.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from voxhear.pipeline.stage import InputError, SystemFault
 
 # Every ffmpeg call starts so: no stdin (a worker has none), errors only, overwrite the temp target.
 FFMPEG = ("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y")
+
+# Options before every input of ffprobe and ffmpeg: local files only. A demuxer that follows
+# references (an HLS playlist, a concat list) would otherwise also fetch http, ftp, data: or
+# subfile: URLs named inside a file; ingest refuses such containers outright (REFERENCING_FORMATS).
+INPUT_OPTIONS = ("-protocol_whitelist", "file")
 
 # x264's presets, for the config keys that name one (a typo would fail every input at its first encode).
 X264_PRESETS = (
@@ -53,6 +58,8 @@ SYSTEM_MESSAGES = (
     "Too many open files",
     "Unknown encoder",
     "Error setting preset",
+    # A filter this build lacks (zscale needs ffmpeg built with libzimg): no input would get through.
+    "No such filter",
 )
 
 
@@ -95,7 +102,7 @@ def run_tool(command: list[str], timeout_s: float, uri: str) -> subprocess.Compl
 
 def probe(path: str, uri: str, timeout_s: float = PROBE_TIMEOUT_S, options: tuple[str, ...] = ()) -> dict[str, Any]:
     """ffprobe's JSON description of `path` (the file of input `uri`); InputError `probe_failed`."""
-    command = ["ffprobe", "-show_format", "-show_streams", "-of", "json", *options, path]
+    command = ["ffprobe", *INPUT_OPTIONS, "-show_format", "-show_streams", "-of", "json", *options, path]
     result = run_tool(command, timeout_s, uri)
     if result.returncode != 0:
         raise InputError("probe_failed", f"ffprobe cannot read {uri}: {last_lines(result.stderr)}")

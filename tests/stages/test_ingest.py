@@ -1,7 +1,5 @@
 """Every kind of bad input ends as one failed or filtered row with a reason; good inputs complete."""
 
-import shutil
-
 import pyarrow.parquet as pq
 import pytest
 
