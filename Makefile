@@ -31,7 +31,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 demo: install
-	$(VENV)/bin/voxhear run --run-dir runs/demo
+	$(VENV)/bin/voxhear run --run-dir runs/demo --keep-work
 
 test: install
 	HF_HUB_OFFLINE=1 VOXHEAR_OFFLINE=1 $(PY) -m pytest -q

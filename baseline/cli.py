@@ -53,6 +53,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.baseline_command == "train":
         return _train(args)
+    from voxhear.baseline.train import CheckpointError
+
+    try:
+        return _score_or_render(args)
+    except CheckpointError as error:
+        print(f"voxhear baseline: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _score_or_render(args: argparse.Namespace) -> int:
     if args.baseline_command == "eval":
         from voxhear.baseline.evaluate import evaluate_checkpoint, format_result, write_result
 
@@ -74,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
     import yaml
 
     from voxhear.baseline.config import BaselineConfig, BaselineConfigError
-    from voxhear.baseline.train import train
+    from voxhear.baseline.train import CheckpointError, train
 
     try:
         cfg = BaselineConfig()
@@ -84,6 +94,11 @@ def _train(args: argparse.Namespace) -> int:
     except (BaselineConfigError, OSError) as error:
         print(f"voxhear baseline: error: {error}", file=sys.stderr)
         return 2
-    summary = train(cfg, args.shards, args.out, device=args.device, stop_at=args.stop_at, progress=not args.quiet)
+    try:
+        summary = train(cfg, args.shards, args.out, device=args.device, stop_at=args.stop_at,
+                        progress=not args.quiet)
+    except CheckpointError as error:  # a last.pt to resume from that is not plain data
+        print(f"voxhear baseline: error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2))
     return 0

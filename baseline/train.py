@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import time
 from pathlib import Path
 
@@ -147,9 +148,31 @@ def save_checkpoint(path: Path, model: TalkListenModel, optimizer: torch.optim.O
         torch.save(state, tmp)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read as plain data (tensors, numbers, strings, lists, dicts)."""
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """The checkpoint dict at `path`, read with `weights_only=True`.
+
+    A checkpoint holds only tensors and plain data (the config as a dict), so nothing in it needs
+    pickle's ability to build arbitrary objects, which would run code from a file someone handed us.
+    """
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain data, which are not loaded (they could run "
+            f"code); a checkpoint of `voxhear baseline train` has none: {str(error).splitlines()[0]}"
+        ) from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of `voxhear baseline train` (no model and config)")
+    return ckpt
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[TalkListenModel, dict]:
     """The model of a checkpoint (eval mode) and the checkpoint dict."""
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    ckpt = read_checkpoint(path, device)
     model = TalkListenModel(BaselineConfig.from_dict(ckpt["config"])).to(device)
     state = dict(ckpt["model"])
     state.setdefault("motion_gain", torch.ones(MOTION_DIM))  # version 1 checkpoints: no calibration
@@ -186,7 +209,7 @@ def train(cfg: BaselineConfig, shards: str | list[str], out_dir: str | Path, dev
     started = time.perf_counter()
     urls = expand_shards(shards)
     last_path, best_path = out / "last.pt", out / "best.pt"
-    resume = torch.load(last_path, map_location="cpu", weights_only=False) if last_path.exists() else None
+    resume = read_checkpoint(last_path) if last_path.exists() else None
     if resume is not None and resume["config"] != cfg.to_dict():
         changed = sorted(k for k, v in cfg.to_dict().items() if resume["config"].get(k) != v)
         raise ValueError(f"{last_path} was trained with a different config ({', '.join(changed)}); "

@@ -25,10 +25,12 @@ from voxhear.pipeline.stage import RunContext
 from voxhear.stages.audio.diarization import read_rttm
 from voxhear.stages.audio.stages import DiarizationStage, SeparationStage
 
-COLLAR = 0.0
+# Collar 0 scores every boundary; 0.25 s (NIST's, and the issue's meeting figures') forgives the
+# quarter second either side of a reference boundary, where the truth's own VAD is uncertain.
+COLLARS = (0.0, 0.25)
 
 
-def der_parts(reference_rttm: Path, hypothesis_rttm: Path, duration: float) -> dict[str, float]:
+def der_parts(reference_rttm: Path, hypothesis_rttm: Path, duration: float, collar: float = 0.0) -> dict[str, float]:
     """Seconds of missed, false-alarm and confused speech and of reference speech (overlap scored)."""
     from pyannote.core import Annotation, Segment
     from pyannote.metrics.diarization import DiarizationErrorRate
@@ -39,7 +41,7 @@ def der_parts(reference_rttm: Path, hypothesis_rttm: Path, duration: float) -> d
             out[Segment(turn.start, turn.end), i] = turn.speaker
         return out
 
-    metric = DiarizationErrorRate(collar=COLLAR, skip_overlap=False)
+    metric = DiarizationErrorRate(collar=collar, skip_overlap=False)
     parts = metric(annotation(reference_rttm), annotation(hypothesis_rttm), uem=Segment(0, duration), detailed=True)
     return {k: float(parts[k]) for k in ("missed detection", "false alarm", "confusion", "total")}
 
@@ -64,7 +66,8 @@ def evaluate(set_dir: Path, inputs: list[str], overrides: list[str], work: Path)
     context = RunContext(run_dir=work, model_store=ModelStore.from_config(config.models))
     separation = SeparationStage(config.separation, context)
     diarization = DiarizationStage(config.diarization, context)
-    stats: dict[str, dict[str, dict[str, float]]] = {name: {} for name in inputs}
+    scored = [(name, collar) for name in inputs for collar in COLLARS]
+    stats: dict[tuple[str, float], dict[str, dict[str, float]]] = {key: {} for key in scored}
     speakers: dict[str, dict[str, tuple[int, int]]] = {name: {} for name in inputs}
     for truth in sorted(p for p in (set_dir / "truth").iterdir() if p.is_dir()):
         audio = set_dir / "audio" / f"{truth.name}.flac"
@@ -82,12 +85,13 @@ def evaluate(set_dir: Path, inputs: list[str], overrides: list[str], work: Path)
                 speech_uri=row.speech_uri if name == "speech" else "",
             )
             diarized = diarization.process(diarized)[0]
-            stats[name][truth.name] = der_parts(reference, Path(diarized.rttm_uri), duration)
+            for collar in COLLARS:
+                stats[name, collar][truth.name] = der_parts(reference, Path(diarized.rttm_uri), duration, collar)
             speakers[name][truth.name] = (len({t.speaker for t in read_rttm(diarized.rttm_uri)}), n_reference)
     report = {}
-    for name in inputs:
-        pooled, per_video, figures = video_figures(stats[name], pool, {"der": LOWER})
-        report[name] = {
+    for name, collar in scored:
+        pooled, per_video, figures = video_figures(stats[name, collar], pool, {"der": LOWER})
+        report[f"{name}, collar {collar}"] = {
             "pooled": pooled,
             "figures": figures,
             "per_recording": {
@@ -101,7 +105,7 @@ def evaluate(set_dir: Path, inputs: list[str], overrides: list[str], work: Path)
 def format_report(report: dict[str, dict]) -> str:
     lines = []
     for name, result in report.items():
-        lines.append(f"diarizing the {name} (DER, collar {COLLAR}, overlap scored):")
+        lines.append(f"diarizing the {name} (DER, overlap scored):")
         for video, row in result["per_recording"].items():
             lines.append(
                 f"  {video}  der {row['der']:.3f}  missed {row['missed']:.3f}  false alarm "

@@ -8,7 +8,8 @@ rewriting its samples' json, a takedown removing samples) changes in a commit of
 
 1. each new shard is written beside the old one as `.NNNNNN.tar.cSEQ.staged` and fsynced;
 2. the commit's parts are written: `SEQ-shards.parquet` (the new sha256, "" for a shard that
-   was removed), `SEQ-takedowns.parquet` (what a takedown removed), then an empty
+   was removed), `SEQ-takedowns.parquet` (what a takedown removed), `SEQ-splits.parquet` (the
+   identity and split of every clip the splits pass wrote into the shards' json), then an empty
    `SEQ-sources.parquet`, the commit record;
 3. the staged files are renamed over the shards, and removed shards are deleted.
 
@@ -16,6 +17,11 @@ A kill before the commit record leaves the old shards with their old records (th
 are deleted at the next recovery); a kill after it is rolled forward by `complete_rewrites`
 (called by `Ledger.recover` and by every rewrite before it starts). Either way each shard ends
 matching the latest sha256 the ledger holds for it. A shard name is never reused.
+
+The splits part is what keeps `clips.parquet` and `splits.parquet` in step with the shards: the
+pass writes them after its commit, and every consolidation rebuilds them from the latest
+committed splits part (`consolidate_splits`), so a kill between the commit and those writes
+is repaired by the next run (and reported by `voxhear verify` until then).
 
 Takedown records are what makes a takedown stick: the removed clips stay in the ledger's clips
 parts (so a resume neither processes their source again nor writes their keys a second time),
@@ -41,6 +47,7 @@ _PART = re.compile(r"^(\d{6})-([a-z]+)\.parquet$")
 _SHARD = re.compile(r"^(\d{6})\.tar$")
 _STAGED = re.compile(r"^\.(\d{6}\.tar)\.c(\d{6})\.staged$")
 TAKEDOWNS_FILE = "takedowns.parquet"
+SPLITS_FILE = "splits.parquet"
 
 SHARDS_SCHEMA = pa.schema(
     [
@@ -62,6 +69,16 @@ TAKEDOWNS_SCHEMA = pa.schema(
         pa.field("reason", pa.string(), nullable=False),
         pa.field("taken_down_at", pa.string(), nullable=False),  # UTC, ISO 8601
         pa.field("commit", pa.int64(), nullable=False),
+    ]
+)
+
+
+# key -> identity and split (voxhear.passes.splits): the ledger's splits parts and manifests/splits.parquet.
+SPLITS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("identity_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
     ]
 )
 
@@ -160,8 +177,9 @@ class ShardRewrite:
     """One ledger commit that replaces or removes published shards (and records takedowns).
 
     `stage(name)` gives the path to write a shard's new content to (the caller may leave it
-    unwritten: that shard is then unchanged), `remove(name)` deletes a shard; `commit()` records
-    and applies it all atomically (see the module docstring).
+    unwritten: that shard is then unchanged), `remove(name)` deletes a shard, `parts[kind]` is a
+    further ledger part of the commit (`splits`); `commit()` records and applies it all
+    atomically (see the module docstring).
     """
 
     def __init__(self, run_dir: Path, cause: str) -> None:
@@ -174,6 +192,7 @@ class ShardRewrite:
         self._staged: dict[str, Path] = {}
         self._removed: set[str] = set()
         self.takedowns: list[dict] = []
+        self.parts: dict[str, pa.Table] = {}
 
     def stage(self, name: str) -> Path:
         path = self.shards_dir / f".{name}.c{self.seq:06d}.staged"
@@ -190,7 +209,7 @@ class ShardRewrite:
     def commit(self) -> int | None:
         """Record and apply the rewrite; returns its commit number, None when nothing changed."""
         staged = {name: path for name, path in self._staged.items() if path.is_file()}
-        if not staged and not self._removed and not self.takedowns:
+        if not staged and not self._removed and not self.takedowns and not self.parts:
             return None
         for path in staged.values():
             with open(path, "rb+") as handle:
@@ -205,6 +224,8 @@ class ShardRewrite:
             atomic_write_table(
                 self.ledger_dir / f"{seq}-takedowns.parquet", pa.Table.from_pylist(rows, TAKEDOWNS_SCHEMA)
             )
+        for kind, table in sorted(self.parts.items()):
+            atomic_write_table(self.ledger_dir / f"{seq}-{kind}.parquet", table)
         atomic_write_table(self.ledger_dir / f"{seq}-sources.parquet", SourceManifestRow.to_table([]))  # commit record
         complete_rewrites(self.run_dir)
         return self.seq
@@ -251,3 +272,34 @@ def consolidate_takedowns(run_dir: Path, sources: pa.Table, clips: pa.Table) -> 
         return sources, clips
     atomic_write_table(Path(run_dir) / "manifests" / TAKEDOWNS_FILE, records)
     return apply_takedowns(sources, clips, records.column("key").to_pylist())
+
+
+def committed_splits(run_dir: Path) -> pa.Table | None:
+    """The identity and split of every clip as the latest committed splits pass wrote them into
+    the shards (SPLITS_SCHEMA), or None before the first."""
+    parts = committed_parts(ledger_dir_of(run_dir), "splits")
+    return pq.read_table(parts[max(parts)], schema=SPLITS_SCHEMA) if parts else None
+
+
+def with_splits(clips: pa.Table, splits: pa.Table) -> pa.Table:
+    """`clips` with `identity_id` and `split` set from `splits` by key ("" for a key not in it)."""
+    by_key = {row["key"]: row for row in splits.to_pylist()}
+    keys = clips.column("key").to_pylist()
+    for column in ("identity_id", "split"):
+        values = [by_key[k][column] if k in by_key else "" for k in keys]
+        index = clips.column_names.index(column)
+        clips = clips.set_column(index, clips.schema.field(index), pa.array(values, pa.string()))
+    return clips
+
+
+def consolidate_splits(run_dir: Path, clips: pa.Table) -> pa.Table:
+    """For a run whose clips have splits: `with_splits` of the latest committed splits pass, and
+    manifests/splits.parquet written from it (keys no longer in `clips`, taken down, left out)."""
+    if not {"identity_id", "split"} <= set(clips.column_names):
+        return clips
+    splits = committed_splits(run_dir)
+    if splits is None:
+        return clips
+    splits = splits.filter(pc.is_in(splits.column("key"), clips.column("key")))
+    atomic_write_table(Path(run_dir) / "manifests" / SPLITS_FILE, splits)
+    return with_splits(clips, splits)

@@ -11,7 +11,8 @@ is processed again, and samples whose keys a commit already published are not wr
 
 A commit that publishes shards also records their sha256 (`NNNNNN-shards.parquet`, before the
 sources part); shards rewritten later (splits, takedowns) change in commits of their own, and
-takedowns are recorded there too (`NNNNNN-takedowns.parquet`): see `manifests/integrity.py`.
+takedowns (`NNNNNN-takedowns.parquet`) and the splits pass's assignment (`NNNNNN-splits.parquet`)
+are recorded there too: see `manifests/integrity.py`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from voxhear.manifests.integrity import complete_rewrites, consolidate_takedowns, next_shard_number, shard_table
+from voxhear.manifests.integrity import (
+    complete_rewrites,
+    consolidate_splits,
+    consolidate_takedowns,
+    next_shard_number,
+    shard_table,
+)
 from voxhear.manifests.schemas import ClipManifestRow, SourceManifestRow
 from voxhear.pipeline.io import atomic_write_table, remove_stale_temps
 
@@ -34,7 +41,7 @@ if TYPE_CHECKING:
     from voxhear.manifests.schemas import ClipRow
 
 SHARD_PATTERN = re.compile(r"^(\d{6})\.tar$")
-PART_PATTERN = re.compile(r"^(\d{6})-(sources|clips|shards|takedowns)\.parquet$")
+PART_PATTERN = re.compile(r"^(\d{6})-(sources|clips|shards|takedowns|splits)\.parquet$")
 
 
 @dataclass
@@ -69,7 +76,8 @@ class Ledger:
         remove_stale_temps(self.run_dir / "manifests")
         remove_stale_temps(self.shards_dir)
         sources, clips = self._parts("sources"), self._parts("clips")
-        for seq, path in [*clips.items(), *self._parts("shards").items(), *self._parts("takedowns").items()]:
+        others = [self._parts(kind) for kind in ("shards", "takedowns", "splits")]
+        for seq, path in [*clips.items(), *(item for parts in others for item in parts.items())]:
             if seq not in sources:
                 path.unlink()
         complete_rewrites(self.run_dir)
@@ -136,6 +144,7 @@ def consolidate(run_dir: Path) -> tuple[pa.Table, pa.Table]:
     clips = clips.filter(pc.is_in(clips.column("source_uri"), sources.column("source_uri")))
     clips = clips.sort_by([("source_uri", "ascending"), ("key", "ascending")])
     sources, clips = consolidate_takedowns(run_dir, sources, clips)  # taken-down clips never come back
+    clips = consolidate_splits(run_dir, clips)  # identities and splits as the shards' json has them
     manifests = Path(run_dir) / "manifests"
     atomic_write_table(manifests / "sources.parquet", sources)
     atomic_write_table(manifests / "clips.parquet", clips)

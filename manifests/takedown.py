@@ -7,7 +7,10 @@
 2. rewrites every shard holding one of them without its members (a shard left empty is
    removed), and records the shards' new sha256 and one takedown row per key (what was removed,
    from which shard, matched by which selector, why and when) in one ledger commit
-   (`manifests.integrity.ShardRewrite`: a kill leaves the run as it was before or after);
+   (`manifests.integrity.ShardRewrite`: a kill leaves the run as it was before or after). A
+   damaged shard (one that does not read to its end, or whose sha256 is not the ledger's: what
+   `voxhear verify` reports) is never copied; it is removed when all its samples are taken down,
+   and the takedown is refused otherwise;
 3. drops every row of those keys from clips/identities/splits.parquet, takes the kept ones off
    their source's `n_clips_ok` and `clip_seconds` in sources.parquet, and writes
    `manifests/takedowns.parquet` (every takedown of the run);
@@ -41,9 +44,10 @@ from voxhear.manifests.integrity import (
     ShardRewrite,
     apply_takedowns,
     complete_rewrites,
+    shard_records,
     takedown_records,
 )
-from voxhear.pipeline.io import atomic_write_table
+from voxhear.pipeline.io import atomic_write_table, sha256_file
 from voxhear.pipeline.runlock import RunLock
 from voxhear.pipeline.shards import copy_members
 
@@ -51,7 +55,8 @@ _SHARD_GLOB = "[0-9][0-9][0-9][0-9][0-9][0-9].tar"
 
 
 class TakedownError(ValueError):
-    """A selector matched nothing (nothing was changed)."""
+    """A takedown that cannot be done: a selector matched nothing, or a damaged shard would lose
+    samples that are not taken down (nothing was changed)."""
 
 
 @dataclass
@@ -105,7 +110,7 @@ def _takedown(
     complete_rewrites(run_dir)
     clips = pq.read_table(manifests / "clips.parquet")
     identity_table = _read(manifests / "identities.parquet")
-    in_shards = _keys_in_shards(run_dir / "shards")
+    in_shards, damaged = _keys_in_shards(run_dir / "shards")
     done = takedown_records(run_dir).to_pylist()
     done_keys = {row["key"] for row in done}
 
@@ -149,7 +154,7 @@ def _takedown(
         raise TakedownError(f"no sample matches {', '.join(unmatched)} in {run_dir}; nothing was taken down")
 
     if matched:
-        _remove_from_shards(run_dir, matched, in_shards, rows_by_key, identity_of, reason, result)
+        _remove_from_shards(run_dir, matched, in_shards, damaged, rows_by_key, identity_of, reason, result)
     records = takedown_records(run_dir)
     all_keys = set(records.column("key").to_pylist())
     removed_rows = _update_manifests(run_dir, records, all_keys)
@@ -162,18 +167,40 @@ def _remove_from_shards(
     run_dir: Path,
     matched: dict[str, str],
     in_shards: dict[str, list[str]],
+    damaged: dict[str, str],
     rows_by_key: dict[str, list[dict]],
     identity_of: dict[str, str],
     reason: str,
     result: TakedownResult,
 ) -> None:
-    rewrite = ShardRewrite(run_dir, cause="takedown")
     affected: dict[str, set[str]] = defaultdict(set)
     for key in matched:
         for shard in in_shards.get(key, []):
             affected[shard].add(key)
+        for row in rows_by_key.get(key, []):  # a damaged shard may no longer show the key
+            if row.get("shard") in damaged:
+                affected[row["shard"]].add(key)
+    # A damaged shard (cut short, or not the bytes the ledger recorded) is not copied: that would
+    # record its damage as the shard's new sha256. It goes when every sample it holds, by the
+    # manifest or by what is still readable, is taken down; else nothing is done.
+    records = shard_records(run_dir)
+    for shard in sorted(set(affected) - set(damaged)):
+        record = records.get(shard)
+        if record is not None and not record.removed and sha256_file(run_dir / "shards" / shard) != record.sha256:
+            damaged[shard] = f"its sha256 differs from the ledger's (commit {record.commit})"
+    for shard in sorted(set(affected) & set(damaged)):
+        held = {k for k, rows in rows_by_key.items() if any(r.get("shard") == shard for r in rows)}
+        held |= {k for k, shards in in_shards.items() if shard in shards}
+        left = sorted(held - set(matched))
+        if left:
+            raise TakedownError(
+                f"shard {shard} is damaged ({damaged[shard]}): its other {len(left)} sample(s) cannot be "
+                f"copied out of it ({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}); take them down too, "
+                f"or restore the shard from a copy whose sha256 `voxhear verify` accepts; nothing was taken down"
+            )
+    rewrite = ShardRewrite(run_dir, cause="takedown")
     for shard, gone in sorted(affected.items()):
-        if _copy_without(run_dir / "shards" / shard, gone, rewrite.stage(shard)):
+        if shard not in damaged and _copy_without(run_dir / "shards" / shard, gone, rewrite.stage(shard)):
             result.shards_rewritten.append(shard)
         else:
             rewrite.remove(shard)
@@ -208,14 +235,22 @@ def _copy_without(source: Path, keys: set[str], dest: Path) -> bool:
     return True
 
 
-def _keys_in_shards(shards_dir: Path) -> dict[str, list[str]]:
-    """sample key -> the shards holding it."""
+def _keys_in_shards(shards_dir: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """sample key -> the shards holding it, and shard -> why it is damaged, for the shards whose
+    tar does not read to its end (their keys as far as they read)."""
     found: dict[str, list[str]] = defaultdict(list)
+    damaged: dict[str, str] = {}
     for path in sorted(shards_dir.glob(_SHARD_GLOB)):
-        with tarfile.open(path) as tar:
-            for key in dict.fromkeys(name.partition(".")[0] for name in tar.getnames()):
-                found[key].append(path.name)
-    return found
+        keys: dict[str, None] = {}
+        try:
+            with tarfile.open(path) as tar:
+                for info in tar:
+                    keys.setdefault(info.name.partition(".")[0])
+        except (tarfile.TarError, OSError) as error:
+            damaged[path.name] = f"unreadable tar: {error}"
+        for key in keys:
+            found[key].append(path.name)
+    return found, damaged
 
 
 def _read(path: Path) -> pa.Table | None:

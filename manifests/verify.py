@@ -11,7 +11,10 @@
   background == mix exactly, on the integers (read as int32);
 - every `clips.parquet` row with status ok has its sample in the shard it names, every sample in a
   shard has one ok row naming that shard, and no key is in the shards twice;
-- no taken-down key is in a shard or in clips/identities/splits.parquet.
+- no taken-down key is in a shard or in clips/identities/splits.parquet;
+- where clips.parquet has identities and splits (talk runs), every kept sample's json,
+  clips.parquet, splits.parquet and identities.parquet agree on its identity and split (they
+  disagree only after an end-of-run pass was interrupted; the next `voxhear run` completes it).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class VerifyReport:
 class _ShardResult:
     name: str
     keys: list[str] = field(default_factory=list)  # in order, a key twice if it is twice
+    labels: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> json's (identity_id, split)
     problems: list[Problem] = field(default_factory=list)
     members: int = 0
     bytes: int = 0
@@ -111,7 +115,9 @@ def verify_run(run_dir: Path, decode: bool = True, jobs: int | None = None) -> V
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(lambda n: _check_shard(shards_dir / n, records.get(n), n in on_disk, decode), names))
     where: dict[str, list[str]] = defaultdict(list)  # key -> shards holding it
+    labels: dict[str, tuple[str, tuple[str, str]]] = {}  # key -> (shard, its json's identity and split)
     for result in results:
+        labels.update({key: (result.name, label) for key, label in result.labels.items()})
         report.problems += result.problems
         report.members += result.members
         report.bytes += result.bytes
@@ -127,6 +133,7 @@ def verify_run(run_dir: Path, decode: bool = True, jobs: int | None = None) -> V
             )
     _check_manifests(run_dir, report, where)
     _check_takedowns(run_dir, report, where)
+    _check_labels(run_dir, report, labels)
     return report
 
 
@@ -154,6 +161,9 @@ def _check_shard(path: Path, record: ShardRecord | None, exists: bool, decode: b
         for key, members in _samples(path, add):
             result.keys.append(key)
             result.members += len(members)
+            label = _label(members.get("json"))
+            if label is not None:
+                result.labels[key] = label
             if decode:
                 result.mixes += _check_sample(key, members, add)
     except (tarfile.TarError, OSError) as error:
@@ -191,6 +201,18 @@ def _samples(path: Path, add: _Add) -> Iterator[tuple[str, dict[str, bytes]]]:
         rest = handle.read()
     if rest.strip(b"\0"):
         add("", f"the tar's members end at byte {end} of {size}; the rest is not padding (a damaged header?)")
+
+
+def _label(data: bytes | None) -> tuple[str, str] | None:
+    """A sample json's (identity_id, split), "" for either it lacks; None if it does not parse
+    (reported by _check_sample)."""
+    try:
+        meta = json.loads(data) if data else None
+    except ValueError:
+        return None
+    if not isinstance(meta, dict):
+        return None
+    return str(meta.get("identity_id") or ""), str(meta.get("split") or "")
 
 
 def _check_sample(key: str, members: dict[str, bytes], add: _Add) -> int:
@@ -320,3 +342,28 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(problem.format())
     print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
+
+
+def _check_labels(run_dir: Path, report: VerifyReport, labels: dict[str, tuple[str, tuple[str, str]]]) -> None:
+    """Identity and split of every kept clip: clips.parquet against the sample's json, splits.parquet
+    and identities.parquet (only where clips.parquet has both columns: the talk stage's clips)."""
+    manifests = run_dir / "manifests"
+    clips_path = manifests / "clips.parquet"
+    if not clips_path.is_file() or not {"identity_id", "split"} <= set(pq.read_schema(clips_path).names):
+        return
+    rows = pq.read_table(clips_path, columns=["key", "status", "identity_id", "split"]).to_pylist()
+    want = {r["key"]: (r["identity_id"], r["split"]) for r in rows if r["status"] == "ok"}
+    hint = "an interrupted end-of-run pass: the next `voxhear run` of this run directory completes it"
+    for key, (shard, got) in sorted(labels.items()):
+        if key in want and got != want[key]:
+            report.add(shard, key, f"json has identity/split {got} but clips.parquet {want[key]}: {hint}")
+    for name, columns in (("splits.parquet", ["identity_id", "split"]), ("identities.parquet", ["identity_id"])):
+        if not (manifests / name).is_file():
+            continue
+        table = pq.read_table(manifests / name, columns=["key", *columns]).to_pylist()
+        listed = {r["key"]: tuple(r[c] for c in columns) for r in table}
+        for key, label in sorted(want.items()):
+            expected = label[: len(columns)]
+            found = listed.get(key, ("",) * len(columns))
+            if found != expected:
+                report.add("", key, f"{name} has identity/split {found} but clips.parquet {expected}: {hint}")

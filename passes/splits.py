@@ -2,11 +2,17 @@
 
 Which identity a clip belongs to is known only once every clip of the run is in (identities
 are clustered over the whole run), so this runs after the run, like the clustering: it
-assigns each identity to one split, writes `manifests/splits.parquet` (key -> identity, split),
-fills `identity_id` and `split` in `manifests/clips.parquet`, and rewrites the `json` member
-of every sample in the shards that changed. Shard rewrites are one ledger commit that records
-the new sha256 with the new shards (`manifests.integrity.ShardRewrite`) and are skipped when
-nothing changed, so the pass is idempotent and a resumed run simply re-assigns over the larger set.
+assigns each identity to one split, rewrites the `json` member of every sample in the shards
+that changed, then fills `identity_id` and `split` in `manifests/clips.parquet` and writes
+`manifests/splits.parquet` (key -> identity, split).
+
+The shards come first, in one ledger commit (`manifests.integrity.ShardRewrite`) that records
+their new sha256 and the assignment itself (a `splits` part). A kill before that commit leaves
+the old shards and manifests; a kill after it leaves shards ahead of the manifests, which
+`voxhear verify` reports and the next run's consolidation repairs from the recorded assignment
+(`integrity.consolidate_splits`) before this pass runs again. The commit is skipped when no
+shard changed and the assignment is the one recorded, so the pass is idempotent and a resumed
+run simply re-assigns over the larger set.
 
 Assignment: identities are ordered by a seeded hash of their id (stable as a run grows,
 independent of clustering order); with three or more identities, test and val each first get
@@ -26,19 +32,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from voxhear.manifests.integrity import ShardRewrite
+from voxhear.manifests.integrity import SPLITS_FILE, SPLITS_SCHEMA, ShardRewrite, committed_splits, with_splits
 from voxhear.pipeline.io import atomic_path, atomic_write_table
 from voxhear.pipeline.shards import copy_members
 
-SPLITS_FILE = "splits.parquet"
 SPLITS = ("train", "val", "test")
-SPLITS_SCHEMA = pa.schema(
-    [
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("identity_id", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-    ]
-)
 
 
 def assign_splits(
@@ -91,18 +89,19 @@ def write_splits(run_dir: Path, val_share: float, test_share: float, seed: int =
         key=lambda r: r["key"],
     )
     table = pa.Table.from_pylist(rows, schema=SPLITS_SCHEMA)
-    atomic_write_table(manifests / SPLITS_FILE, table)
     by_key = {r["key"]: r for r in rows}
-    keys = clips.column("key").to_pylist()
-    for column, field in (("identity_id", "identity_id"), ("split", "split")):
-        values = [by_key[k][field] if k in by_key else "" for k in keys]
-        clips = clips.set_column(clips.column_names.index(column), column, pa.array(values, pa.string()))
-    atomic_write_table(clips_path, clips)
+    # The shards and the assignment in one commit first, the manifests after (module docstring).
     shards = {r["shard"] for r in clips.select(["shard", "status"]).to_pylist() if r["status"] == "ok" and r["shard"]}
     rewrite = ShardRewrite(run_dir, cause="splits")
+    changed = False
     for shard in sorted(shards):
-        rewrite_shard_metadata(Path(run_dir) / "shards" / shard, by_key, dest=rewrite.stage(shard))
+        changed |= rewrite_shard_metadata(Path(run_dir) / "shards" / shard, by_key, dest=rewrite.stage(shard))
+    recorded = committed_splits(run_dir)
+    if changed or recorded is None or not recorded.equals(table):
+        rewrite.parts["splits"] = table
     rewrite.commit()
+    atomic_write_table(clips_path, with_splits(clips, table))
+    atomic_write_table(manifests / SPLITS_FILE, table)
     return table
 
 

@@ -30,6 +30,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={flag}")
     if args.retry_failed:
         overrides.append("retry_failed=true")
+    if args.keep_work:
+        overrides.append("keep_work=true")
     config = load_config(args.config, overrides)
     summary = run_pipeline(config, show_progress=not args.quiet)
     print(summary.format())
@@ -181,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runner", choices=["ray", "local"], help="Ray Data (default) or in-process")
     run.add_argument("--ray-address", help="join a Ray cluster (else RAY_ADDRESS, else a local Ray)")
     run.add_argument("--retry-failed", action="store_true", help="process inputs that failed before again")
+    run.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep every input's intermediates in RUN/work after it is committed (debugging, voxhear eval); "
+        "by default they are deleted and the summary says what is left",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
 

@@ -108,6 +108,12 @@ class RunConfig:
     # Stop the run when more than this share of inputs fail (after at least min_inputs_for_failure_rate).
     max_failure_rate: float = setting(0.5, gt=0, le=1)
     min_inputs_for_failure_rate: int = setting(10, ge=1)
+    # Keep every input's intermediates in run_dir/work (GBs per input hour) after its samples are
+    # committed, and what killed attempts left there. Off: they are deleted right after each
+    # input's commit and at the start of a run (see voxhear.pipeline.workarea). Set it for
+    # debugging, for the QC page's previews of rejected clips, and for `voxhear eval` and the
+    # benchmarks, which score clips from their work files.
+    keep_work: bool = False
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)

@@ -13,10 +13,10 @@ from pathlib import Path
 import yaml
 
 from voxhear.manifests import Ledger, consolidate
-from voxhear.pipeline import registry
+from voxhear.pipeline import registry, workarea
 from voxhear.pipeline.config import ConfigError, RunConfig, save_config
 from voxhear.pipeline.executors import make_executor
-from voxhear.pipeline.inputs import expand_inputs
+from voxhear.pipeline.inputs import expand_inputs, is_remote
 from voxhear.pipeline.models import ModelStore, UnknownModelError
 from voxhear.pipeline.records import STATUS_FAILED, ShotRecord, SourceRecord
 from voxhear.pipeline.runlock import RunLock
@@ -71,6 +71,9 @@ class RunSummary:
     input_hours: float = 0.0
     wall_s: float = 0.0
     shards: int = 0
+    # What is left in run_dir/work at the end (everything with keep_work; else inputs never committed).
+    work_bytes: int = 0
+    keep_work: bool = False
 
     @property
     def real_time_factor(self) -> float:
@@ -78,6 +81,7 @@ class RunSummary:
         return self.wall_s / (self.input_hours * 3600) if self.input_hours else 0.0
 
     def format(self) -> str:
+        kept = "keep_work: kept" if self.keep_work else "committed inputs' files removed; keep_work=true keeps them"
         lines = [
             f"run directory: {self.run_dir}",
             f"inputs: {self.inputs} ({self.skipped} already done in an earlier attempt)",
@@ -89,6 +93,7 @@ class RunSummary:
             f"clips: {self.clips} ({self.clip_hours:.4f} h) in {self.shards} shards",
             f"input video: {self.input_hours:.4f} h; wall time {self.wall_s:.1f} s; "
             f"real-time factor {self.real_time_factor:.3f}",
+            f"work area: {workarea.format_size(self.work_bytes)} in {workarea.work_dir(self.run_dir)} ({kept})",
             f"manifests: {self.run_dir / 'manifests'}",
             f"shards: {self.run_dir / 'shards'}",
         ]
@@ -137,6 +142,8 @@ def _run_locked(config: RunConfig, run_dir: Path, show_progress: bool, started: 
         if uri not in state.status_by_uri or (config.retry_failed and state.status_by_uri[uri] == STATUS_FAILED)
     ]
     log.info("%d inputs, %d to process", len(inputs), len(todo))
+    # After recovery (which settles what is committed) and under the run lock.
+    workarea.clean_at_start(context.work_dir, config.keep_work, [uri for uri in todo if is_remote(uri)])
     sink = DatasetSink(
         config,
         ledger,
@@ -149,8 +156,15 @@ def _run_locked(config: RunConfig, run_dir: Path, show_progress: bool, started: 
     try:
         executor.execute(stages, [SourceRecord(source_uri=uri) for uri in todo], sink)
         sink.finish()
-    finally:
-        consolidate(run_dir)
+    except BaseException:
+        # What was committed is consolidated all the same, but failing to (a full disk, often the
+        # very fault that stopped the run) must not replace the error the run stopped with.
+        try:
+            consolidate(run_dir)
+        except Exception as error:
+            log.warning("the manifests were not consolidated after the run stopped: %s", error)
+        raise
+    consolidate(run_dir)
     if "faces" in config.stages:
         # Identities need every face track of the run, so they are clustered after consolidation.
         from voxhear.passes.identities import assign_identities
@@ -160,13 +174,15 @@ def _run_locked(config: RunConfig, run_dir: Path, show_progress: bool, started: 
         from voxhear.passes.splits import write_splits
 
         write_splits(run_dir, config.shards.val_share, config.shards.test_share, config.shards.split_seed)
-    return summarize_run(
+    summary = summarize_run(
         run_dir,
         inputs_total=len(inputs),
         skipped=len(inputs) - len(todo),
         wall_s=time.perf_counter() - started,
         processed=set(todo),
     )
+    summary.keep_work = config.keep_work
+    return summary
 
 
 def clip_span(row: dict) -> tuple[float, float]:
@@ -194,4 +210,5 @@ def summarize_run(run_dir: Path, inputs_total: int, skipped: int, wall_s: float,
     summary.clip_hours = sum(end - start for start, end in map(clip_span, kept)) / 3600
     summary.input_hours = sum(r["duration_s"] for r in rows if r["source_uri"] in processed) / 3600
     summary.shards = len({c["shard"] for c in kept})
+    summary.work_bytes = workarea.size_bytes(workarea.work_dir(run_dir))
     return summary

@@ -14,7 +14,7 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voxhear.pipeline.io import fsync_dir, temp_path_for
+from voxhear.pipeline.io import DISK_ERRNOS, disk_error, fsync_dir, temp_path_for
 
 
 @dataclass
@@ -40,12 +40,17 @@ class ShardWriter:
         if "." in key:
             raise ValueError(f"sample key {key!r} contains a dot; webdataset would split it")
         shard = self._current or self._open()
-        for ext, data in members.items():
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size = len(data)
-            # Fixed metadata keeps shard bytes reproducible run to run.
-            info.mtime, info.mode, info.uname, info.gname = 0, 0o644, "voxhear", "voxhear"
-            shard.tar.addfile(info, io.BytesIO(data))
+        try:
+            for ext, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                # Fixed metadata keeps shard bytes reproducible run to run.
+                info.mtime, info.mode, info.uname, info.gname = 0, 0o644, "voxhear", "voxhear"
+                shard.tar.addfile(info, io.BytesIO(data))
+        except OSError as error:
+            if error.errno in DISK_ERRNOS:
+                raise disk_error(error, shard.tmp) from error
+            raise
         shard.samples += 1
         name = shard.name
         if shard.samples >= self.max_samples or shard.handle.tell() >= self.max_bytes:
@@ -67,10 +72,15 @@ class ShardWriter:
         shard = self._current
         if shard is None:
             return
-        shard.tar.close()
-        shard.handle.flush()
-        os.fsync(shard.handle.fileno())
-        shard.handle.close()
+        try:
+            shard.tar.close()
+            shard.handle.flush()
+            os.fsync(shard.handle.fileno())
+            shard.handle.close()
+        except OSError as error:
+            if error.errno in DISK_ERRNOS:
+                raise disk_error(error, shard.tmp) from error
+            raise
         self._closed.append(shard)
         self._current = None
 

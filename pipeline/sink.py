@@ -20,6 +20,7 @@ from voxhear.manifests import Ledger, LedgerState, SourceManifestRow, clip_row_t
 from voxhear.pipeline.config import RunConfig
 from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record, ShotRecord
 from voxhear.pipeline.shards import ShardWriter
+from voxhear.pipeline.workarea import remove_input_work, work_dir
 
 if TYPE_CHECKING:
     from voxhear.manifests.schemas import ClipRow
@@ -65,6 +66,7 @@ class DatasetSink:
             next_number=state.next_shard,
         )
         self.commit_seq = state.next_commit
+        self.work = work_dir(ledger.run_dir)
         self.incomplete: dict[str, _Pending] = {}
         # Sources complete but not yet committed, and the kept clips of each unpublished shard.
         self.waiting: list[_Waiting] = []
@@ -92,7 +94,10 @@ class DatasetSink:
     def _complete(self, rows: list[ShotRecord]) -> None:
         source = summarize_source(rows)
         owner = self.state.source_ids.get(source.source_id)
-        if source.status == STATUS_OK and owner not in (None, source.source_uri):
+        # Same content as a kept source is a duplicate whatever became of it: two copies of one video
+        # share a work folder (it is named by content), which the first one's commit may have
+        # removed while the second was still being processed (see workarea).
+        if source.source_id and owner not in (None, source.source_uri):
             source.mark(
                 STATUS_FILTERED,
                 "sink",
@@ -150,6 +155,11 @@ class DatasetSink:
         self.state.published_keys.update(clip.key for clip in clips if clip.shard)
         self.commit_seq += 1
         self.last_commit = time.monotonic()
+        if not self.config.keep_work:
+            # Only now: the commit is durable, and a crash before this line leaves files for the
+            # next run's start to remove, never a committed input without its data.
+            for source in sources:
+                remove_input_work(self.work, source.source_id, source.source_uri)
 
     def _check_failure_rate(self) -> None:
         cfg = self.config

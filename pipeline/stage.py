@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
+from voxhear.pipeline.io import DISK_ERRNOS, DiskError, filesystem_note
 from voxhear.pipeline.models import ModelStore, ModelStoreError
 from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record
 from voxhear.pipeline.settings import ConfigError
@@ -211,14 +212,25 @@ def _raised_starting_a_program(error: OSError) -> bool:
     return False
 
 
+# How a tool's stderr says the disk is full, over quota or read-only ("No space left on device", ...).
+_DISK_STRERRORS = tuple(os.strerror(number) for number in sorted(DISK_ERRNOS))
+
+
 def _raise_fatal(stage: Stage, error: Exception) -> NoReturn:
     """Raise a fatal `error` for apply_stage: a machine OSError as a SystemFault with a one-line
-    message (caused by the original), any other fatal error as it is."""
+    message (caused by the original), any other fatal error as it is; a full or read-only disk
+    named either way (its mount point and free space)."""
     cause = None if isinstance(error, FATAL_ERRORS) else system_oserror(error)
     if cause is None:
+        work_dir = getattr(getattr(stage, "context", None), "work_dir", None)
+        text = str(error)
+        if isinstance(error, SystemFault) and work_dir and any(e in text for e in _DISK_STRERRORS):
+            raise SystemFault(f"{text}; the work area {work_dir} is on {filesystem_note(work_dir)}") from error
         raise error
     if _raised_starting_a_program(cause):
         what = f"cannot run {cause.filename}: {cause.strerror} (install it or fix PATH)"
+    elif isinstance(cause, DiskError):
+        what = f"{cause.strerror} ({cause.filename})"
     else:
         what = f"{os.strerror(cause.errno or 0)} ({cause.filename or cause})"
     raise SystemFault(f"stage {stage.name}: {what}; the input is left uncommitted, rerun once this is fixed") from error

@@ -12,7 +12,6 @@ frame 0 of video.mp4, and both files are exactly n_frames / fps long.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -23,11 +22,12 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from voxhear.pipeline.inputs import is_remote, local_path, open_input
+from voxhear.pipeline.inputs import copy_remote, is_remote, local_path
 from voxhear.pipeline.io import atomic_path, sha256_file
 from voxhear.pipeline.records import SourceRecord
 from voxhear.pipeline.settings import require, setting
 from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReason, Stage
+from voxhear.pipeline.workarea import fetched_path
 from voxhear.stages.media import FFMPEG, INPUT_OPTIONS, X264_PRESETS, last_lines, probe, run_tool, tool_timeout
 
 # Peak level below which audio counts as silent (about -80 dBFS).
@@ -121,6 +121,10 @@ class IngestConfig:
     keep_original_audio: bool = True
     video_crf: int = setting(18, ge=0, le=51)
     x264_preset: str = setting("veryfast", choices=X264_PRESETS)
+    # Remote inputs (s3://, gs://, https://...) larger than this are refused before and while they
+    # are copied into the work area (remote_too_large); one read stalled this long is remote_timeout.
+    remote_max_bytes: int = setting(32 * 2**30, ge=1)
+    remote_timeout_s: float = setting(120.0, gt=0)
 
     def check(self) -> None:
         require(self.max_duration_s > self.min_duration_s, "ingest.max_duration_s", "must exceed min_duration_s")
@@ -185,12 +189,10 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
             with open(path, "rb"):  # raises PermissionError for unreadable paths
                 pass
             return path
-        digest = hashlib.sha1(uri.encode()).hexdigest()[:16]
-        target = self.context.work_dir / "_fetched" / digest / Path(uri.split("?")[0]).name
+        target = fetched_path(self.context.work_dir, uri)
         if not target.exists():
-            with atomic_path(target) as tmp, open_input(uri) as src, open(tmp, "wb") as dst:
-                while chunk := src.read(1 << 22):
-                    dst.write(chunk)
+            # Capped and timed: a huge or stalled object must not fill the disk or hang a worker.
+            copy_remote(uri, target, self.config.remote_max_bytes, self.config.remote_timeout_s)
         return target
 
     def _probe(self, path: Path, row: SourceRecord) -> Streams:

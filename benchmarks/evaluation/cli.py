@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from voxhear.benchmarks.evaluation.base import EvalSettings
 from voxhear.benchmarks.evaluation.data import RunView, TruthSet
 from voxhear.benchmarks.evaluation.registry import build_metrics
@@ -31,6 +33,7 @@ def evaluate_run(run_dir: Path, truth_dir: Path, settings: EvalSettings | None =
     settings = settings or EvalSettings()
     truth = TruthSet.open(Path(truth_dir))
     run = RunView.open(Path(run_dir), truth)
+    _require_work_files(Path(run_dir))
     metrics = {m.name: m.evaluate(run, truth).to_json() for m in build_metrics(settings)}
     return {
         "eval_version": EVAL_VERSION,
@@ -44,6 +47,20 @@ def evaluate_run(run_dir: Path, truth_dir: Path, settings: EvalSettings | None =
         "duplicate_sources": run.duplicate_sources,
         "metrics": metrics,
     }
+
+
+def _require_work_files(run_dir: Path) -> None:
+    """The metrics score clips from their work files, which a run deletes once an input is
+    committed unless `keep_work` is set: say so rather than scoring a run with nothing in it."""
+    clips = Path(run_dir) / "manifests" / "clips.parquet"
+    if not clips.is_file() or "clip_frames_uri" not in pq.read_schema(clips).names:
+        return
+    uris = [u for u in pq.read_table(clips, columns=["clip_frames_uri"]).column(0).to_pylist() if u]
+    if uris and not any(Path(u).is_file() for u in uris):
+        raise FileNotFoundError(
+            f"none of the {len(uris)} clip frame files of {run_dir} exists (e.g. {uris[0]}): the run removed its "
+            "work area after committing (keep_work=false). Rerun with `voxhear run --keep-work` to evaluate it."
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

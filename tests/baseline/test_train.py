@@ -18,13 +18,13 @@ def test_resume_continues_at_the_right_step_with_identical_results(synth_shards,
     whole = train(cfg, synth_shards, tmp_path / "whole", progress=False)
     first = train(cfg, synth_shards, tmp_path / "split", stop_at=3, progress=False)
     assert first["step"] == 3
-    halfway = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    halfway = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
     assert halfway["step"] == 3 and set(halfway) >= {"model", "optimizer", "step", "config", "norm"}
     assert halfway["config"] == cfg.to_dict()
     second = train(cfg, synth_shards, tmp_path / "split", progress=False)
     assert second["step"] == whole["step"] == cfg.total_steps == 8
-    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     assert a["val_loss"] == b["val_loss"]
@@ -94,8 +94,8 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
 def test_calibration_changes_the_output_gains_but_not_training(synth_shards, tmp_path):
     plain = train(tiny_config(steps=3, calibrate=False), synth_shards, tmp_path / "plain", progress=False)
     calibrated = train(tiny_config(steps=3, calibrate=True), synth_shards, tmp_path / "cal", progress=False)
-    a = torch.load(tmp_path / "plain" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cal" / "last.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "plain" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cal" / "last.pt", weights_only=True)["model"]
     for name, tensor in a.items():
         if name != "motion_gain":
             assert torch.equal(tensor, b[name]), name

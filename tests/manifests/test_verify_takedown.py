@@ -30,7 +30,7 @@ from voxhear.pipeline.records import ShotRecord
 from voxhear.pipeline.runner import run_pipeline
 from voxhear.stages.talk.tracks import split_tracks, write_int24
 
-SETTINGS = ["runner=local", "shards.max_samples=2", SHOT_STAGES]
+SETTINGS = ["runner=local", "shards.max_samples=2", SHOT_STAGES, "keep_work=true"]
 
 
 @pytest.fixture(scope="module")

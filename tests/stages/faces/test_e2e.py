@@ -27,7 +27,7 @@ def test_face_tracks_land_in_the_shards(tmp_path, run_config, model_store):
                                  shots=2, min_shot_s=1.5, two_shot_prob=0.0, seed=5))
     # The audio stages are left out: they do not change what this checks, and cost most of the time.
     config = run_config([str(synth / "videos")], "stages=[ingest, scene_cut, shot_media, faces]",
-                        f"models.dir={model_store.store_dir}")
+                        f"models.dir={model_store.store_dir}", "keep_work=true")  # evaluated from its work files
     summary = run_pipeline(config, show_progress=False)
     clips = pq.read_table(summary.run_dir / "manifests" / "clips.parquet").to_pylist()
     kept = [c for c in clips if c["status"] == "ok"]

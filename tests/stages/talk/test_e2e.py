@@ -42,7 +42,8 @@ def test_clips_in_the_shard_format_with_exact_mix_consistency(tmp_path, run_conf
     compose_dataset(SynthOptions(out_dir=synth, media_dir=MEDIA, videos=1, duration_s=12.0, width=480, height=270,
                                  shots=2, min_shot_s=4.0, two_shot_prob=0.0, seed=7))
     stages = "stages=[" + ", ".join(stage_names()) + "]"
-    config = run_config([str(synth / "videos")], stages, f"models.dir={model_store.store_dir}")
+    # keep_work: the evaluation scores clips from their work files.
+    config = run_config([str(synth / "videos")], stages, f"models.dir={model_store.store_dir}", "keep_work=true")
     summary = run_pipeline(config, show_progress=False)
     clips = pq.read_table(summary.run_dir / "manifests" / "clips.parquet").to_pylist()
     assert all(c["status"] in ("ok", "filtered") for c in clips), [c["error_message"] for c in clips]
