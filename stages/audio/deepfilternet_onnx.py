@@ -28,8 +28,10 @@ never arise offline. Long signals run in pieces that carry every state (see `spe
 from __future__ import annotations
 
 import configparser
+import functools
 import math
 import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +41,9 @@ from scipy import fft as sfft
 from scipy.signal import lfilter
 
 from voxhear.pipeline.models import ModelStoreError
+
+# reader(start, stop): samples [start, stop) of a signal, zeros outside it.
+Reader = Callable[[int, int], np.ndarray]
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -356,15 +361,18 @@ class DeepFilterNetOnnxBackend:
 
     # --- signal processing -------------------------------------------------------------------
 
-    def analysis(self, audio: np.ndarray, first: int, stop: int) -> np.ndarray:
+    def analysis(self, audio: np.ndarray | Reader, first: int, stop: int) -> np.ndarray:
         """Spectra [stop - first, n_freqs] (complex64) of frames `first..stop-1` of `audio`.
 
         Frame t covers samples [t*hop - (fft_size - hop), t*hop + hop); samples outside the signal
         are zeros (as libDF's analysis memory starts, and as the zeros that flush its lookahead).
+        `audio` is the signal or a reader: `audio(start, stop)` gives samples [start, stop), zeros
+        outside the signal.
         """
         cfg = self.cfg
         hop, overlap = cfg.hop_size, cfg.fft_size - cfg.hop_size
-        segment = _zero_padded(audio, first * hop - overlap, stop * hop)
+        read = audio if callable(audio) else functools.partial(_zero_padded, audio)
+        segment = read(first * hop - overlap, stop * hop)
         frames = np.lib.stride_tricks.sliding_window_view(segment, cfg.fft_size)[::hop]
         spec = sfft.rfft(frames * self.window, axis=1)
         spec *= self.wnorm
@@ -463,32 +471,46 @@ class DeepFilterNetOnnxBackend:
     # --- whole signals --------------------------------------------------------------------------
 
     def speech(self, audio: np.ndarray) -> np.ndarray:
-        """Speech estimate of `audio` (mono float32 at 48 kHz), same length, no lag.
+        """Speech estimate of `audio` (mono float32 at 48 kHz), same length, no lag (`speech_pieces`
+        joined)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        out = np.zeros(len(audio), dtype=np.float32)
+        done = 0
+        for piece in self.speech_pieces(functools.partial(_zero_padded, audio), len(audio)):
+            out[done : done + len(piece)] = piece
+            done += len(piece)
+        return out
 
+    def speech_pieces(self, read: Reader, n: int) -> Iterator[np.ndarray]:
+        """Speech estimate of an `n`-sample signal (mono float32 at 48 kHz), no lag, as consecutive
+        pieces from its first sample to its last.
+
+        `read(start, stop)` gives samples [start, stop) of the signal, zeros outside it; it is asked
+        for spans that move forward only (each starts a little before the previous one ends).
         The signal goes through in pieces of `chunk_frames` frames, because onnxruntime's buffers
         grow by about 25 MB per second of audio in one run (an hour at once would need some 90 GB)
         and short runs are no slower. Every state (normalisation means, convolution history, GRU
         states, the deep filter's past frames, the overlap-add) carries from one piece to the
-        next, so the pieces leave the result unchanged: memory stays bounded by the piece, apart
-        from the input and output arrays themselves.
+        next, so the pieces leave the result unchanged, and memory stays bounded by the piece
+        however long the signal.
         """
         cfg = self.cfg
-        audio = np.asarray(audio, dtype=np.float32)
-        n, hop = len(audio), cfg.hop_size
+        hop = cfg.hop_size
         overlap = cfg.fft_size - hop
-        out = np.zeros(n, dtype=np.float32)
         if n == 0:
-            return out
+            return
         # Output frames f = 0..n_frames-1 touch samples [f*hop - overlap, f*hop + hop) of the signal;
         # network step t estimates frame t - conv_lookahead.
         n_frames = -(-(n + overlap) // hop)
         past, la = cfg.df_order - 1 - cfg.df_lookahead, cfg.conv_lookahead
         state = _Stream(cfg)
         step = 0  # network steps done
+        # The overlap-add not yet final: samples [pending_start, pending_start + len(pending)).
+        pending_start, pending = -overlap, np.zeros(0, dtype=np.float32)
         for a in range(0, n_frames, self.chunk_frames):
             b = min(n_frames, a + self.chunk_frames)
             first, stop = min(step, a - past), b + cfg.lookahead
-            spec = self.analysis(audio, first, stop)
+            spec = self.analysis(read, first, stop)
             feat_erb, feat_spec = self.features(spec[step - first : b + la - first], state)
             gains, coefs, lsnr = self.network(feat_erb, feat_spec, state)
             # The first piece's first conv_lookahead steps estimate frames before the signal.
@@ -499,9 +521,16 @@ class DeepFilterNetOnnxBackend:
             )
             y = self.synthesis(enhanced)
             start = a * hop - overlap
-            lo, hi = max(0, start), min(n, start + len(y))
-            out[lo:hi] += y[lo - start : hi - start]
-        return out
+            end = start + len(y)
+            if end > pending_start + len(pending):
+                pending = np.concatenate([pending, np.zeros(end - pending_start - len(pending), np.float32)])
+            pending[start - pending_start : end - pending_start] += y
+            # Samples before the next piece's first are final.
+            final = b * hop - overlap if b < n_frames else end
+            lo, hi = max(0, pending_start), min(n, final)
+            if hi > lo:
+                yield pending[lo - pending_start : hi - pending_start].copy()
+            pending, pending_start = pending[final - pending_start :], final
 
 
 class _Stream:

@@ -17,8 +17,11 @@ reading both FLAC files back). Backends:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -94,6 +97,160 @@ def write_flac24(path: Path, data: np.ndarray, rate: int) -> None:
 def read_mono(path: str | Path) -> tuple[np.ndarray, int]:
     audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     return audio.mean(axis=1), rate
+
+
+# --- signals read piece by piece ---------------------------------------------------------------
+#
+# The separation stage reads, resamples, separates, splits and writes a source a piece at a time,
+# so that its memory does not grow with the input (whole-signal float64 copies took some 1.5 MB
+# per second of audio). Every step gives what its whole-signal counterpart (`read_mono`,
+# `estimate_speech`, `resample`, `split_exact`) gives, to float rounding.
+
+
+class Signal(Protocol):
+    """A mono signal of `length` samples, read in spans."""
+
+    length: int
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) as float32, zeros outside [0, length). Spans may overlap, but a
+        signal computed on the fly may refuse one that starts before the previous one did."""
+        ...
+
+
+def _zeros_around(length: int, start: int, stop: int, fill) -> np.ndarray:
+    """[start, stop) of a `length`-sample signal: `fill(lo, hi)` for the part inside, zeros outside."""
+    out = np.zeros(stop - start, dtype=np.float32)
+    lo, hi = max(0, start), min(length, stop)
+    if hi > lo:
+        out[lo - start : hi - start] = fill(lo, hi)
+    return out
+
+
+class FileSignal:
+    """An audio file as a mono signal (channels averaged, as `read_mono`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        info = sf.info(self.path)
+        self.length, self.rate = int(info.frames), int(info.samplerate)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        def fill(lo: int, hi: int) -> np.ndarray:
+            data, _ = sf.read(self.path, start=lo, stop=hi, dtype="float32", always_2d=True)
+            return data.mean(axis=1)
+
+        return _zeros_around(self.length, start, stop, fill)
+
+
+class ResampledSignal:
+    """`resample(source, rate_in, rate_out)`, computed span by span.
+
+    A span of output is made from its span of input with context on both sides wider than the
+    polyphase filter's reach (resample_poly's default: 10 * max(up, down) taps each side at the
+    upsampled rate), starting on a multiple of `down` input samples so that the output grid is the
+    whole signal's: the samples equal the whole-signal resampling's.
+    """
+
+    def __init__(self, source: Signal, rate_in: int, rate_out: int) -> None:
+        g = math.gcd(rate_in, rate_out)
+        self.source, self.up, self.down = source, rate_out // g, rate_in // g
+        self.length = -(-source.length * self.up // self.down)
+        reach = -(-10 * max(self.up, self.down) // self.up) + 16  # input samples, with a margin
+        self.context = -(-reach // self.down) * self.down
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        up, down, context = self.up, self.down, self.context
+
+        def fill(lo: int, hi: int) -> np.ndarray:
+            first, last = lo // up, -(-hi // up)  # output blocks of `up` samples <-> `down` input samples
+            x = self.source.read(first * down - context, last * down + context)
+            y = resample_poly(x.astype(np.float64), up, down)
+            offset = context // down * up - first * up
+            return y[lo + offset : hi + offset].astype(np.float32)
+
+        return _zeros_around(self.length, start, stop, fill)
+
+
+class _TrimmedSignal:
+    """A signal cut or zero-padded to `length` samples."""
+
+    def __init__(self, source: Signal, length: int) -> None:
+        self.source, self.length = source, length
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return _zeros_around(self.length, start, stop, self.source.read)
+
+
+class _StreamedSpeech:
+    """A backend's speech estimate of a signal, made front to back by its `speech_pieces` and held
+    from the start of the latest span read on (spans must not move back)."""
+
+    def __init__(self, backend, source: Signal) -> None:
+        self.length = source.length
+        self._pieces: Iterator[np.ndarray] = backend.speech_pieces(source.read, source.length)
+        self._end, self._held = 0, np.zeros(0, dtype=np.float32)  # _held: [_end - len(_held), _end)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        def fill(lo: int, hi: int) -> np.ndarray:
+            held_start = self._end - len(self._held)
+            if lo < held_start:
+                raise ValueError(f"the speech is made front to back: sample {lo} is before {held_start}")
+            pieces = [self._held]
+            while self._end < hi:
+                piece = next(self._pieces)
+                pieces.append(piece)
+                self._end += len(piece)
+            held = np.concatenate(pieces) if len(pieces) > 1 else self._held
+            self._held = held[lo - held_start :]
+            return self._held[: hi - lo]
+
+        return _zeros_around(self.length, start, stop, fill)
+
+
+class _WholeSpeech:
+    """A backend's speech estimate of a whole signal at once (backends without `speech_pieces`)."""
+
+    def __init__(self, backend, source: Signal) -> None:
+        self.length = source.length
+        self._backend, self._source = backend, source
+        self._speech: np.ndarray | None = None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if self._speech is None:
+            self._speech = self._backend.speech(self._source.read(0, self.length))
+        return _zeros_around(self.length, start, stop, lambda lo, hi: self._speech[lo:hi])
+
+
+def _resampled(signal: Signal, rate_in: int, rate_out: int) -> Signal:
+    return signal if rate_in == rate_out else ResampledSignal(signal, rate_in, rate_out)
+
+
+def speech_signal(backend: SeparationBackend, source: Signal, source_rate: int, rate: int) -> Signal:
+    """`estimate_speech(backend, source, source_rate)` resampled to `rate`, as a signal read in
+    spans: front to back with the DeepFilterNet ONNX backend (`speech_pieces`), the whole signal at
+    once with the others."""
+    x = _resampled(source, source_rate, backend.sample_rate)
+    made = backend.speech_pieces if hasattr(backend, "speech_pieces") else None
+    y = _StreamedSpeech(backend, x) if made is not None else _WholeSpeech(backend, x)
+    speech = _TrimmedSignal(_resampled(y, backend.sample_rate, source_rate), source.length)
+    return _resampled(speech, source_rate, rate)
+
+
+def write_exact_stems(
+    mix: Signal, speech: Signal, rate: int, speech_path: Path, background_path: Path, piece: int
+) -> None:
+    """`split_exact` of the mix and the speech over [0, mix.length), `piece` samples at a time,
+    written as 24-bit FLAC stems as it goes (each file atomically)."""
+    with contextlib.ExitStack() as stack:
+        files = []
+        for path in (speech_path, background_path):
+            tmp = stack.enter_context(atomic_path(path))
+            files.append(stack.enter_context(sf.SoundFile(tmp, "w", rate, 1, subtype="PCM_24", format="FLAC")))
+        for start in range(0, mix.length, piece):
+            stop = min(mix.length, start + piece)
+            for handle, values in zip(files, split_exact(mix.read(start, stop), speech.read(start, stop))):
+                handle.write(values.astype(np.int32) << 8)
 
 
 class DeepFilterNetBackend:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 
 from voxhear.pipeline.io import atomic_write_table, atomic_write_text
@@ -36,6 +35,10 @@ WORDS_SCHEMA = pa.schema(
         pa.field("probability", pa.float64(), nullable=False),
     ]
 )
+
+
+# Seconds of the mix the separation stage reads, separates and writes at a time.
+SEPARATION_PIECE_S = 20.0
 
 
 def _torch_threads(n: int) -> None:
@@ -97,32 +100,27 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
             )
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
-        from voxhear.stages.audio.separation import estimate_speech, read_mono, split_exact, write_flac24
+        from voxhear.stages.audio.separation import FileSignal, speech_signal, write_exact_stems
 
         if self.backend is None:
             self.setup()
         backend = self.backend
         assert backend is not None, "setup() loads the backend"
         started = time.perf_counter()
-        mix, rate = read_mono(row.audio_uri)
-        if mix.size == 0:
+        mix = FileSignal(row.audio_uri)
+        if mix.length == 0:
             raise InputError("empty_audio", f"{row.audio_uri} has no samples")
         # The original-rate audio is the better input for a 44.1/48 kHz model (it has the high band).
-        source, source_rate = read_mono(row.audio_orig_uri) if row.audio_orig_uri else (mix, rate)
-        speech = estimate_speech(backend, source, source_rate)
-        if source_rate != rate:
-            from voxhear.stages.audio.separation import resample
-
-            speech = resample(speech, source_rate, rate)
-        speech = np.pad(speech, (0, max(0, len(mix) - len(speech))))[: len(mix)]
-        speech_i, background_i = split_exact(mix, speech)
+        source = FileSignal(row.audio_orig_uri) if row.audio_orig_uri else mix
+        # Read, separated, split and written a piece at a time: memory does not grow with the input.
+        speech = speech_signal(backend, source, source.rate, mix.rate)
         work = self.context.source_work_dir(row.source_id)
-        write_flac24(work / "speech.flac", speech_i, rate)
-        write_flac24(work / "background.flac", background_i, rate)
+        piece = max(1, round(SEPARATION_PIECE_S * mix.rate))
+        write_exact_stems(mix, speech, mix.rate, work / "speech.flac", work / "background.flac", piece)
         row.speech_uri = str(work / "speech.flac")
         row.background_uri = str(work / "background.flac")
         row.separation_backend = backend.name
-        row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, len(mix) / rate)}
+        row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, mix.length / mix.rate)}
         return [row]
 
 

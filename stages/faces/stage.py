@@ -6,7 +6,9 @@ reason before anything expensive runs on them. The second pass decodes the shot 
 every kept track on every frame of its span, cuts the stabilized square crop, writes it into the
 track's H.264 video, runs the track's FaceLandmarker on it and, on a few well-detected frames,
 computes the identity embedding. Decoding twice costs under 2 ms of CPU per 360p frame and keeps
-memory flat however long the shot is (per-frame arrays of the live tracks aside: 6 KB a frame).
+memory flat however long the shot is: the face meshes (6 KB a frame) go to disk as they come and
+into the track's `.npz` from there; what stays in memory per frame of a live track is its box,
+detector points and pose (under 200 bytes).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import tempfile
 import threading
 import time
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,18 +80,57 @@ class _Timer:
         return scale(self.wall), scale(self.cpu)
 
 
+class _RowSpill:
+    """Rows of one per-frame array written to a `.npy` file as they come, front to back; rows never
+    given are NaN. The face meshes of a long track so never sit in memory whole."""
+
+    def __init__(self, path: Path, n_rows: int, row_shape: tuple[int, ...]) -> None:
+        self.path = path
+        self.n_rows = n_rows
+        self.row_shape = row_shape
+        self.rows = 0
+        self._nan = np.full(row_shape, np.nan, np.float32).tobytes()
+        self._handle = open(path, "wb")  # closed by finish() or close()
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(self._handle, {**header, "shape": (n_rows, *row_shape)})
+
+    def put(self, k: int, row: np.ndarray) -> None:
+        """Row `k` (after every row written so far); the rows skipped over are NaN."""
+        value = np.empty(self.row_shape, np.float32)
+        value[...] = row
+        self._pad(k - self.rows)
+        self._handle.write(value.tobytes())
+        self.rows = k + 1
+
+    def finish(self) -> None:
+        if not self._handle.closed:
+            self._pad(self.n_rows - self.rows)
+            self.rows = self.n_rows
+            self._handle.close()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def _pad(self, count: int) -> None:
+        for _ in range(count):  # a row at a time: a track without meshes is no large block either
+            self._handle.write(self._nan)
+
+
 @dataclass
 class _Live:
-    """A kept track while the second pass fills it."""
+    """A kept track while the second pass fills it: its face meshes go to disk row by row
+    (`spills`), the per-frame facts kept from them stay here."""
 
     index: int
     dense: DenseTrack
     crop_boxes: np.ndarray
     key: str
     embed_frames: set[int]
-    landmarks: np.ndarray
-    blendshapes: np.ndarray
-    matrices: np.ndarray
+    has: np.ndarray
+    pose: np.ndarray
+    translation: np.ndarray
+    confidence: np.ndarray
+    spills: dict[str, _RowSpill] = field(default_factory=dict)
     writer: CropVideoWriter | None = None
     blur: list[float] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
@@ -214,13 +257,16 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
             else:
                 live.append(self._live(index, dense, record.key, fps))
             rows.append(record)
-        if live:
-            self._second_pass(row, live, n_frames, fps, out_dir, timer)
         by_index = {t.index: t for t in live}
-        for record in rows:
-            if record.track_index in by_index:
-                with timer("write"):
-                    self._finish_track(row, record, by_index[record.track_index], out_dir)
+        if live:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            # The meshes' rows wait on disk (removed, whatever happens) until the .npz takes them.
+            with tempfile.TemporaryDirectory(dir=out_dir, prefix=".meshes-") as spill_dir:
+                self._second_pass(row, live, n_frames, fps, out_dir, Path(spill_dir), timer)
+                for record in rows:
+                    if record.track_index in by_index:
+                        with timer("write"):
+                            self._finish_track(row, record, by_index[record.track_index], out_dir)
         _link_co_visible(rows)
         wall, cpu = timer.per_frame(n_frames)
         for record in rows:
@@ -303,13 +349,21 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
             crop_boxes=crop_boxes,
             key=key,
             embed_frames=_embed_frames(dense, cfg.embed_samples),
-            landmarks=np.full((t, N_LANDMARKS, 3), np.nan, np.float32),
-            blendshapes=np.full((t, N_BLENDSHAPES), np.nan, np.float32),
-            matrices=np.full((t, 4, 4), np.nan, np.float32),
+            has=np.zeros(t, bool),
+            pose=np.full((t, 3), np.nan, np.float32),
+            translation=np.full((t, 3), np.nan, np.float32),
+            confidence=np.zeros(t, np.float32),
         )
 
     def _second_pass(
-        self, row: ShotRecord, live: list[_Live], n_frames: int, fps: float, out_dir: Path, timer: _Timer
+        self,
+        row: ShotRecord,
+        live: list[_Live],
+        n_frames: int,
+        fps: float,
+        out_dir: Path,
+        spill_dir: Path,
+        timer: _Timer,
     ) -> None:
         cfg = self.config
         capture = cv2.VideoCapture(row.segment_video_uri)
@@ -317,6 +371,11 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
             stack.callback(capture.release)
             opened: list[tuple[_Live, CropVideoWriter, LandmarkTracker]] = []
             for track in live:
+                for name, shape in _MESH_ARRAYS.items():
+                    spill = track.spills[name] = _RowSpill(
+                        spill_dir / f"{track.key}.{name}.npy", len(track.dense), shape
+                    )
+                    stack.callback(spill.close)
                 tmp = stack.enter_context(atomic_path(out_dir / f"{track.key}.mp4"))
                 writer = track.writer = CropVideoWriter(tmp, cfg.crop_size, fps, cfg.crop_crf, cfg.crop_preset)
                 marker = self._acquire_marker()
@@ -346,17 +405,16 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
                             marker.begin(small_rgb)
                         mesh = marker.process(small_rgb, round(k * 1000 / fps))
                     if mesh is not None:
-                        track.landmarks[k], track.blendshapes[k], track.matrices[k] = (
-                            mesh.landmarks,
-                            mesh.blendshapes,
-                            mesh.matrix,
-                        )
+                        with timer("write"):
+                            _keep_mesh(track, k, mesh)
                     if k in track.embed_frames:
                         with timer("identity"):
                             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if rgb is None else rgb
                             track.embeddings.append(self.embedder.embed(rgb, track.dense.boxes[k], track.dense.kps[k]))
             for track, writer, marker in opened:
                 track.blendshape_names = marker.blendshape_names
+                for spill in track.spills.values():
+                    spill.finish()
                 track.writer = None
                 with timer("crop"):  # the encoder finishing its last frames
                     writer.close()
@@ -364,18 +422,7 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
     def _finish_track(self, row: ShotRecord, record: FaceTrackRecord, track: _Live, out_dir: Path) -> None:
         cfg = self.config
         dense = track.dense
-        has = np.all(np.isfinite(track.landmarks[:, :, 0]), axis=1)
-        pose = np.full((len(dense), 3), np.nan, np.float32)
-        translation = np.full((len(dense), 3), np.nan, np.float32)
-        confidence = np.zeros(len(dense), np.float32)
-        for k in np.nonzero(has)[0]:
-            angles, shift = pose_from_matrix(track.matrices[k])
-            pose[k], translation[k] = angles, shift
-            # Confidence: how well the landmarks cover the tracked face (IoU of their extent,
-            # mapped back to frame pixels, with the face box); 0 where none were found.
-            x1, y1, x2, y2 = track.crop_boxes[k]
-            lb = landmark_box(track.landmarks[k]) * (x2 - x1) + np.array([x1, y1, x1, y1])
-            confidence[k] = float(iou_matrix(lb[None], dense.boxes[k][None])[0, 0])
+        has, pose, translation, confidence = track.has, track.pose, track.translation, track.confidence
         record.landmark_fraction = float(has.mean())
         record.landmark_confidence = float(confidence.mean())
         record.blur_var = float(np.median(track.blur)) if track.blur else 0.0
@@ -413,7 +460,7 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
         record.embedding = [float(v) for v in embedding]
         frames_path = out_dir / f"{track.key}.npz"
         with atomic_path(frames_path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(
+            _save_npz(
                 handle,
                 frame=np.arange(record.track_start_frame, record.track_end_frame, dtype=np.int32),
                 box=dense.boxes.astype(np.float32),
@@ -422,10 +469,10 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
                 det_kps=dense.kps.astype(np.float32),
                 crop_box=track.crop_boxes.astype(np.float32),
                 has_landmarks=has,
-                landmarks=track.landmarks,
-                blendshapes=track.blendshapes,
+                landmarks=track.spills["landmarks"].path,
+                blendshapes=track.spills["blendshapes"].path,
                 blendshape_names=np.array(track.blendshape_names or [""] * N_BLENDSHAPES),
-                transform=track.matrices,
+                transform=track.spills["transform"].path,
                 rotation_deg=pose,
                 translation=translation,
                 confidence=confidence,
@@ -439,6 +486,46 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
             str(crop_path),
             str(audio_path),
         )
+
+
+# The per-frame face-mesh arrays that go to disk as the second pass makes them: row shapes.
+_MESH_ARRAYS: dict[str, tuple[int, ...]] = {
+    "landmarks": (N_LANDMARKS, 3),
+    "blendshapes": (N_BLENDSHAPES,),
+    "transform": (4, 4),
+}
+
+
+def _keep_mesh(track: _Live, k: int, mesh) -> None:
+    """Frame `k`'s face mesh: its arrays to disk, its pose and fit kept."""
+    landmarks = np.empty((N_LANDMARKS, 3), np.float32)
+    landmarks[...] = mesh.landmarks
+    matrix = np.empty((4, 4), np.float32)
+    matrix[...] = mesh.matrix
+    track.spills["landmarks"].put(k, landmarks)
+    track.spills["blendshapes"].put(k, mesh.blendshapes)
+    track.spills["transform"].put(k, matrix)
+    if not np.all(np.isfinite(landmarks[:, 0])):
+        return
+    track.has[k] = True
+    track.pose[k], track.translation[k] = pose_from_matrix(matrix)
+    # Confidence: how well the landmarks cover the tracked face (IoU of their extent, mapped back
+    # to frame pixels, with the face box); 0 where none were found.
+    x1, y1, x2, y2 = track.crop_boxes[k]
+    lb = landmark_box(landmarks) * (x2 - x1) + np.array([x1, y1, x1, y1])
+    track.confidence[k] = float(iou_matrix(lb[None], track.dense.boxes[k][None])[0, 0])
+
+
+def _save_npz(handle, **arrays: np.ndarray | Path) -> None:
+    """`np.savez_compressed(handle, **arrays)`, where an array given as the path of a `.npy` file is
+    copied into the archive from disk, a piece at a time."""
+    with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            if isinstance(value, Path):
+                archive.write(value, f"{name}.npy")
+                continue
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def _link_co_visible(rows: list[FaceTrackRecord]) -> None:

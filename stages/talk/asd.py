@@ -10,6 +10,7 @@ one window happens to start.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -21,6 +22,13 @@ from voxhear.stages.talk.light_asd import LightASD
 
 FPS = 25
 MFCC_PER_FRAME = 4
+# MFCC analysis window and hop in 16 kHz samples (25 ms, 10 ms).
+MFCC_WINDOW, MFCC_HOP = 400, 160
+# The encoders run over windows of this many frames plus context on each side, of which the
+# centre is kept. Their temporal reach is 6 frames (visual: three blocks of 5-frame kernels; audio:
+# about 4), so a second of context leaves the features as the whole track's, to float rounding.
+ENCODE_WINDOW_FRAMES = 10 * FPS
+ENCODE_CONTEXT_FRAMES = 1 * FPS
 # Room around the face box (share of the half-size), and the median window that steadies it.
 CROP_MARGIN = 0.4
 BOX_SMOOTHING_FRAMES = 13
@@ -65,28 +73,119 @@ def mfcc_features(audio_16k: np.ndarray) -> np.ndarray:
     return compute_mfcc(audio_16k, 16000, numcep=13, winlen=0.025, winstep=0.010)
 
 
+def mfcc_count(n_samples: int) -> int:
+    """How many MFCC rows `mfcc_features` gives for `n_samples` samples (the last one zero-padded)."""
+    return 1 if n_samples <= MFCC_WINDOW else 1 + math.ceil((n_samples - MFCC_WINDOW) / MFCC_HOP)
+
+
+def mfcc_rows(read_audio: Callable[[int, int], np.ndarray], n_samples: int, first: int, stop: int) -> np.ndarray:
+    """MFCC rows [first, stop) of an `n_samples`-sample signal, from only the samples they cover.
+
+    `read_audio(a, b)` gives samples [a, b). Row m covers samples [m*160, m*160 + 400) after the
+    pre-emphasis filter, which reaches one sample back: a later span starts one hop early and drops
+    its first row, so every row equals the whole signal's (the last ones are zero-padded alike).
+    """
+    lead = 1 if first > 0 else 0
+    start = (first - lead) * MFCC_HOP
+    end = min(n_samples, (stop - 1) * MFCC_HOP + MFCC_WINDOW)
+    return mfcc_features(read_audio(start, end))[lead : lead + stop - first]
+
+
+def encode_windows(frames: int) -> list[tuple[int, int, int, int]]:
+    """(lo, a, b, hi) per encoder run: frames [lo, hi) go in, the features of [a, b) are kept."""
+    spans = []
+    for a in range(0, frames, ENCODE_WINDOW_FRAMES):
+        b = min(frames, a + ENCODE_WINDOW_FRAMES)
+        spans.append((max(0, a - ENCODE_CONTEXT_FRAMES), a, b, min(frames, b + ENCODE_CONTEXT_FRAMES)))
+    return spans
+
+
 @torch.no_grad()
 def speaking_scores(model: LightASD, crops: np.ndarray, audio_16k: np.ndarray) -> np.ndarray:
     """Per-frame speaking logits (> 0: speaking) for a track's crops and its audio span."""
-    features = mfcc_features(audio_16k)
-    frames = min(len(crops), len(features) // MFCC_PER_FRAME)
+    return streamed_speaking_scores(
+        model, len(crops), lambda lo, hi: crops[lo:hi], len(audio_16k), lambda a, b: audio_16k[a:b]
+    )
+
+
+@torch.no_grad()
+def streamed_speaking_scores(
+    model: LightASD,
+    n_frames: int,
+    read_crops: Callable[[int, int], np.ndarray],
+    n_samples: int,
+    read_audio: Callable[[int, int], np.ndarray],
+) -> np.ndarray:
+    """`speaking_scores` of a track read piece by piece, front to back: memory does not grow with
+    the track (the encoders need about 1.7 MB per frame of a run on CPU; a whole 4-minute track
+    at once took 10 GB).
+
+    `read_crops(lo, hi)` gives the (hi - lo, 112, 112) crops of frames [lo, hi) and `read_audio(a, b)`
+    samples [a, b) of the track's 16 kHz audio (`n_samples` long); both are asked for spans that
+    never move back past the previous span's start.
+    """
+    frames = min(n_frames, mfcc_count(n_samples) // MFCC_PER_FRAME)
     if frames == 0:
-        return np.zeros(len(crops), np.float32)
-    audio = torch.from_numpy(features[: frames * MFCC_PER_FRAME]).float()
-    video = torch.from_numpy(crops[:frames])
-    # The encoders are convolutional, so they run once over the whole track; only the recurrent
-    # backend, whose state depends on where a window starts, runs per window.
-    fused = model.encode(audio[None], video[None])[0]
+        return np.zeros(n_frames, np.float32)
+    device = next(model.parameters()).device
+    fused = torch.empty((frames, 128), dtype=torch.float32, device=device)
+    # The encoders are convolutional with a temporal reach of a few frames, so windows with
+    # context on both sides give the whole track's features; only the recurrent backend, whose
+    # state depends on where a window starts, runs per scoring window below.
+    for lo, a, b, hi in encode_windows(frames):
+        audio = mfcc_rows(read_audio, n_samples, lo * MFCC_PER_FRAME, hi * MFCC_PER_FRAME)
+        audio_t = torch.from_numpy(np.ascontiguousarray(audio)).float().to(device)
+        video_t = torch.from_numpy(np.ascontiguousarray(read_crops(lo, hi))).to(device)
+        fused[a:b] = model.encode(audio_t[None], video_t[None])[0][a - lo : b - lo]
     runs = []
     for seconds in WINDOW_SECONDS:
         step = seconds * FPS
         pieces = [model.classify(fused[start : start + step][None])[0] for start in range(0, frames, step)]
         runs.append(torch.cat(pieces))
-    scores = torch.stack(runs).mean(0).numpy()
+    scores = torch.stack(runs).mean(0).cpu().numpy()
     # Frames past the end of the audio (a track can outlast it by a frame) repeat the last score.
-    if frames < len(crops):
-        scores = np.concatenate([scores, np.full(len(crops) - frames, scores[-1], np.float32)])
+    if frames < n_frames:
+        scores = np.concatenate([scores, np.full(n_frames - frames, scores[-1], np.float32)])
     return scores.astype(np.float32)
+
+
+class CropStream:
+    """Model-input crops of a track's consecutive frames, cut as `read_crops` of
+    `streamed_speaking_scores` asks for them: each frame is decoded once, front to back, and only
+    the frames of the current span are held.
+
+    `frames` yields the track's BGR frames from its first; frames past its end repeat the last crop
+    (grey before any).
+    """
+
+    def __init__(self, frames: Iterator[np.ndarray], geometry: np.ndarray) -> None:
+        self._frames: Iterator[np.ndarray] | None = frames
+        self._geometry = geometry
+        self._start = 0  # track frame of _crops[0]
+        self._crops = np.empty((0, 112, 112), np.uint8)
+        self._last: np.ndarray | None = None
+
+    def __call__(self, lo: int, hi: int) -> np.ndarray:
+        if lo < self._start:
+            raise ValueError(f"crops are read front to back: frame {lo} is before {self._start}")
+        done = self._start + len(self._crops)
+        kept = self._crops[max(0, lo - self._start) :]
+        new = np.empty((max(0, hi - max(done, lo)), 112, 112), np.uint8)
+        for j in range(done, max(done, lo)):  # frames skipped over (never with overlapping spans)
+            self._cut(j)
+        for j in range(len(new)):
+            new[j] = self._cut(max(done, lo) + j)
+        self._crops = np.concatenate([kept, new]) if len(kept) else new
+        self._start = lo
+        return self._crops[: hi - lo]
+
+    def _cut(self, index: int) -> np.ndarray:
+        frame = next(self._frames, None) if self._frames is not None else None
+        if frame is None:
+            self._frames = None
+            return self._last if self._last is not None else np.full((112, 112), 110, np.uint8)
+        self._last = face_crop(frame, self._geometry[index])
+        return self._last
 
 
 def smooth(scores: np.ndarray, radius: int = 2) -> np.ndarray:

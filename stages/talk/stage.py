@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,11 +35,12 @@ from voxhear.pipeline.records import (
 )
 from voxhear.pipeline.stage import InputError, RejectReason, Stage
 from voxhear.stages.audio.diarization import Turn, read_rttm
-from voxhear.stages.media import FFMPEG
+from voxhear.stages.media import FFMPEG, run_tool, tool_timeout
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
-from voxhear.stages.talk.asd import crop_geometry, face_crop, smooth, speaking_scores
+from voxhear.stages.talk.asd import CropStream, crop_geometry, smooth, streamed_speaking_scores
 from voxhear.stages.talk.attribution import Attribution, attribute, lost_voices
 from voxhear.stages.talk.config import TalkConfig
+from voxhear.stages.talk.frame_arrays import FrameArrays
 from voxhear.stages.talk.light_asd import load_light_asd
 from voxhear.stages.talk.tracks import background_leak_db, read_int24, split_tracks, write_int24
 
@@ -124,7 +124,13 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
                 "no_audio_stages",
                 "the talk stage needs the separation and diarization stages (config 'stages' must include them)",
             )
-        arrays = dict(np.load(row.frames_uri))
+        # The per-frame arrays are read a clip window at a time (boxes and frame numbers whole).
+        with FrameArrays(row.frames_uri) as arrays:
+            return self._clips(row, arrays, windows, n, fps)
+
+    def _clips(
+        self, row: FaceTrackRecord, arrays: FrameArrays, windows: list[tuple[int, int]], n: int, fps: float
+    ) -> list[ClipRecord]:
         scores = self._cached_scores(row, Path(row.frames_uri).stem, arrays["box"], row.track_start_frame, fps)
         turns = read_rttm(row.rttm_uri)
         speakers = speakers_of(turns)
@@ -136,7 +142,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         other_active = active[~is_self].any(axis=0)
         states = frame_states(self_active, other_active)
         words = _read_words(row.words_uri)
-        embeddings = arrays.get("embeddings", arrays["embedding"][None])
+        embeddings = arrays["embeddings"] if "embeddings" in arrays else arrays["embedding"][None]
         spread = float(max((np.linalg.norm(a - b) for a in embeddings for b in embeddings), default=0.0))
         out_dir = self.context.source_work_dir(row.source_id) / "clips"
         clips = []
@@ -165,7 +171,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
     def _decide(
         self,
         row: FaceTrackRecord,
-        arrays: dict,
+        arrays: FrameArrays,
         scores: np.ndarray,
         active: np.ndarray,
         turns: list[Turn],
@@ -204,7 +210,9 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
                 decision = decide(scores, active, frozenset(taken))
         return decision
 
-    def _co_visible(self, row: FaceTrackRecord, arrays: dict, fps: float) -> Iterator[tuple[str, int, np.ndarray]]:
+    def _co_visible(
+        self, row: FaceTrackRecord, arrays: FrameArrays, fps: float
+    ) -> Iterator[tuple[str, int, np.ndarray]]:
         """(key, first frame, ASD scores) of every other face track of this shot that is on screen
         while this one is (listed by the face stage, which sees all tracks of a shot)."""
         first, last = int(arrays["frame"][0]), int(arrays["frame"][-1])
@@ -233,30 +241,23 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         return scores
 
     def _asd_scores(self, row: FaceTrackRecord, boxes: np.ndarray, fps: float) -> np.ndarray:
-        """Smoothed Light-ASD logits of the track's face against the separated speech."""
-        geometry = crop_geometry(boxes)
-        offset = row.track_start_frame - row.start_frame
-        crops = np.zeros((len(boxes), 112, 112), np.uint8)
+        """Smoothed Light-ASD logits of the track's face against the separated speech, with the
+        shot video and the speech read a window at a time (memory flat however long the track)."""
         capture = cv2.VideoCapture(row.segment_video_uri)
         if not capture.isOpened():
             raise InputError("decode_failed", f"cannot open the shot video {row.segment_video_uri}")
-        try:
-            i = got = 0
-            while got < len(boxes):
-                if not capture.grab():
-                    break
-                if i >= offset:
-                    crops[got] = face_crop(capture.retrieve()[1], geometry[got])
-                    got += 1
-                i += 1
-        finally:
-            capture.release()
-        if got < len(boxes):
-            crops[got:] = crops[got - 1] if got else 110
         rate = 16000
         start = round(row.track_start_s * rate)
-        speech = read_int24(row.speech_uri, start, start + round(len(boxes) * rate / fps))
-        return smooth(speaking_scores(self.model, crops, (speech / 2**23).astype(np.float32)))
+
+        def read_audio(a: int, b: int) -> np.ndarray:
+            return (read_int24(row.speech_uri, start + a, start + b) / 2**23).astype(np.float32)
+
+        try:
+            crops = CropStream(_decoded_frames(capture, row.track_start_frame - row.start_frame), crop_geometry(boxes))
+            scores = streamed_speaking_scores(self.model, len(boxes), crops, round(len(boxes) * rate / fps), read_audio)
+        finally:
+            capture.release()
+        return smooth(scores)
 
     def _clip(self, row: FaceTrackRecord, index: int, n_clips: int, a: int, b: int, fps: float) -> ClipRecord:
         start, end = row.track_start_frame + a, row.track_start_frame + b
@@ -286,25 +287,32 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         clip.overlap_share = clip.both_s / speech if speech else 0.0
 
     def _write_frames(
-        self, clip: ClipRecord, arrays: dict, scores: np.ndarray, states: np.ndarray, a: int, b: int, out_dir: Path
+        self,
+        clip: ClipRecord,
+        arrays: FrameArrays,
+        scores: np.ndarray,
+        states: np.ndarray,
+        a: int,
+        b: int,
+        out_dir: Path,
     ) -> None:
-        pose = np.concatenate([arrays["rotation_deg"][a:b], arrays["translation"][a:b]], axis=1)
+        pose = np.concatenate([arrays.rows("rotation_deg", a, b), arrays.rows("translation", a, b)], axis=1)
         path = out_dir / f"{clip.key}.npz"
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(
                 handle,
-                frame=arrays["frame"][a:b].astype(np.int32),
+                frame=arrays.rows("frame", a, b).astype(np.int32),
                 state=states[a:b].astype(np.uint8),
                 state_names=np.array(STATE_NAMES),
                 asd=scores[a:b].astype(np.float32),
-                landmarks=arrays["landmarks"][a:b],
-                blendshapes=arrays["blendshapes"][a:b],
+                landmarks=arrays.rows("landmarks", a, b),
+                blendshapes=arrays.rows("blendshapes", a, b),
                 blendshape_names=arrays["blendshape_names"],
                 pose=pose.astype(np.float32),
-                has_landmarks=arrays["has_landmarks"][a:b],
-                landmark_confidence=arrays["confidence"][a:b],
-                box=arrays["box"][a:b],
-                crop_box=arrays["crop_box"][a:b],
+                has_landmarks=arrays.rows("has_landmarks", a, b),
+                landmark_confidence=arrays.rows("confidence", a, b),
+                box=arrays.rows("box", a, b),
+                crop_box=arrays.rows("crop_box", a, b),
             )
         clip.clip_frames_uri = str(path)
 
@@ -367,15 +375,15 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             tmp.write_text(json.dumps(inside))
         clip.words_json_uri = str(path)
 
-    def _measure_face(self, clip: ClipRecord, arrays: dict, a: int, b: int) -> None:
+    def _measure_face(self, clip: ClipRecord, arrays: FrameArrays, a: int, b: int) -> None:
         """The track's quality facts, re-measured over the clip's own frames."""
-        boxes = arrays["box"][a:b]
+        boxes = arrays.rows("box", a, b)
         clip.face_width_px = float(np.median(boxes[:, 2] - boxes[:, 0]))
         clip.face_height_px = float(np.median(boxes[:, 3] - boxes[:, 1]))
-        has = arrays["has_landmarks"][a:b]
+        has = arrays.rows("has_landmarks", a, b)
         clip.landmark_fraction = float(has.mean())
-        clip.landmark_confidence = float(arrays["confidence"][a:b].mean())
-        pose = arrays["rotation_deg"][a:b][has]
+        clip.landmark_confidence = float(arrays.rows("confidence", a, b).mean())
+        pose = arrays.rows("rotation_deg", a, b)[has]
         if len(pose):
             clip.yaw_deg, clip.pitch_deg, clip.roll_deg = (float(v) for v in np.median(pose, axis=0))
             clip.abs_yaw_p90_deg = float(np.percentile(np.abs(pose[:, 0]), 90))
@@ -460,12 +468,19 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             return
         path = out_dir / f"{clip.key}.mp4"
         with atomic_path(path) as tmp:
+            # Seeking before -i starts decoding at the keyframe before frame a (ffmpeg's accurate
+            # seek then drops what precedes a), instead of decoding the track from its first frame
+            # for every clip: that made cutting a long track's clips quadratic in its length.
+            # Half a frame early, so rounding never skips frame a.
+            fps = row.norm_fps or 25.0
             command = [
                 *FFMPEG,
+                "-ss",
+                f"{max(a - 0.5, 0) / fps:.6f}",
                 "-i",
                 row.crop_video_uri,
-                "-vf",
-                f"trim=start_frame={a}:end_frame={b},setpts=PTS-STARTPTS",
+                "-frames:v",
+                str(b - a),
                 "-an",
                 "-c:v",
                 "libx264",
@@ -479,7 +494,8 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
                 "mp4",
                 str(tmp),
             ]
-            result = subprocess.run(command, capture_output=True, text=True)
+            # Reads the track's crop video up to frame b: limited by the track's length.
+            result = run_tool(command, tool_timeout(row.track_end_s - row.track_start_s), row.source_uri)
             if result.returncode != 0:
                 raise RuntimeError(f"ffmpeg could not cut the clip video: {result.stderr.strip()[-400:]}")
         clip.clip_video_uri = str(path)
@@ -496,6 +512,18 @@ def source_licence(source_uri: str) -> tuple[str, str]:
             continue
         return (str(data.get("licence") or data.get("license") or "unknown"), str(data.get("attribution", "")))
     return "unknown", ""
+
+
+def _decoded_frames(capture: cv2.VideoCapture, first: int) -> Iterator[np.ndarray]:
+    """Frames `first`, `first` + 1, ... of an opened capture, until it runs out."""
+    for _ in range(first):
+        if not capture.grab():
+            return
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield frame
 
 
 def _read_words(uri: str) -> list[dict]:

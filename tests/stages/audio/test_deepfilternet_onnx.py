@@ -137,3 +137,80 @@ def test_analysis_and_synthesis_reconstruct_the_signal(onnx_backend):
     np.testing.assert_allclose(y, x, atol=1e-5)
     # DeepFilterNet3's 32 ERB bands at 48 kHz: 2 bins each at the bottom, 67 at the top.
     assert onnx_backend.widths.sum() == 481 and onnx_backend.widths[0] == 2 and onnx_backend.widths[-1] == 67
+
+
+@pytest.mark.parametrize("rates", [(16000, 48000), (48000, 16000), (44100, 48000), (48000, 44100), (22050, 16000)])
+def test_resampled_signal_read_in_spans_equals_whole_resampling(rates):
+    from voxhear.stages.audio.separation import ResampledSignal
+
+    rate_in, rate_out = rates
+    for n in (1, 7, 1000, 54321):
+        x = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.1
+        source = _ArraySignal(x)
+        signal = ResampledSignal(source, rate_in, rate_out)
+        whole = resample(x, rate_in, rate_out)
+        assert signal.length == len(whole)
+        spans = [signal.read(a, a + 997) for a in range(-500, signal.length + 997, 997)]
+        got = np.concatenate(spans)[500 : 500 + signal.length]
+        assert np.abs(got - whole).max() <= 1e-6
+        assert not np.concatenate(spans)[:500].any() and not np.concatenate(spans)[500 + signal.length :].any()
+
+
+class _ArraySignal:
+    def __init__(self, x):
+        self.x, self.length = x, len(x)
+
+    def read(self, a, b):
+        return _padded(self.x, a, b)
+
+
+def _padded(x, a, b):
+    out = np.zeros(b - a, np.float32)
+    lo, hi = max(a, 0), min(b, len(x))
+    if hi > lo:
+        out[lo - a : hi - a] = x[lo:hi]
+    return out
+
+
+@needs_store
+@needs_media
+def test_speech_pieces_join_to_the_whole_estimate_reading_forward_only(onnx_backend, noisy_speech):
+    _, mix = noisy_speech
+    starts = []
+
+    def read(a, b):
+        assert not starts or a >= starts[-1]
+        starts.append(a)
+        return _padded(mix, a, b)
+
+    pieces = list(onnx_backend.speech_pieces(read, len(mix)))
+    assert len(pieces) > 1 and max(len(p) for p in pieces) <= onnx_backend.chunk_frames * onnx_backend.cfg.hop_size
+    assert np.array_equal(np.concatenate(pieces), onnx_backend.speech(mix))
+
+
+@needs_store
+@needs_media
+def test_streamed_stems_equal_the_whole_signal_stems(tmp_path, onnx_backend, noisy_speech):
+    """The stage's piecewise path (read, resample, separate, split, write a piece at a time) gives
+    the stems of the whole-signal path, from a 48 kHz stereo original and a 16 kHz mix."""
+    import soundfile as sf
+
+    from voxhear.stages.audio.separation import FileSignal, speech_signal, split_exact, write_exact_stems
+
+    _, mix48 = noisy_speech
+    stereo = np.stack([mix48, 0.5 * mix48[::-1]], axis=1)
+    orig = tmp_path / "orig.flac"
+    sf.write(orig, stereo, SR, subtype="PCM_24")
+    source, _ = read_mono(orig)
+    mix16 = resample(source, SR, RATE)
+    wav = tmp_path / "audio16k.wav"
+    sf.write(wav, np.clip(mix16, -1, 1), RATE, subtype="PCM_16")
+    mix, _ = read_mono(wav)
+    whole = resample(onnx_backend.speech(source), SR, RATE)
+    whole = np.pad(whole, (0, max(0, len(mix) - len(whole))))[: len(mix)]
+    want = split_exact(mix, whole)
+    signal = speech_signal(onnx_backend, FileSignal(orig), SR, RATE)
+    write_exact_stems(FileSignal(wav), signal, RATE, tmp_path / "s.flac", tmp_path / "b.flac", piece=RATE // 3)
+    for path, values in zip(("s.flac", "b.flac"), want):
+        got = sf.read(tmp_path / path, dtype="int32")[0] >> 8
+        assert np.array_equal(got, values), path
