@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import logging
 import os
 import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,9 +36,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.keep_work:
         overrides.append("keep_work=true")
     config = load_config(args.config, overrides)
-    summary = run_pipeline(config, show_progress=not args.quiet)
+    with _ray_session(config, verbose=args.verbose) as ray_log:
+        summary = run_pipeline(config, show_progress=not args.quiet)
     print(summary.format())
+    if ray_log is not None:
+        print(f"ray log: {ray_log}")
     return 0
+
+
+@contextlib.contextmanager
+def _ray_session(config: RunConfig, verbose: bool) -> Iterator[Path | None]:
+    """Around a run with the Ray runner: Ray's own output (its logs, Ray Data's progress and
+    warnings, its workers' output) goes to RUN/logs/ray.log unless --verbose, so that the terminal
+    shows voxhear's progress bar and summary; a cluster to join is joined first, so that a wrong
+    address or token fails at once in one line, before the run starts (no progress bar yet); and
+    Ray is left before the summary is printed. Yields the log's path (None: not redirected)."""
+    if config.runner != "ray":
+        yield None
+        return
+    import ray
+
+    from voxhear.pipeline import executors, raylog
+
+    path = Path(config.run_dir).expanduser().absolute() / "logs" / "ray.log"
+    connected_before = ray.is_initialized()  # by the caller of main(): theirs to leave
+    with contextlib.nullcontext(None) if verbose else raylog.ray_output_to(path) as redirected:
+        try:
+            if config.ray.address or os.environ.get("RAY_ADDRESS"):
+                executors.RayExecutor(config.ray).connect()
+            yield redirected
+        finally:
+            if not connected_before:
+                # Inside the redirection: what Ray prints while it stops goes to the log too.
+                executors.disconnect()
 
 
 def _is_override(arg: str) -> bool:
@@ -167,7 +200,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxhear", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at INFO level; `run`: Ray's output on the terminal too"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the pipeline (resumes an existing run directory)")
@@ -190,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
         "by default they are deleted and the summary says what is left",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log at INFO level and leave Ray's own output (its logs, Ray Data's progress, its workers' "
+        "output) on the terminal; by default it goes to RUN/logs/ray.log",
+    )
     run.set_defaults(func=_cmd_run)
 
     models = sub.add_parser("models", help="list or verify the models in the model store")
@@ -263,6 +306,15 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, OSError) and system_oserror(error) is None:
             raise
         print(f"voxhear: error: {error}", file=sys.stderr)
+        return 1
+    except RuntimeError as error:
+        from voxhear.pipeline.executors import RayConnectionError
+
+        if not isinstance(error, RayConnectionError):
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        print(f"voxhear: error: {error}", file=sys.stderr)  # says what to set; Ray's output went to its log
         return 1
 
 

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
+import socket
+import sys
+from collections.abc import Iterator
 from typing import Protocol
 
 import pyarrow as pa
 
+from voxhear.pipeline import raylog
 from voxhear.pipeline.config import RayConfig
 from voxhear.pipeline.records import Record
 from voxhear.pipeline.sink import DatasetSink
 from voxhear.pipeline.stage import Stage, SystemFault, apply_stage
 
 log = logging.getLogger(__name__)
+
+
+TOKEN_AUTH_DOCS = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
+
+
+class RayConnectionError(RuntimeError):
+    """The Ray cluster to join cannot be reached or refuses this process; the message (one line)
+    says what to set."""
 
 
 class Executor(Protocol):
@@ -83,19 +96,35 @@ class RayExecutor:
         self.show_progress = show_progress
 
     def connect(self) -> None:
+        """Start a local Ray, or join the cluster at ray.address (else RAY_ADDRESS).
+
+        Raises RayConnectionError, one line saying what to set, when the cluster cannot be joined.
+        """
         import ray
 
         if ray.is_initialized():
             return
-        address = self.config.address or os.environ.get("RAY_ADDRESS")
-        ray.init(
-            address=address or None,
-            # Only a local cluster is sized here; an existing one keeps its own CPUs.
-            num_cpus=None if address else self.config.num_cpus,
-            include_dashboard=False,
-            log_to_driver=True,
-            logging_level=logging.WARNING,
-        )
+        address = self.config.address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            source = "--ray-address / ray.address" if self.config.address else "RAY_ADDRESS"
+            _check_reachable(address, source)
+            _use_local_cluster_token(address)
+        try:
+            with contextlib.nullcontext() if address else _stdin_not_a_terminal():
+                ray.init(
+                    address=address,
+                    # Only a local cluster is sized here; an existing one keeps its own CPUs.
+                    num_cpus=None if address else self.config.num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=True,
+                    # INFO (which cluster, which session) only where it goes to the run's log file.
+                    logging_level=logging.INFO if raylog.active() else logging.WARNING,
+                )
+        except Exception as error:
+            if not address:
+                raise
+            raise RayConnectionError(_join_failure(address, error)) from error
+        raylog.forward_worker_output()
 
     def execute(self, stages: list[Stage], rows: list[Record], sink: DatasetSink) -> None:
         import ray
@@ -105,7 +134,9 @@ class RayExecutor:
             return
         self.connect()
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = self.show_progress
+        # While Ray's output goes to the run's log, Ray Data's bars would still draw on the terminal:
+        # off. (Off a terminal Ray Data logs its progress instead, and that goes to the log file.)
+        context.enable_progress_bars = self.show_progress and not (raylog.active() and sys.stdout.isatty())
         # One row per block so that sources spread over workers from the start.
         table = type(rows[0]).to_table(rows)
         dataset = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)])
@@ -159,6 +190,145 @@ class RayExecutor:
             batch_size=stage.batch_size,
             **remote_args,
         )
+
+
+def disconnect() -> None:
+    """Leave Ray (stopping the local Ray this process started), if this process uses it."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _stdin_not_a_terminal() -> Iterator[None]:
+    """Start the local Ray with stdin on /dev/null when this process's stdin is a terminal.
+
+    Ray's processes, and the workers they start, inherit the driver's stdin. Workers are not in the
+    terminal's foreground process group, so a subprocess of theirs that touches the terminal
+    (scenedetect's `ffmpeg -v quiet` probe does) is stopped by the kernel (SIGTTIN/SIGTTOU) and
+    the run waits for it forever: `voxhear run` in a terminal hung in scene_cut."""
+    try:
+        terminal = os.isatty(0)
+    except OSError:
+        terminal = False
+    if not terminal:
+        yield
+        return
+    saved = os.dup(0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(devnull, 0)
+        yield
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _gcs_host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of `host:port` or `ray://host:port`; None for "auto", "local" and anything else."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _check_reachable(address: str, source: str) -> None:
+    """Fail at once when nothing listens at the address (Ray itself retries for 20 s, its C++
+    core printing a line a second, before it says so)."""
+    parsed = _gcs_host_port(address)
+    if parsed is None:
+        return
+    try:
+        socket.create_connection(parsed, timeout=5).close()
+    except OSError as error:
+        reason = "no answer in 5 s" if isinstance(error, TimeoutError) else (error.strerror or type(error).__name__)
+        raise RayConnectionError(
+            f"no Ray cluster answers at {address} (from {source}: {reason}): start one there "
+            f"(`ray start --head --port {parsed[1]}`), correct the address, or leave it unset for a local Ray"
+        ) from error
+
+
+def _use_local_cluster_token(address: str) -> None:
+    """Join a token-authenticated cluster on this machine as `ray.init(address="auto")` does.
+
+    `ray start --head` turns token authentication on whenever a token is where Ray looks for one
+    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token, which every local `ray.init()`
+    writes), and `ray.init()` with no address or "auto" turns it on for the client too; an address
+    given explicitly never does (ray/_private/worker.py, init), so `--ray-address` to that very
+    cluster failed with InvalidAuthToken. Here an explicit address of a cluster running on this
+    machine (one that Ray's own "auto" discovery finds) is treated like "auto". Any other address
+    is left as Ray leaves it, so that this machine's token is never sent to another host unasked:
+    for those, RAY_AUTH_MODE=token is set by hand as Ray documents (TOKEN_AUTH_DOCS). An explicit
+    RAY_AUTH_MODE is always respected.
+    """
+    parsed = _gcs_host_port(address)
+    if os.environ.get("RAY_AUTH_MODE") is not None or address.startswith("ray://") or parsed is None:
+        return
+    try:
+        from ray._private import services
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+
+        wanted = {services.canonicalize_bootstrap_address(address)}
+        with contextlib.suppress(OSError):
+            ip = socket.gethostbyname(parsed[0])
+            wanted.add(services.canonicalize_bootstrap_address(f"{ip}:{parsed[1]}"))
+        if wanted & set(services.find_gcs_addresses()):
+            enabled = maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+            log.info(
+                "%s is a Ray cluster on this machine: token authentication %s",
+                address,
+                "on (a token was found)" if enabled else "off (no token found)",
+            )
+    except Exception:  # Ray's internals moved: authentication is left to RAY_AUTH_MODE, as Ray does
+        log.debug("could not tell whether %s is a Ray cluster on this machine", address, exc_info=True)
+
+
+def _error_chain(error: BaseException) -> list[BaseException]:
+    """The error and what it was raised from, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _error_text(error: BaseException) -> str:
+    return "\n".join(f"{type(e).__name__}: {e}" for e in _error_chain(error))
+
+
+def _join_failure(address: str, error: BaseException) -> str:
+    """One line: why joining the cluster at `address` failed and what to set."""
+    text = _error_text(error)
+    token_where = (
+        "put the cluster's token (`ray get-auth-token` on its head node prints it) in RAY_AUTH_TOKEN, "
+        f"in the file RAY_AUTH_TOKEN_PATH names, or in ~/.ray/auth_token; see {TOKEN_AUTH_DOCS}"
+    )
+    if any(word in text for word in ("InvalidAuthToken", "AuthenticationError", "Unauthenticated")):
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+            return f"the Ray cluster at {address} did not accept this process's authentication token: {token_where}"
+        return f"the Ray cluster at {address} requires token authentication: set RAY_AUTH_MODE=token and {token_where}"
+    versions = re.findall(r"Ray: (\S+)\s+Python: (\S+)", text)
+    if "Version mismatch" in text and len(versions) >= 2:
+        (cluster_ray, cluster_python), (our_ray, our_python) = versions[:2]
+        return (
+            f"the Ray cluster at {address} runs Ray {cluster_ray} on Python {cluster_python}, this environment "
+            f"Ray {our_ray} on Python {our_python}: run voxhear where Ray and Python match the cluster's"
+        )
+    if "Could not find any running Ray instance" in text:
+        return (
+            f"ray.address is {address!r} but no Ray cluster runs on this machine: start one (`ray start --head`) "
+            "or leave ray.address and RAY_ADDRESS unset for a local Ray"
+        )
+    # The innermost error's last line: its own message (or, where it quotes a traceback, the error
+    # that ends it), not the wrappers' "Failed to connect".
+    inner = _error_chain(error)[-1]
+    lines = [line for line in str(inner).splitlines() if line.strip()]
+    detail = " ".join(lines[-1].split())[:300] if lines else type(inner).__name__
+    return f"could not join the Ray cluster at {address}: {detail} (`voxhear --verbose run ...` shows more)"
 
 
 def _worker_fault(error: BaseException) -> str | None:
