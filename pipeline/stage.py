@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,10 +180,17 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
 SYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
 
+# How torch reports a broken or lost accelerator (a RuntimeError whatever the input): "CUDA error:
+# ...", "CUDA driver ...", "cuDNN error: ...", "NCCL error ...". Not the input's fault, so fatal.
+_ACCELERATOR_FAULT = re.compile(r"\b(CUDA (error|driver)|cuDNN error|CUBLAS_STATUS_|NCCL error)")
+
+
 def _is_fatal(error: BaseException) -> bool:
     # Exceptions outside Exception (KeyboardInterrupt, SystemExit, GeneratorExit) are never data errors;
     # torch.cuda.OutOfMemoryError is recognised by name so that torch is not imported here.
     if isinstance(error, FATAL_ERRORS) or not isinstance(error, Exception):
+        return True
+    if isinstance(error, RuntimeError) and _ACCELERATOR_FAULT.search(str(error)):
         return True
     return type(error).__name__ == "OutOfMemoryError" or system_oserror(error) is not None
 

@@ -111,3 +111,15 @@ def test_without_ffmpeg_the_run_stops_and_the_input_stays_uncommitted(tmp_path, 
     assert main([*command, "--runner", "local"]) == 0  # ffmpeg back: processed, not skipped as failed
     rows = pq.read_table(run_dir / "manifests" / "sources.parquet").to_pylist()
     assert [(r["source_uri"], r["status"]) for r in rows] == [(str(video), "ok")]
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["CUDA error: an illegal memory access was encountered", "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR",
+     "CUDA driver version is insufficient for CUDA runtime version", "NCCL error in: unhandled system error"],
+)
+def test_an_accelerator_fault_stops_the_run_but_a_data_runtime_error_is_a_row(message):
+    with pytest.raises(RuntimeError, match=message.split(":")[0]):
+        apply_stage(ShotStage(raising(RuntimeError(message))), [source()])
+    (row,) = apply_stage(ShotStage(raising(RuntimeError("shape mismatch in the input's audio"))), [source()])
+    assert row.status == STATUS_FAILED and row.reason == "RuntimeError"
