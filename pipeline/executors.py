@@ -91,6 +91,9 @@ def fit_cpu_requests(stages: list[Stage], total_cpus: float) -> dict[str, float]
 class RayExecutor:
     """Ray Data: each stage a streaming map over Arrow blocks; model stages as actor pools."""
 
+    # Re-block every stage's output one row per block (see _map); off only to measure what it changes.
+    spread_rows: bool = True
+
     def __init__(self, config: RayConfig, show_progress: bool = True) -> None:
         self.config = config
         self.show_progress = show_progress
@@ -149,8 +152,16 @@ class RayExecutor:
                 total_cpus,
                 min(cpus[s.name] / s.resources.cpus for s in stages if s.resources.cpus),
             )
+        # The re-blocking of _map runs as a task of 1 CPU wherever Ray Data cannot fuse it into the
+        # stage's own tasks (after an actor pool, or a task stage not asking exactly 1 CPU). Such a
+        # task must always find a CPU that no standing actor holds: not on a machine whose requests
+        # were scaled down to fit (there the stream would hang, and there are no spare workers to
+        # spread over anyway).
+        standing = sum(cpus[s.name] for s in stages if s.uses_models)
+        unscaled = all(cpus[s.name] == s.resources.cpus for s in stages)
+        spread = self.spread_rows and unscaled and total_cpus - standing >= 1
         for stage in stages:
-            dataset = self._map(dataset, stage, cpus[stage.name], total_cpus)
+            dataset = self._map(dataset, stage, cpus[stage.name], total_cpus, spread)
         out_type = stages[-1].output_type
         try:
             for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -161,7 +172,21 @@ class RayExecutor:
                 raise
             raise SystemFault(fault) from error
 
-    def _map(self, dataset, stage: Stage, cpus: float, total_cpus: float):
+    def _map(self, dataset, stage: Stage, cpus: float, total_cpus: float, spread: bool = True):
+        """`stage` as a streaming map over `dataset`, its output re-blocked one row per block if `spread`.
+
+        A stage that turns one row into many (scene_cut: a source into its shots; faces: a shot into
+        its face tracks) returns them as one block, and a block goes whole to one task or actor of
+        the next stage: one long source would then run serially on one worker however large the
+        cluster. (Ray Data also fuses adjacent task stages into one task, so scene_cut's shots would
+        go through shot_media inside scene_cut's own task.) `repartition(target_num_rows_per_block=1)`
+        splits every output block into one-row blocks as it comes out; it is a map operator
+        (logical StreamingRepartition, planned as a MapOperator), not an all-to-all exchange, so the
+        stream is kept: a shot goes on to the next stage while the rest of the run is still being
+        read. Ray Data fuses it into the stage's tasks when their requests match, and never fuses the
+        stage that follows into that (ray/data/_internal/logical/rules/operator_fusion.py), so the
+        next stage gets one task (or actor call) per row, on whichever workers are free.
+        """
         import ray.data
 
         res = stage.resources
@@ -175,7 +200,7 @@ class RayExecutor:
                 # A scaled-down request must not let one pool grow past what its real need allows.
                 max_size = max(1, int(total_cpus // max(res.cpus, 1e-4)))
             pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max_size)
-            return dataset.map_batches(
+            dataset = dataset.map_batches(
                 _StageActor,
                 fn_constructor_kwargs={"stage": stage},
                 compute=pool,
@@ -183,13 +208,15 @@ class RayExecutor:
                 batch_size=stage.batch_size,
                 **remote_args,
             )
-        return dataset.map_batches(
-            _apply_to_table,
-            fn_kwargs={"stage": stage},
-            batch_format="pyarrow",
-            batch_size=stage.batch_size,
-            **remote_args,
-        )
+        else:
+            dataset = dataset.map_batches(
+                _apply_to_table,
+                fn_kwargs={"stage": stage},
+                batch_format="pyarrow",
+                batch_size=stage.batch_size,
+                **remote_args,
+            )
+        return dataset.repartition(target_num_rows_per_block=1) if spread else dataset
 
 
 def disconnect() -> None:
