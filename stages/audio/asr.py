@@ -1,10 +1,15 @@
 """Speech recognition: whisperx over the store's faster-whisper model, words attached to speakers.
 
 Decoding is batched (faster-whisper's batched pipeline, CPU int8 by default) over the speech
-regions found by diarization, merged into chunks of at most 30 s the way whisperx merges its VAD
-segments. Word times come from whisperx's forced alignment when its alignment model is present
-locally (torch hub cache), otherwise from faster-whisper's own cross-attention word timings. Each
-word then gets the diarized speaker it overlaps most (`whisperx.assign_word_speakers`).
+regions found by diarization, merged into pieces of at most `piece_s` (<= 30 s) the way whisperx
+merges its VAD segments. Word times come from whisperx's forced alignment when its alignment model
+is present locally (torch hub cache), otherwise from faster-whisper's own cross-attention word
+timings. Each word then gets the diarized speaker it overlaps most (`whisperx.assign_word_speakers`).
+
+Memory does not grow with the input (issue 15): the speech is a `Signal` read a piece at a time
+(`SpeechFile`: seek and read in the file, resampled per piece when it is not 16 kHz), and the
+pipeline is given `batch_size` pieces per call, so that it holds one batch's samples and log-mel
+features, never the whole signal's.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,6 +39,69 @@ class Word:
     end: float
     speaker: str
     probability: float
+
+
+class Speech(Protocol):
+    """Mono 16 kHz speech of `length` samples, read in spans (`separation.Signal`)."""
+
+    length: int
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) as float32."""
+        ...
+
+
+class SpeechFile:
+    """An audio file as mono 16 kHz speech read a span at a time: the samples of
+    `resample(*read_mono(path), 16000)` without holding them. Each span is read from the file with
+    soundfile (seek and read of its frames, channels averaged); a file at another rate is resampled
+    span by span with enough context that the samples equal the whole file's resampling."""
+
+    def __init__(self, path: str | Path) -> None:
+        from voxhear.stages.audio.separation import FileSignal, ResampledSignal, Signal
+
+        file = FileSignal(path)
+        self.rate = file.rate
+        # Seconds of audio in the file (its own rate), for the real-time factor.
+        self.duration = file.length / file.rate if file.rate else 0.0
+        signal: Signal = file if file.rate == SAMPLE_RATE else ResampledSignal(file, file.rate, SAMPLE_RATE)
+        self._signal = signal
+        self.length = signal.length
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self._signal.read(start, stop)
+
+
+class _ArraySpeech:
+    """A 16 kHz waveform in memory as `Speech`."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        self.audio = np.asarray(audio, dtype=np.float32)
+        self.length = len(self.audio)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.audio[start:stop]
+
+
+class _SpanAudio(np.ndarray):
+    """`speech` to faster-whisper as a 1-D float32 array of its length whose samples are read only
+    where it is sliced (`audio[start:stop]`, the one thing the batched pipeline does with the audio
+    once it has clip timestamps). Its own buffer is a single NaN, broadcast: anything else that
+    reads it gets NaNs, never made-up silence."""
+
+    speech: Speech
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError(f"the speech is read as spans [start:stop], not [{key!r}]")
+        start, stop, _ = key.indices(self.shape[0])
+        return self.speech.read(start, max(start, stop))
+
+
+def _span_audio(speech: Speech) -> np.ndarray:
+    audio = np.broadcast_to(np.float32(np.nan), (speech.length,)).view(_SpanAudio)
+    audio.speech = speech
+    return audio
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +130,6 @@ class Transcriber:
     ) -> None:
         import torch
         import whisperx
-        from faster_whisper import BatchedInferencePipeline
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model_dir = store.resolve(model_name).path
@@ -77,7 +144,7 @@ class Transcriber:
             local_files_only=True,
         )
         self.model = pipeline.model
-        self.batched = BatchedInferencePipeline(self.model)
+        self.batched = _carrying_pipeline(self.model)
         self.batch_size, self.beam_size = batch_size, beam_size
         self.chunk_s, self.pad_s = chunk_s, pad_s
         self.align_model = None
@@ -89,38 +156,18 @@ class Transcriber:
             except Exception as error:  # alignment is an optional refinement
                 log.warning("whisperx alignment model unavailable (%s); using faster-whisper word timings", error)
 
-    def __call__(self, audio: np.ndarray, turns: list[Turn]) -> tuple[list[Word], str]:
-        """Words of `audio` (mono 16 kHz) inside the speech of `turns`, with speakers; and the text."""
+    def __call__(self, audio: np.ndarray | Speech, turns: list[Turn]) -> tuple[list[Word], str]:
+        """Words of `audio` (mono 16 kHz: an array, or `Speech` read a piece at a time) inside the
+        speech of `turns`, with speakers; and the text."""
         import whisperx
 
-        clips = self.clips(turns, len(audio) / SAMPLE_RATE)
+        speech = _ArraySpeech(audio) if isinstance(audio, np.ndarray) else audio
+        clips = self.clips(turns, speech.length / SAMPLE_RATE)
         if not clips:
             return [], ""
-        segments, _ = self.batched.transcribe(
-            audio.astype(np.float32),
-            language="en",
-            clip_timestamps=clips,
-            word_timestamps=True,
-            batch_size=self.batch_size,
-            beam_size=self.beam_size,
-            without_timestamps=True,
-            vad_filter=False,
-            condition_on_previous_text=False,
-        )
-        result: dict[str, Any] = {"segments": [], "language": "en"}
-        for seg in segments:
-            seg_words = [
-                {"word": w.word.strip(), "start": float(w.start), "end": float(w.end), "score": float(w.probability)}
-                for w in (seg.words or [])
-                if w.word.strip()
-            ]
-            result["segments"].append(
-                {"start": float(seg.start), "end": float(seg.end), "text": seg.text.strip(), "words": seg_words}
-            )
+        result: dict[str, Any] = {"segments": self._segments(speech, clips), "language": "en"}
         if self.align_model is not None and result["segments"]:
-            result = whisperx.align(
-                result["segments"], self.align_model, self.align_meta, audio, self.device, return_char_alignments=False
-            )
+            result = self._align(speech, result["segments"])
         result = whisperx.assign_word_speakers(_turns_frame(turns), result)
         words: list[Word] = []
         for seg in result["segments"]:
@@ -138,6 +185,56 @@ class Transcriber:
                 )
         text = " ".join(seg["text"].strip() for seg in result["segments"]).strip()
         return words, text
+
+    def _segments(self, speech: Speech, clips: list[dict]) -> list[dict]:
+        """faster-whisper's segments (with word timings) of the pieces `clips`, decoded
+        `batch_size` pieces per call of the batched pipeline: one call over all of them would
+        read every piece and compute every piece's 30 s log-mel features (about 1 MB each) first.
+        The batches are the ones that call would make, and the last speech time its word timing
+        carries from batch to batch is carried across the calls (`_carrying_pipeline`), so the
+        words are the same."""
+        audio = _span_audio(speech)
+        self.batched.carried = 0.0
+        segments: list[dict] = []
+        for i in range(0, len(clips), self.batch_size):
+            batch, _ = self.batched.transcribe(
+                audio,
+                language="en",
+                clip_timestamps=clips[i : i + self.batch_size],
+                word_timestamps=True,
+                batch_size=self.batch_size,
+                beam_size=self.beam_size,
+                without_timestamps=True,
+                vad_filter=False,
+                condition_on_previous_text=False,
+            )
+            segments += [_segment_dict(seg) for seg in batch]
+        return segments
+
+    def _align(self, speech: Speech, segments: list[dict]) -> dict[str, Any]:
+        """whisperx forced alignment of `segments`, each against its own span of the speech.
+
+        whisperx aligns every segment on its own, slicing [start, end) out of the audio it is
+        given; here that audio is the segment's span from the whole second at or before its start
+        (so the shifted times are exact differences) to just past its end, and the times come
+        back shifted by that second. They may differ from aligning against the whole signal by
+        float rounding of the shift (a sample, a millisecond), not more."""
+        import torch
+        import whisperx
+
+        aligned: list[dict] = []
+        for seg in segments:
+            origin = float(int(seg["start"]))
+            first = int(origin) * SAMPLE_RATE
+            stop = min(speech.length, int(seg["end"] * SAMPLE_RATE) + 2)
+            window = torch.from_numpy(np.ascontiguousarray(speech.read(first, max(first, stop))))
+            shifted = {**seg, "start": seg["start"] - origin, "end": seg["end"] - origin}
+            out = whisperx.align(
+                [shifted], self.align_model, self.align_meta, window, self.device, return_char_alignments=False
+            )
+            for piece in out["segments"]:
+                aligned.append(_shifted(piece, origin))
+        return {"segments": aligned, "word_segments": [w for seg in aligned for w in seg.get("words", [])]}
 
     def clips(self, turns: list[Turn], duration: float) -> list[dict]:
         """Speech regions (padded, merged) cut into chunks of at most `chunk_s` seconds."""
@@ -166,6 +263,46 @@ class Transcriber:
         # so speech from the first sample to a last one 0.5 ms or less short of the next ms crashed.
         clips = [{"start": round(c["start"], 3), "end": min(duration, round(c["end"], 3))} for c in chunks]
         return [c for c in clips if c["end"] > c["start"]]
+
+
+def _carrying_pipeline(model):
+    """faster-whisper's batched pipeline over `model`, carrying its word timing's last speech time
+    from one transcribe call to the next (from `carried`; one call resets it to 0 at its end)."""
+    from faster_whisper import BatchedInferencePipeline
+
+    class CarryingPipeline(BatchedInferencePipeline):
+        carried = 0.0
+
+        def forward(self, features, tokenizer, chunks_metadata, options):
+            self.last_speech_timestamp = self.carried
+            outputs = super().forward(features, tokenizer, chunks_metadata, options)
+            self.carried = self.last_speech_timestamp
+            return outputs
+
+    return CarryingPipeline(model)
+
+
+def _segment_dict(seg) -> dict:
+    """A faster-whisper segment as whisperx's transcript segment."""
+    words = [
+        {"word": w.word.strip(), "start": float(w.start), "end": float(w.end), "score": float(w.probability)}
+        for w in (seg.words or [])
+        if w.word.strip()
+    ]
+    return {"start": float(seg.start), "end": float(seg.end), "text": seg.text.strip(), "words": words}
+
+
+def _shifted(segment: dict, seconds: float) -> dict:
+    """An aligned segment with its times (and its words' and characters') later by `seconds`."""
+
+    def later(item: dict) -> dict:
+        return {k: v + seconds if k in ("start", "end") and v is not None else v for k, v in item.items()}
+
+    out = later(segment)
+    for key in ("words", "chars"):
+        if isinstance(segment.get(key), list):
+            out[key] = [later(item) for item in segment[key]]
+    return out
 
 
 class _NoVad:

@@ -242,17 +242,16 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
         )
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
+        from voxhear.stages.audio.asr import SpeechFile
         from voxhear.stages.audio.diarization import read_rttm
-        from voxhear.stages.audio.separation import read_mono, resample
 
         if self.transcriber is None:
             self.setup()
         transcriber = self.transcriber
         assert transcriber is not None, "setup() loads the transcriber"
         started = time.perf_counter()
-        speech, rate = read_mono(row.speech_uri or row.audio_uri)
-        duration = len(speech) / rate
-        speech = resample(speech, rate, 16000)
+        # Read a piece at a time (16 kHz, resampled per piece otherwise): memory does not grow with the input.
+        speech = SpeechFile(row.speech_uri or row.audio_uri)
         turns = read_rttm(row.rttm_uri) if row.rttm_uri else []
         words, _ = transcriber(speech, turns)
         table = pa.Table.from_pylist(
@@ -267,7 +266,7 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
         row.words_uri = str(path)
         row.n_words = len(words)
         row.asr_word_timing = transcriber.word_timing
-        row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, duration)}
+        row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, speech.duration)}
         return [row]
 
 
