@@ -138,6 +138,14 @@ class RunConfig:
         for name, section in self.sections.items():
             check_config(section, f"{name}.")
         _check_stages(self.stages)
+        # Taken as a local path, `s3://bucket/run` would quietly become the folder ./s3:/bucket/run.
+        scheme = self.run_dir.partition("://")[0] if "://" in self.run_dir else ""
+        require(
+            not scheme,
+            "run_dir",
+            f"is on '{scheme}://', and a run directory on object storage is not supported yet: use a path "
+            "every node mounts (NFS, Lustre, a FUSE bucket mount); inputs may be remote",
+        )
 
     def processing_sections(self) -> dict[str, Any]:
         """The parts of the config that change what a run produces (resume must not mix them)."""

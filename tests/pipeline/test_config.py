@@ -75,3 +75,9 @@ def test_saved_config_round_trips(tmp_path):
 def test_exponent_numbers_on_the_command_line_are_numbers():
     config = load_config(None, ["diarization.threshold=6e-1"])
     assert config.diarization.threshold == 0.6
+
+
+def test_a_run_dir_on_object_storage_is_refused_rather_than_made_a_local_folder():
+    with pytest.raises(ConfigError, match=r"run_dir.*'s3://'.*not supported yet"):
+        load_config(None, ["inputs=[a.mp4]", "run_dir=s3://bucket/run"])
+    assert load_config(None, ["inputs=[a.mp4]", "run_dir=/tmp/somewhere"]).run_dir == "/tmp/somewhere"
