@@ -333,11 +333,28 @@ def link_window_speakers(
     the window's own audio. Speakers without an embedded turn (only turns shorter than
     refinement's minimum) stay apart.
     """
+    return _join_closest(
+        vectors, labels, durations, threshold, min_speakers, max_speakers, window=lambda s: s.split(":", 1)[0]
+    )
+
+
+def _join_closest(
+    vectors: dict[int, np.ndarray],
+    labels: dict[int, str],
+    durations: dict[int, float],
+    threshold: float,
+    min_speakers: int,
+    max_speakers: int | None = None,
+    window: Callable[[str], str] | None = None,
+) -> dict[str, str]:
+    """Speaker -> the speaker it is joined into: the two closest speakers (cosine distance of
+    their duration-weighted turn-embedding centroids) while closer than `threshold` or more than
+    `max_speakers`, down to `min_speakers`; with `window`, never two whose windows meet."""
     renamed = {s: s for s in set(labels.values())}
     sums: dict[str, np.ndarray] = {}
     for i, vector in vectors.items():
         sums[labels[i]] = sums.get(labels[i], np.zeros_like(vector)) + vector * durations[i]
-    windows = {s: {s.split(":", 1)[0]} for s in sums}
+    windows = {s: {window(s)} if window else set() for s in sums}
     while len(sums) > max(min_speakers, 1):
         names = sorted(sums)
         unit = {s: v / (np.linalg.norm(v) or 1.0) for s, v in sums.items()}
@@ -384,27 +401,7 @@ def merge_close_speakers(
     0.24-0.32 apart on faces-wild's single-person recordings against 0.52-0.87 for distinct
     people of the composed tuning set (docs/benchmarks/audio.md).
     """
-    renamed = {s: s for s in set(labels.values())}
-
-    def centroids() -> dict[str, np.ndarray]:
-        sums: dict[str, np.ndarray] = {}
-        for i, vector in vectors.items():
-            target = renamed[labels[i]]
-            sums[target] = sums.get(target, 0.0) + vector * durations[i]
-        return {s: v / (np.linalg.norm(v) or 1.0) for s, v in sums.items()}
-
-    while True:
-        current = centroids()
-        names = sorted(current)
-        if len(names) <= max(min_speakers, 1):
-            return renamed
-        pairs = [(1.0 - float(current[a] @ current[b]), a, b) for k, a in enumerate(names) for b in names[k + 1 :]]
-        distance, keep, gone = min(pairs)
-        if distance >= threshold:
-            return renamed
-        for source, target in renamed.items():
-            if target == gone:
-                renamed[source] = keep
+    return _join_closest(vectors, labels, durations, threshold, min_speakers)
 
 
 def _campplus(store: ModelStore, backend: str, threads: int):
