@@ -20,7 +20,9 @@ import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import fsspec
 import numpy as np
+import pyarrow.parquet as pq
 import soundfile as sf
 import torch
 import webdataset as wds
@@ -82,11 +84,14 @@ def read_sample(members: Mapping[str, Any], *, tracks: Sequence[str] = AUDIO_TRA
     for track in tracks:
         samples, rate = sf.read(io.BytesIO(members[f"{track}.flac"]), dtype="float32", always_2d=False)
         if rate != SAMPLE_RATE or samples.ndim != 1:
-            raise ValueError(f"{where}: {track}.flac is {rate} Hz with shape {samples.shape}, "
-                             f"expected {SAMPLE_RATE} Hz mono")
+            raise ValueError(
+                f"{where}: {track}.flac is {rate} Hz with shape {samples.shape}, expected {SAMPLE_RATE} Hz mono"
+            )
         if len(samples) != n_frames * SAMPLES_PER_FRAME:
-            raise ValueError(f"{where}: {track}.flac has {len(samples)} samples, expected "
-                             f"{n_frames} frames * {SAMPLES_PER_FRAME} = {n_frames * SAMPLES_PER_FRAME}")
+            raise ValueError(
+                f"{where}: {track}.flac has {len(samples)} samples, expected "
+                f"{n_frames} frames * {SAMPLES_PER_FRAME} = {n_frames * SAMPLES_PER_FRAME}"
+            )
         audio[track] = samples
     return {
         "key": key,
@@ -167,6 +172,47 @@ def expand_urls(urls: str | os.PathLike | Iterable[str | os.PathLike]) -> list[s
     return shards
 
 
+def is_run_dir(location: str | os.PathLike) -> bool:
+    """A pipeline run directory (a path, or a URL such as s3://bucket/run): it has manifests/clips.parquet."""
+    text = os.fspath(location).rstrip("/")
+    if text.endswith(".tar") or "{" in text or text.startswith("pipe:") or _GLOB_CHARS & set(text):
+        return False
+    fs, path = fsspec.core.url_to_fs(os.path.expanduser(text))
+    return bool(fs.exists(f"{path}/manifests/clips.parquet"))
+
+
+def run_shards(run_dir: str | os.PathLike, split: str | None = None) -> list[str]:
+    """The shards of a run directory (path or URL) holding kept clips of `split` (every shard for None).
+
+    Read from the run's manifests/clips.parquet (which clip is in which shard, and its split), so
+    reading the validation split opens only the shards that hold validation clips, not all of them.
+    """
+    root = os.path.expanduser(os.fspath(run_dir)).rstrip("/")
+    with fsspec.open(f"{root}/manifests/clips.parquet", "rb") as handle:
+        table = pq.read_table(handle, columns=["status", "shard", *(["split"] if split is not None else [])])
+    rows = [r for r in table.to_pylist() if r["status"] == "ok" and r["shard"]]
+    if split is not None:
+        rows = [r for r in rows if r["split"] == split]
+    shards = sorted({r["shard"] for r in rows})
+    if not shards:
+        raise FileNotFoundError(f"no kept clip of split {split!r} in {root}/manifests/clips.parquet")
+    return [f"{root}/shards/{name}" for name in shards]
+
+
+def _open_shards(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """webdataset's url_opener, with URLs (s3://, gs://, https://) opened by fsspec: webdataset's own
+    openers shell out to command-line tools (curl, gsutil) and have none for s3://."""
+    for source in sources:
+        url = source["url"]
+        stream = fsspec.open(url, "rb").open() if "://" in url else wds.gopen(url)
+        yield {**source, "stream": stream}
+
+
+def tar_samples(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Raw samples ({"__key__", member: bytes, ...}) of the shards in `sources` ({"url": ...} each)."""
+    return wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander(_open_shards(sources)))
+
+
 def _window(array: np.ndarray, start: int, length: int) -> np.ndarray:
     """`array[start:start + length]` as a fresh array, zero-padded past the array's end.
 
@@ -174,8 +220,8 @@ def _window(array: np.ndarray, start: int, length: int) -> np.ndarray:
     keep its whole clip alive.
     """
     out = np.zeros((length, *array.shape[1:]), array.dtype)
-    piece = array[start:start + length]
-    out[:len(piece)] = piece
+    piece = array[start : start + length]
+    out[: len(piece)] = piece
     return out
 
 
@@ -190,7 +236,10 @@ class VoxHearWindows(IterableDataset):
     blendshapes, pose and landmarks (frames without a mesh) becomes 0: mask with `valid`.
 
     Args:
-        urls: a glob (`~` allowed), a brace pattern, a directory of `.tar` shards, or a list.
+        urls: a glob (`~` allowed), a brace pattern, a directory of `.tar` shards, a list of shard
+            paths or URLs (s3://, gs://, https:// are read with fsspec), or a pipeline run
+            directory (a path or URL such as s3://bucket/run), whose manifests name the shards
+            holding the requested split, so that only those are opened.
         split: keep only clips whose json `split` equals this (`train`, `val`, `test`); None keeps all.
         window_frames: T, frames per window.
         hop_frames: frames between window starts; None means `window_frames` (no overlap).
@@ -231,7 +280,10 @@ class VoxHearWindows(IterableDataset):
         if unknown:
             raise ValueError(f"unknown audio tracks {unknown}; the shards hold {list(AUDIO_TRACKS)}")
         # Resolved now, in the main process, so a bad pattern fails before any worker starts.
-        self.urls = expand_urls(urls)
+        if isinstance(urls, (str, os.PathLike)) and is_run_dir(urls):
+            self.urls = run_shards(urls, split)
+        else:
+            self.urls = expand_urls(urls)
         self.split = split
         self.window_frames = window_frames
         self.hop_frames = hop_frames
@@ -264,7 +316,7 @@ class VoxHearWindows(IterableDataset):
             wds.SimpleShardList(self.shard_order()),
             wds.split_by_node,
             wds.split_by_worker,
-            wds.tarfile_to_samples(),
+            tar_samples,
             self._clip_windows,
         ]
         if self.shuffle_buffer > 0:
@@ -321,8 +373,9 @@ class VoxHearWindows(IterableDataset):
                 "identity_id": meta.get("identity_id"),
                 "split": meta.get("split"),
                 "audio": {
-                    track: torch.from_numpy(_window(sample["audio"][track], start * SAMPLES_PER_FRAME,
-                                                    size * SAMPLES_PER_FRAME))
+                    track: torch.from_numpy(
+                        _window(sample["audio"][track], start * SAMPLES_PER_FRAME, size * SAMPLES_PER_FRAME)
+                    )
                     for track in self.tracks
                 },
                 "valid": torch.from_numpy(window_valid),

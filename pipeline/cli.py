@@ -57,8 +57,9 @@ def _ray_session(config: RunConfig, verbose: bool) -> Iterator[Path | None]:
     import ray
 
     from voxhear.pipeline import executors, raylog
+    from voxhear.pipeline.remote_run import local_run_dir
 
-    path = Path(config.run_dir).expanduser().absolute() / "logs" / "ray.log"
+    path = local_run_dir(config.run_dir, config.staging_dir) / "logs" / "ray.log"
     connected_before = ray.is_initialized()  # by the caller of main(): theirs to leave
     with contextlib.nullcontext(None) if verbose else raylog.ray_output_to(path) as redirected:
         try:
@@ -69,6 +70,19 @@ def _ray_session(config: RunConfig, verbose: bool) -> Iterator[Path | None]:
             if not connected_before:
                 # Inside the redirection: what Ray prints while it stops goes to the log too.
                 executors.disconnect()
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    """A local copy of what the bucket holds (shards, manifests, config), for `verify`, `qc`,
+    `datasheet`, `takedown` and `eval`, which take local run directories."""
+    from voxhear.pipeline.config import ConfigError
+    from voxhear.pipeline.remote_run import RemoteRunDir, is_remote
+
+    if not is_remote(args.run_url):
+        raise ConfigError(f"{args.run_url} is not a URL (s3://bucket/run); a local run directory needs no pull")
+    downloaded = RemoteRunDir(args.run_url, args.folder).pull()
+    print(f"{args.folder}: {downloaded} files downloaded from {args.run_url}")
+    return 0
 
 
 def _is_override(arg: str) -> bool:
@@ -256,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_argument("overrides", nargs="*", default=[])
     config.set_defaults(func=_cmd_config)
+
+    pull = sub.add_parser(
+        "pull", help="copy a run directory on object storage (s3://...) to a local folder, or update a copy"
+    )
+    pull.add_argument("run_url", help="the run directory's URL, e.g. s3://bucket/runs/v2")
+    pull.add_argument("folder", type=Path, help="local folder (created; an earlier copy is updated)")
+    pull.set_defaults(func=_cmd_pull)
 
     from voxhear import baseline
     from voxhear.benchmarks import evaluation, synth

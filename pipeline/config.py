@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from voxhear.pipeline import registry
+from voxhear.pipeline.remote_run import is_remote, open_filesystem
 from voxhear.pipeline.settings import (
     ConfigError,
     apply_override,
@@ -79,6 +80,10 @@ class RayConfig:
     num_cpus: int | None = setting(None, ge=1)
     # Upper bound of each actor pool (stages that load models); None lets Ray size it.
     max_actors_per_stage: int | None = setting(None, ge=1)
+    # The CPUs an autoscaling cluster can grow to (its worker groups' maxReplicas x CPUs). The stages'
+    # CPU requests are scaled down only when they cannot fit in this many; None: the CPUs the cluster
+    # has when the run starts, which would shrink every request for good on a cluster that starts small.
+    max_cluster_cpus: int | None = setting(None, ge=1)
 
 
 @dataclass
@@ -101,7 +106,12 @@ class RunConfig:
     # Which stages run, in pipeline order; leaving out later stages stops the pipeline early
     # (e.g. [ingest, scene_cut, shot_media] writes one sample per shot).
     stages: list[str] = field(default_factory=lambda: registry.stage_names())
+    # A local path, or a URL on object storage (s3://bucket/run; see pipeline/remote_run.py), which
+    # the driver runs in a local staging copy (staging_dir) and publishes commit by commit.
     run_dir: str = "runs/default"
+    # Where a run_dir on object storage is staged: its work area, and its shards until the end-of-run
+    # passes. Empty: ~/.cache/voxhear/staging/<name>-<hash of run_dir>.
+    staging_dir: str = ""
     runner: str = setting("ray", choices=("ray", "local"))
     # Retry inputs that failed in an earlier attempt of this run directory.
     retry_failed: bool = False
@@ -138,14 +148,9 @@ class RunConfig:
         for name, section in self.sections.items():
             check_config(section, f"{name}.")
         _check_stages(self.stages)
-        # Taken as a local path, `s3://bucket/run` would quietly become the folder ./s3:/bucket/run.
-        scheme = self.run_dir.partition("://")[0] if "://" in self.run_dir else ""
-        require(
-            not scheme,
-            "run_dir",
-            f"is on '{scheme}://', and a run directory on object storage is not supported yet: use a path "
-            "every node mounts (NFS, Lustre, a FUSE bucket mount); inputs may be remote",
-        )
+        if is_remote(self.run_dir):
+            # Resolved now, so that a missing filesystem package fails at load, not after the stages ran.
+            open_filesystem(self.run_dir)
 
     def processing_sections(self) -> dict[str, Any]:
         """The parts of the config that change what a run produces (resume must not mix them)."""

@@ -88,6 +88,20 @@ def fit_cpu_requests(stages: list[Stage], total_cpus: float) -> dict[str, float]
     return {s.name: math.floor(s.resources.cpus * factor * 1e4) / 1e4 for s in stages}
 
 
+def cluster_cpus(present: float, max_cluster_cpus: int | None) -> float:
+    """The CPUs to fit the stages' requests into: what an autoscaling cluster can grow to (set by the
+    user: Ray has no public call for it), else what is there now (at least one: a cluster whose head
+    has no CPU and whose workers are still starting would otherwise scale every request to nothing)."""
+    if max_cluster_cpus is not None:
+        return max(present, float(max_cluster_cpus))
+    if present <= 0:
+        log.warning(
+            "the Ray cluster has no CPU yet (workers still starting?); set ray.max_cluster_cpus to the "
+            "CPUs it will have, so that the stages' CPU requests are sized for it"
+        )
+    return max(present, 1.0)
+
+
 class RayExecutor:
     """Ray Data: each stage a streaming map over Arrow blocks; model stages as actor pools."""
 
@@ -143,7 +157,7 @@ class RayExecutor:
         # One row per block so that sources spread over workers from the start.
         table = type(rows[0]).to_table(rows)
         dataset = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)])
-        total_cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        total_cpus = cluster_cpus(float(ray.cluster_resources().get("CPU", 0.0)), self.config.max_cluster_cpus)
         cpus = fit_cpu_requests(stages, total_cpus)
         if any(cpus[s.name] < s.resources.cpus for s in stages):
             log.warning(

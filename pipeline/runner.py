@@ -7,18 +7,20 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from voxhear.manifests import Ledger, consolidate
-from voxhear.pipeline import registry, workarea
+from voxhear.pipeline import registry, remote_run, workarea
 from voxhear.pipeline.config import ConfigError, RunConfig, save_config
 from voxhear.pipeline.executors import make_executor
 from voxhear.pipeline.inputs import expand_inputs, is_remote
 from voxhear.pipeline.models import ModelStore, UnknownModelError
 from voxhear.pipeline.records import STATUS_FAILED, ShotRecord, SourceRecord
+from voxhear.pipeline.remote_run import RemoteRunDir, RemoteRunLock, local_run_dir
 from voxhear.pipeline.runlock import RunLock
 from voxhear.pipeline.sink import DatasetSink
 from voxhear.pipeline.stage import RunContext, Stage
@@ -74,6 +76,8 @@ class RunSummary:
     # What is left in run_dir/work at the end (everything with keep_work; else inputs never committed).
     work_bytes: int = 0
     keep_work: bool = False
+    # The run directory on object storage that run_dir (its staging copy) was published to.
+    run_url: str = ""
 
     @property
     def real_time_factor(self) -> float:
@@ -82,8 +86,9 @@ class RunSummary:
 
     def format(self) -> str:
         kept = "keep_work: kept" if self.keep_work else "committed inputs' files removed; keep_work=true keeps them"
+        published = self.run_url or str(self.run_dir)
         lines = [
-            f"run directory: {self.run_dir}",
+            f"run directory: {published}" + (f" (staged in {self.run_dir})" if self.run_url else ""),
             f"inputs: {self.inputs} ({self.skipped} already done in an earlier attempt)",
             "status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items())),
         ]
@@ -94,8 +99,8 @@ class RunSummary:
             f"input video: {self.input_hours:.4f} h; wall time {self.wall_s:.1f} s; "
             f"real-time factor {self.real_time_factor:.3f}",
             f"work area: {workarea.format_size(self.work_bytes)} in {workarea.work_dir(self.run_dir)} ({kept})",
-            f"manifests: {self.run_dir / 'manifests'}",
-            f"shards: {self.run_dir / 'shards'}",
+            f"manifests: {published}/manifests",
+            f"shards: {published}/shards",
         ]
         return "\n".join(lines)
 
@@ -118,14 +123,37 @@ def check_resume_compatible(config: RunConfig, run_dir: Path) -> None:
 def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
     """Run (or resume) `config`; refused at once (RunLockedError) while another run holds its run_dir."""
     started = time.perf_counter()
-    run_dir = Path(config.run_dir).expanduser().absolute()
+    run_dir = local_run_dir(config.run_dir, config.staging_dir)
+    if remote_run.is_remote(config.run_dir):
+        return _run_remote(config, run_dir, show_progress, started)
     # Taken before anything in the directory is read or written: recovery deletes what it takes
     # for a killed run's debris, which would be a live run's files.
     with RunLock(run_dir):
         return _run_locked(config, run_dir, show_progress, started)
 
 
-def _run_locked(config: RunConfig, run_dir: Path, show_progress: bool, started: float) -> RunSummary:
+def _run_remote(config: RunConfig, staging: Path, show_progress: bool, started: float) -> RunSummary:
+    """A run directory on object storage: run in the staging copy, publish after every commit."""
+    remote = RemoteRunDir(config.run_dir, staging)
+    # Both locks: the bucket's against other drivers, the staging copy's against another run of
+    # the same URL on this machine with the same staging_dir.
+    with RunLock(staging), RemoteRunLock(remote.fs, remote.root):
+        downloaded = remote.pull()  # the bucket is the truth: what it lacks was never committed
+        if downloaded:
+            log.info("staged %d files of %s in %s", downloaded, remote.url, staging)
+        summary = _run_locked(config, staging, show_progress, started, publish=remote.push)
+    summary.run_url = remote.url
+    return summary
+
+
+def _run_locked(
+    config: RunConfig,
+    run_dir: Path,
+    show_progress: bool,
+    started: float,
+    publish: Callable[[], object] = lambda: None,
+) -> RunSummary:
+    """Run in `run_dir`, calling `publish` after each commit of the ledger and after the passes."""
     run_dir.mkdir(parents=True, exist_ok=True)
     check_resume_compatible(config, run_dir)
     save_config(config, run_dir / "config.yaml")
@@ -151,6 +179,7 @@ def _run_locked(config: RunConfig, run_dir: Path, show_progress: bool, started: 
         final_type=final_record_type(stages),
         total_sources=len(todo),
         show_progress=show_progress,
+        after_commit=publish,
     )
     executor = make_executor(config.runner, config.ray, show_progress=show_progress)
     try:
@@ -161,8 +190,9 @@ def _run_locked(config: RunConfig, run_dir: Path, show_progress: bool, started: 
         # very fault that stopped the run) must not replace the error the run stopped with.
         try:
             consolidate(run_dir)
+            publish()
         except Exception as error:
-            log.warning("the manifests were not consolidated after the run stopped: %s", error)
+            log.warning("the manifests were not consolidated (or published) after the run stopped: %s", error)
         raise
     consolidate(run_dir)
     if "faces" in config.stages:
@@ -174,6 +204,7 @@ def _run_locked(config: RunConfig, run_dir: Path, show_progress: bool, started: 
         from voxhear.passes.splits import write_splits
 
         write_splits(run_dir, config.shards.val_share, config.shards.test_share, config.shards.split_seed)
+    publish()
     summary = summarize_run(
         run_dir,
         inputs_total=len(inputs),

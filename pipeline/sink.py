@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -54,8 +54,11 @@ class DatasetSink:
         final_type: type[ShotRecord],
         total_sources: int,
         show_progress: bool = True,
+        after_commit: Callable[[], object] = lambda: None,
     ) -> None:
         self.config = config
+        # Called after every ledger commit: publishes it when the run directory is on object storage.
+        self.after_commit = after_commit
         self.clip_type = clip_row_type(final_type)
         self.ledger = ledger
         self.state = state
@@ -154,6 +157,7 @@ class DatasetSink:
             self.state.status_by_uri[source.source_uri] = source.status
         self.state.published_keys.update(clip.key for clip in clips if clip.shard)
         self.commit_seq += 1
+        self.after_commit()
         self.last_commit = time.monotonic()
         if not self.config.keep_work:
             # Only now: the commit is durable, and a crash before this line leaves files for the

@@ -22,8 +22,13 @@ MAX_LINES = 40
 
 def run_cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, "-m", "voxhear.pipeline.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout_s)
+    return subprocess.run(
+        [sys.executable, "-m", "voxhear.pipeline.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 @pytest.mark.timeout(120)
@@ -33,8 +38,9 @@ def test_no_cluster_at_the_address_is_one_line_at_once(tmp_path):
         port = s.getsockname()[1]  # closed again: nothing listens there
     video = make_video(tmp_path / "a.mp4", seconds=1.0)
     started = time.monotonic()
-    done = run_cli("run", str(video), "--run-dir", str(tmp_path / "run"), "--ray-address", f"127.0.0.1:{port}",
-                   SHOT_STAGES)
+    done = run_cli(
+        "run", str(video), "--run-dir", str(tmp_path / "run"), "--ray-address", f"127.0.0.1:{port}", SHOT_STAGES
+    )
     assert done.returncode == 1 and done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
@@ -46,8 +52,10 @@ def test_no_cluster_at_the_address_is_one_line_at_once(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ray_run_prints_progress_and_summary_only(tmp_path):
-    videos = [str(make_video(tmp_path / "cuts.mp4", seconds=3.0, cuts=2)),
-              str(make_video(tmp_path / "one.mp4", seconds=2.0))]
+    videos = [
+        str(make_video(tmp_path / "cuts.mp4", seconds=3.0, cuts=2)),
+        str(make_video(tmp_path / "one.mp4", seconds=2.0)),
+    ]
     run_dir = tmp_path / "run"
     done = run_cli("run", *videos, "--run-dir", str(run_dir), "runner=ray", "ray.num_cpus=2", SHOT_STAGES)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -119,12 +127,30 @@ def test_ray_run_in_a_terminal_does_not_hang(tmp_path):
     the terminal): the run waited forever. The local Ray now starts with stdin on /dev/null."""
     video = make_video(tmp_path / "a.mp4", seconds=2.0)
     run_dir = tmp_path / "run"
-    command = shlex.join([sys.executable, "-m", "voxhear.pipeline.cli", "run", str(video), "--run-dir", str(run_dir),
-                          "runner=ray", "ray.num_cpus=2", SHOT_STAGES])
+    command = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "voxhear.pipeline.cli",
+            "run",
+            str(video),
+            "--run-dir",
+            str(run_dir),
+            "runner=ray",
+            "ray.num_cpus=2",
+            SHOT_STAGES,
+        ]
+    )
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     try:
-        done = subprocess.run(["script", "-qefc", f"stty cols 100 rows 30; {command}", "/dev/null"], env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            ["script", "-qefc", f"stty cols 100 rows 30; {command}", "/dev/null"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     except subprocess.TimeoutExpired as hung:
         raise AssertionError("the run in a terminal hung") from hung
     assert done.returncode == 0, done.stdout[-3000:]

@@ -71,9 +71,24 @@ class Node:
         self.output = Path(self.temp_dir) / "start.out"
         with self.output.open("wb") as out:
             self.process = subprocess.Popen(
-                [RAY, "start", "--block", "--num-cpus", "1", "--temp-dir", self.temp_dir,
-                 "--disable-usage-stats", "--dashboard-agent-listen-port", str(free_port()), *args],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [
+                    RAY,
+                    "start",
+                    "--block",
+                    "--num-cpus",
+                    "1",
+                    "--temp-dir",
+                    self.temp_dir,
+                    "--disable-usage-stats",
+                    "--dashboard-agent-listen-port",
+                    str(free_port()),
+                    *args,
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
 
     def wait_started(self, timeout_s: float = 120) -> None:
@@ -109,16 +124,19 @@ class Node:
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> list[str]:
     folder = tmp_path_factory.mktemp("videos")
-    return [str(make_video(folder / "cuts.mp4", seconds=3.0, cuts=2)),
-            str(make_video(folder / "one.mp4", seconds=2.0, cuts=1, size="200x150"))]
+    return [
+        str(make_video(folder / "cuts.mp4", seconds=3.0, cuts=2)),
+        str(make_video(folder / "one.mp4", seconds=2.0, cuts=1, size="200x150")),
+    ]
 
 
 @pytest.fixture(scope="module")
 def local_run(videos, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("local") / "run"
     listed = "[" + ",".join(videos) + "]"
-    run_pipeline(load_config(None, [f"inputs={listed}", f"run_dir={run_dir}", "runner=local", SHOT_STAGES]),
-                 show_progress=False)
+    run_pipeline(
+        load_config(None, [f"inputs={listed}", f"run_dir={run_dir}", "runner=local", SHOT_STAGES]), show_progress=False
+    )
     return run_dir
 
 
@@ -134,8 +152,22 @@ def cluster(tmp_path_factory):
     address = f"127.0.0.1:{port}"
     nodes: list[Node] = []
     try:
-        nodes.append(Node(["--head", "--port", str(port), "--include-dashboard", "false",
-                           "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port())], env))
+        nodes.append(
+            Node(
+                [
+                    "--head",
+                    "--port",
+                    str(port),
+                    "--include-dashboard",
+                    "false",
+                    "--dashboard-port",
+                    str(free_port()),
+                    "--ray-client-server-port",
+                    str(free_port()),
+                ],
+                env,
+            )
+        )
         nodes[0].wait_started()
         assert "Token authentication is enabled" in nodes[0].output.read_text(errors="replace")
         nodes.append(Node(["--address", address], {**env, "RAY_AUTH_MODE": "token"}))
@@ -151,8 +183,9 @@ def wait_for_nodes(address: str, env: dict[str, str], count: int, timeout_s: flo
     deadline = time.monotonic() + timeout_s
     status = ""
     while time.monotonic() < deadline:
-        status = subprocess.run([RAY, "status", "--address", address], env=env, capture_output=True,
-                                text=True, timeout=60).stdout
+        status = subprocess.run(
+            [RAY, "status", "--address", address], env=env, capture_output=True, text=True, timeout=60
+        ).stdout
         active = status.partition("Active:")[2].partition("Pending:")[0]
         if active.count("node_") >= count:
             return
@@ -160,10 +193,16 @@ def wait_for_nodes(address: str, env: dict[str, str], count: int, timeout_s: flo
     raise AssertionError(f"the cluster at {address} did not get {count} nodes:\n{status}")
 
 
-def voxhear_run(inputs: list[str], run_dir: Path, *args: str, env: dict[str, str],
-                timeout_s: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "voxhear.pipeline.cli", "run", *inputs, "--run-dir", str(run_dir),
-                           *args, SHOT_STAGES], env=env, capture_output=True, text=True, timeout=timeout_s)
+def voxhear_run(
+    inputs: list[str], run_dir: Path, *args: str, env: dict[str, str], timeout_s: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "voxhear.pipeline.cli", "run", *inputs, "--run-dir", str(run_dir), *args, SHOT_STAGES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def test_run_joins_a_two_node_cluster_with_token_auth(cluster, videos, local_run, tmp_path):
@@ -177,6 +216,29 @@ def test_run_joins_a_two_node_cluster_with_token_auth(cluster, videos, local_run
     lines = (done.stdout + done.stderr).splitlines()
     assert len(lines) <= MAX_LINES, "\n".join(lines)
     assert "Connected to Ray cluster" in (run_dir / "logs" / "ray.log").read_text()
+
+
+def test_a_cluster_run_publishes_to_a_run_dir_on_s3(cluster, s3_server, videos, local_run, tmp_path):
+    """The run directory on the S3 server (the driver stages it locally and publishes each commit)."""
+    from voxhear.pipeline.remote_run import RemoteRunDir
+
+    address, env = cluster
+    url = f"s3://{s3_server.new_bucket()}/run"
+    done = voxhear_run(
+        videos, url, "--ray-address", address, env={**env, **s3_server.env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    staging = Path(done.stdout.partition(f"run directory: {url} (staged in ")[2].partition(")")[0])
+    assert staging.is_relative_to(tmp_path / "cache"), done.stdout
+    pulled = tmp_path / "pulled"
+    RemoteRunDir(url, pulled).pull()
+    # The manifests name work files by the staging path, which comparable() takes out.
+    assert comparable(staging) == comparable(local_run)
+    for name in ("sources.parquet", "clips.parquet"):
+        assert (pulled / "manifests" / name).read_bytes() == (staging / "manifests" / name).read_bytes()
+    assert sorted(p.name for p in (pulled / "shards").iterdir()) == sorted(
+        p.name for p in (local_run / "shards").iterdir()
+    )
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:

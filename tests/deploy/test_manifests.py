@@ -162,23 +162,25 @@ def test_every_ray_pod_mounts_the_model_store_at_voxhear_model_dir_and_the_data_
     assert len(data_paths) == 1, f"the data volume must be at one path in every Ray pod: {data_paths}"
 
 
-def test_the_rayjob_runs_voxhear_with_a_run_dir_every_pod_shares():
+def test_the_rayjob_runs_voxhear_with_a_work_area_every_pod_shares():
     job = rayjob()
     spec = job["spec"]
     assert spec["shutdownAfterJobFinishes"] is True
     flags, overrides, inputs = split_run_argv(entrypoint_argv(job))
     run_dir = flags.get("--run-dir")
     assert isinstance(run_dir, str), "the entrypoint gives no --run-dir"
-    # Object-storage run directories are a pending part of issue 18: today `--run-dir s3://b/r`
-    # becomes the local folder ./s3:/b/r of the head pod. Until voxhear writes run directories
-    # through fsspec, the run directory must be on the volume every Ray pod mounts.
-    assert "://" not in run_dir, f"--run-dir {run_dir}: object-storage run directories are not supported yet"
+    # Workers on every node write the work area: it is RUN/work for a local run directory, the
+    # staging copy's for one in a bucket (pipeline/remote_run.py); either must be on the volume
+    # every Ray pod mounts.
+    staged = dict(o.split("=", 1) for o in overrides).get("staging_dir")
+    work = staged if "://" in run_dir else run_dir
+    assert isinstance(work, str), f"--run-dir {run_dir} is in a bucket, and no staging_dir= on a shared volume"
     assert inputs, "the entrypoint names no inputs"
     for where, cluster in raycluster_specs():
         for name, group in ray_groups(cluster):
             pod = group["template"]["spec"]
             data_mount = mounts_by_claim(pod, pod["containers"][0])[DATA_CLAIM]["mountPath"]
-            assert run_dir.startswith("/") and under(run_dir, data_mount), f"{where} {name}: {run_dir} is not shared"
+            assert work.startswith("/") and under(work, data_mount), f"{where} {name}: {work} is not shared"
             for uri in inputs:
                 assert "://" in uri or under(uri, data_mount), f"{where} {name}: input {uri} is not on a shared volume"
 

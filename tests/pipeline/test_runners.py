@@ -118,6 +118,19 @@ def test_cpu_requests_fit_every_standing_actor():
     assert fit_cpu_requests(stages, 16.0) == {s.name: 1.0 for s in stages}
 
 
+def test_an_autoscaling_cluster_that_starts_small_keeps_its_cpu_requests():
+    """A head of 0 CPUs whose workers are still starting (or 2 CPUs of an eventual 64): requests are
+    fit to what the cluster can grow to (ray.max_cluster_cpus), not scaled down for good at start."""
+    from voxhear.pipeline.config import load_config
+    from voxhear.pipeline.executors import cluster_cpus
+
+    assert cluster_cpus(2.0, 64) == 64.0
+    assert cluster_cpus(96.0, 64) == 96.0  # more than declared: what is there
+    assert cluster_cpus(0.0, None) == 1.0  # never a factor of 0 (a warning says what to set)
+    assert cluster_cpus(8.0, None) == 8.0
+    assert load_config(None, ["inputs=[a.mp4]", "ray.max_cluster_cpus=64"]).ray.max_cluster_cpus == 64
+
+
 def test_clip_hours_count_each_clip_window_once():
     from voxhear.pipeline.runner import clip_span
 

@@ -29,10 +29,18 @@ KILLED = 77
 
 
 def run_forked(
-    action: Callable[[], object], watch: Iterable[Path], kill_at: int | None = None
+    action: Callable[[], object],
+    watch: Iterable[Path],
+    kill_at: int | None = None,
+    hooks: Callable[[Callable[[str], None]], object] | None = None,
 ) -> tuple[int, list[str]]:
     """Run `action` in a child process; returns its exit code (0 done, KILLED, else 1) and the steps
-    it took ("replace shards/000000.tar", ...), the step it was killed at excluded."""
+    it took ("replace shards/000000.tar", ...), the step it was killed at excluded.
+
+    Args:
+        hooks: called in the child with `take(label)`, to count steps that are not local renames or
+            deletions (uploads to object storage): `take` is the kill point, before the step.
+    """
     roots = [Path(p).absolute() for p in watch]
     with tempfile.NamedTemporaryFile("r", suffix=".json") as record:
         pid = os.fork()
@@ -41,15 +49,21 @@ def run_forked(
             try:
                 steps: list[str] = []
 
+                def take(label: str) -> None:
+                    if len(steps) == kill_at:
+                        Path(record.name).write_text(json.dumps(steps))
+                        os._exit(KILLED)
+                    steps.append(label)
+
                 def step(op: str, path: object) -> None:
                     target = Path(os.fsdecode(path)).absolute()
                     root = next((r for r in roots if target.is_relative_to(r)), None)
                     if root is None or (op == "unlink" and not target.exists()):
                         return
-                    if len(steps) == kill_at:
-                        Path(record.name).write_text(json.dumps(steps))
-                        os._exit(KILLED)
-                    steps.append(f"{op} {root.name}/{target.relative_to(root)}")
+                    take(f"{op} {root.name}/{target.relative_to(root)}")
+
+                if hooks is not None:
+                    hooks(take)
 
                 real_replace, real_unlink = os.replace, os.unlink
 
