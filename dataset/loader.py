@@ -12,6 +12,7 @@ then `split_by_worker`), so the slices are disjoint and together cover every sha
 
 from __future__ import annotations
 
+import functools
 import glob
 import io
 import json
@@ -184,8 +185,7 @@ def is_run_dir(location: str | os.PathLike) -> bool:
 def run_shards(run_dir: str | os.PathLike, split: str | None = None) -> list[str]:
     """The shards of a run directory (path or URL) holding kept clips of `split` (every shard for None).
 
-    Read from the run's manifests/clips.parquet (which clip is in which shard, and its split), so
-    reading the validation split opens only the shards that hold validation clips, not all of them.
+    Read from the run's manifests/clips.parquet (which clip is in which shard, and its split).
     """
     root = os.path.expanduser(os.fspath(run_dir)).rstrip("/")
     with fsspec.open(f"{root}/manifests/clips.parquet", "rb") as handle:
@@ -199,18 +199,80 @@ def run_shards(run_dir: str | os.PathLike, split: str | None = None) -> list[str
     return [f"{root}/shards/{name}" for name in shards]
 
 
-def _open_shards(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """webdataset's url_opener, with URLs (s3://, gs://, https://) opened by fsspec: webdataset's own
-    openers shell out to command-line tools (curl, gsutil) and have none for s3://."""
+def split_spans(run_dir: str | os.PathLike, split: str | None = None) -> dict[str, list[tuple[int, int]]] | None:
+    """shard URL -> the byte spans (offset, length) of the samples of `split` in it, adjacent spans
+    merged, from the run's sample index (manifests/samples.parquet); None for a run without one."""
+    root = os.path.expanduser(os.fspath(run_dir)).rstrip("/")
+    fs, path = fsspec.core.url_to_fs(f"{root}/manifests/samples.parquet")
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as handle:
+        rows = pq.read_table(handle, columns=["shard", "split", "offset", "length"]).to_pylist()
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for row in sorted(rows, key=lambda r: (r["shard"], r["offset"])):
+        if split is not None and row["split"] != split:
+            continue
+        shard = spans.setdefault(f"{root}/shards/{row['shard']}", [])
+        if shard and shard[-1][0] + shard[-1][1] == row["offset"]:
+            shard[-1] = (shard[-1][0], shard[-1][1] + row["length"])
+        else:
+            shard.append((row["offset"], row["length"]))
+    if not spans:
+        raise FileNotFoundError(f"no sample of split {split!r} in {root}/manifests/samples.parquet")
+    return spans
+
+
+class _SpanReader(io.RawIOBase):
+    """The bytes of `spans` of an open shard, one after another: the samples' tar entries, which
+    read as a tar stream of just those samples (stream mode stops at the end of the last one)."""
+
+    def __init__(self, handle: Any, spans: Sequence[tuple[int, int]]) -> None:
+        self.handle, self.spans = handle, list(spans)
+        self.index, self.done = 0, 0  # the span being read, and how much of it is read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self.index < len(self.spans):
+            offset, length = self.spans[self.index]
+            if self.done < length:
+                self.handle.seek(offset + self.done)
+                data = self.handle.read(min(len(buffer), length - self.done))
+                if not data:
+                    raise EOFError(f"the shard ends inside the span {offset}+{length} its sample index gives")
+                buffer[: len(data)] = data
+                self.done += len(data)
+                return len(data)
+            self.index, self.done = self.index + 1, 0
+        return 0
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
+
+
+def _open_shards(
+    sources: Iterable[dict[str, Any]], spans: Mapping[str, Sequence[tuple[int, int]]] | None = None
+) -> Iterator[dict[str, Any]]:
+    """webdataset's url_opener, with URLs (s3://, gs://, https://) opened by fsspec (webdataset's own
+    openers shell out to command-line tools and have none for s3://), and, for a shard in `spans`,
+    only those byte spans read (ranged reads on object storage)."""
     for source in sources:
         url = source["url"]
-        stream = fsspec.open(url, "rb").open() if "://" in url else wds.gopen(url)
+        if spans is not None and url in spans:
+            stream: Any = io.BufferedReader(_SpanReader(fsspec.open(url, "rb").open(), spans[url]), 1 << 20)
+        else:
+            stream = fsspec.open(url, "rb").open() if "://" in url else wds.gopen(url)
         yield {**source, "stream": stream}
 
 
-def tar_samples(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Raw samples ({"__key__", member: bytes, ...}) of the shards in `sources` ({"url": ...} each)."""
-    return wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander(_open_shards(sources)))
+def tar_samples(
+    sources: Iterable[dict[str, Any]], spans: Mapping[str, Sequence[tuple[int, int]]] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Raw samples ({"__key__", member: bytes, ...}) of the shards in `sources` ({"url": ...} each);
+    of a shard in `spans`, only the samples in those byte spans."""
+    return wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander(_open_shards(sources, spans)))
 
 
 def _window(array: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -280,8 +342,11 @@ class VoxHearWindows(IterableDataset):
         if unknown:
             raise ValueError(f"unknown audio tracks {unknown}; the shards hold {list(AUDIO_TRACKS)}")
         # Resolved now, in the main process, so a bad pattern fails before any worker starts.
+        # A run directory: only the split's samples (their byte spans, from the sample index).
+        self.spans: dict[str, list[tuple[int, int]]] | None = None
         if isinstance(urls, (str, os.PathLike)) and is_run_dir(urls):
-            self.urls = run_shards(urls, split)
+            self.spans = split_spans(urls, split)
+            self.urls = sorted(self.spans) if self.spans is not None else run_shards(urls, split)
         else:
             self.urls = expand_urls(urls)
         self.split = split
@@ -316,7 +381,7 @@ class VoxHearWindows(IterableDataset):
             wds.SimpleShardList(self.shard_order()),
             wds.split_by_node,
             wds.split_by_worker,
-            tar_samples,
+            functools.partial(tar_samples, spans=self.spans),
             self._clip_windows,
         ]
         if self.shuffle_buffer > 0:
@@ -387,4 +452,13 @@ class VoxHearWindows(IterableDataset):
             yield item
 
 
-__all__ = ["VoxHearWindows", "collate_windows", "read_sample", "decode_video", "expand_urls", "STATE_NAMES"]
+__all__ = [
+    "VoxHearWindows",
+    "collate_windows",
+    "read_sample",
+    "decode_video",
+    "expand_urls",
+    "run_shards",
+    "split_spans",
+    "STATE_NAMES",
+]

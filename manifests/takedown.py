@@ -47,6 +47,7 @@ from voxhear.manifests.integrity import (
     shard_records,
     takedown_records,
 )
+from voxhear.manifests.sample_index import write_sample_index
 from voxhear.pipeline.io import atomic_write_table, sha256_file
 from voxhear.pipeline.runlock import RunLock
 from voxhear.pipeline.shards import copy_members
@@ -158,6 +159,7 @@ def _takedown(
     records = takedown_records(run_dir)
     all_keys = set(records.column("key").to_pylist())
     removed_rows = _update_manifests(run_dir, records, all_keys)
+    write_sample_index(run_dir)  # the rewritten shards' spans moved
     result.work_files_removed = _remove_work_files(run_dir, removed_rows, source_ids)
     result.removed = sorted(matched)
     return result

@@ -14,7 +14,9 @@
 - no taken-down key is in a shard or in clips/identities/splits.parquet;
 - where clips.parquet has identities and splits (talk runs), every kept sample's json,
   clips.parquet, splits.parquet and identities.parquet agree on its identity and split (they
-  disagree only after an end-of-run pass was interrupted; the next `voxhear run` completes it).
+  disagree only after an end-of-run pass was interrupted; the next `voxhear run` completes it);
+- the sample index (manifests/samples.parquet, where a run has one) gives every sample of every
+  shard, at the byte span it has there, and its split as clips.parquet has it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from voxhear.manifests.integrity import TAKEDOWNS_FILE, ShardRecord, ledger_dir_of, shard_records, takedown_records
+from voxhear.manifests.sample_index import INDEX_FILE, sample_spans
 from voxhear.pipeline.io import sha256_file
 
 _SHARD = re.compile(r"^\d{6}\.tar$")
@@ -134,7 +137,50 @@ def verify_run(run_dir: Path, decode: bool = True, jobs: int | None = None) -> V
     _check_manifests(run_dir, report, where)
     _check_takedowns(run_dir, report, where)
     _check_labels(run_dir, report, labels)
+    _check_sample_index(run_dir, report, sorted(on_disk))
     return report
+
+
+def _check_sample_index(run_dir: Path, report: VerifyReport, shards: list[str]) -> None:
+    """The index against the shards; shards with problems of their own (damaged, unknown) are left
+    to those reports."""
+    path = run_dir / "manifests" / INDEX_FILE
+    if not path.is_file():
+        return
+    indexed: dict[str, dict[str, tuple[int, int, str]]] = defaultdict(dict)
+    for row in pq.read_table(path, columns=["key", "shard", "offset", "length", "split"]).to_pylist():
+        indexed[row["shard"]][row["key"]] = (row["offset"], row["length"], row["split"])
+    splits = _kept_splits(run_dir / "manifests" / "clips.parquet")
+    troubled = {problem.shard for problem in report.problems}
+    stale = "; `voxhear verify --reindex` rewrites the index"
+    for name in shards:
+        rows = indexed.pop(name, {})
+        if name in troubled:
+            continue
+        spans = {key: (offset, length) for key, offset, length in sample_spans(run_dir / "shards" / name)}
+        for key, span in spans.items():
+            if key not in rows:
+                report.add(name, key, f"sample missing from {INDEX_FILE}{stale}")
+            elif rows[key][:2] != span:
+                report.add(name, key, f"{INDEX_FILE} gives bytes {rows[key][:2]}, the shard has it at {span}{stale}")
+            elif splits and rows[key][2] != splits.get(key, ""):
+                what = f"{INDEX_FILE} has split {rows[key][2]!r}, clips.parquet {splits.get(key)!r}"
+                report.add(name, key, what + stale)
+        for key in sorted(set(rows) - set(spans)):
+            report.add(name, key, f"{INDEX_FILE} lists a sample the shard does not hold{stale}")
+    for name, rows in sorted(indexed.items()):
+        report.add(name, "", f"{INDEX_FILE} lists {len(rows)} samples of a shard that does not exist{stale}")
+
+
+def _kept_splits(clips_path: Path) -> dict[str, str]:
+    """key -> split of the kept clips ({} for a run without splits)."""
+    if not clips_path.is_file():
+        return {}
+    clips = pq.read_table(clips_path)
+    if "split" not in clips.column_names:
+        return {}
+    rows = clips.select(["key", "status", "split"]).to_pylist()
+    return {r["key"]: r["split"] or "" for r in rows if r["status"] == "ok"}
 
 
 def _check_shard(path: Path, record: ShardRecord | None, exists: bool, decode: bool) -> _ShardResult:
@@ -334,9 +380,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN", help="the run directory")
     parser.add_argument("--no-decode", action="store_true", help="hashes and manifests only; do not open the media")
     parser.add_argument("--jobs", type=int, default=None, help="shards checked at once (default: CPUs, at most 8)")
+    parser.add_argument(
+        "--reindex", action="store_true", help=f"first rewrite manifests/{INDEX_FILE} from every shard's tar headers"
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if args.reindex:
+        from voxhear.manifests.sample_index import write_sample_index
+        from voxhear.pipeline.runlock import RunLock
+
+        with RunLock(Path(args.run_dir)):  # not while a run commits
+            write_sample_index(Path(args.run_dir), reuse=False)
     report = verify_run(Path(args.run_dir), decode=not args.no_decode, jobs=args.jobs)
     for problem in report.problems:
         print(problem.format())

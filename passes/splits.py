@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from voxhear.manifests.integrity import SPLITS_FILE, SPLITS_SCHEMA, ShardRewrite, committed_splits, with_splits
+from voxhear.manifests.sample_index import write_sample_index
 from voxhear.pipeline.io import atomic_path, atomic_write_table
 from voxhear.pipeline.shards import copy_members
 
@@ -102,6 +103,7 @@ def write_splits(run_dir: Path, val_share: float, test_share: float, seed: int =
     rewrite.commit()
     atomic_write_table(clips_path, with_splits(clips, table))
     atomic_write_table(manifests / SPLITS_FILE, table)
+    write_sample_index(run_dir)  # last: the rewritten shards' spans moved, and the splits are new
     return table
 
 

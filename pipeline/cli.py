@@ -279,13 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     pull.set_defaults(func=_cmd_pull)
 
     from voxhear import baseline
-    from voxhear.benchmarks import evaluation, synth
+    from voxhear.benchmarks import evaluation, speed, synth
     from voxhear.manifests import takedown, verify
     from voxhear.qc import cli as qc_cli
 
     for name, module, help_text in (
         ("synth", synth, "compose interview videos with exact ground truth"),
         ("eval", evaluation, "score a run against ground truth"),
+        ("bench", speed, "time the pipeline on a named workload, and the same stages as per-file tools"),
         ("qc", qc_cli, "QC dashboard of a run: one HTML file, or served live"),
         ("datasheet", qc_cli.datasheet_command, "write a run's datasheet (Markdown) and Croissant JSON-LD"),
         ("baseline", baseline, "train, score and render the bundled talk/listen baseline"),

@@ -73,6 +73,9 @@ class Record:
     share_den: int = 1
     wall_s: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
+    # Per stage, the peak resident memory (MB) of the process that ran it on this row's ancestors
+    # (pipeline/memory.py): the largest, not a share, since memory is not summed over rows.
+    peak_mb: dict[str, float] = field(default_factory=dict)
     # Set on each class by schema() (a ClassVar: neither a field nor a slot).
     _schema_cache: ClassVar[pa.Schema]
 
@@ -108,6 +111,7 @@ class Record:
         kwargs = {f.name: getattr(parent, f.name) for f in dataclasses.fields(parent) if f.name in names}
         kwargs["wall_s"] = dict(parent.wall_s)
         kwargs["cpu_s"] = dict(parent.cpu_s)
+        kwargs["peak_mb"] = dict(parent.peak_mb)
         kwargs.update(changes)
         return cls(**kwargs)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from voxhear.manifests import Ledger, consolidate
+from voxhear.manifests.sample_index import write_sample_index
 from voxhear.pipeline import registry, remote_run, workarea
 from voxhear.pipeline.config import ConfigError, RunConfig, save_config
 from voxhear.pipeline.executors import make_executor
@@ -204,6 +205,8 @@ def _run_locked(
         from voxhear.passes.splits import write_splits
 
         write_splits(run_dir, config.shards.val_share, config.shards.test_share, config.shards.split_seed)
+    # Also where no splits pass ran (it writes the index itself); shards it has read are not read again.
+    write_sample_index(run_dir)
     publish()
     summary = summarize_run(
         run_dir,

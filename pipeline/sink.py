@@ -184,8 +184,10 @@ class DatasetSink:
 def summarize_source(rows: list[ShotRecord]) -> SourceManifestRow:
     """One manifest row for a source from all of its final rows."""
     first = rows[0]
-    source = SourceManifestRow.from_parent(first, wall_s={}, cpu_s={}, share_den=1)
+    source = SourceManifestRow.from_parent(first, wall_s={}, cpu_s={}, peak_mb={}, share_den=1)
     for row in rows:
+        for stage, peak in row.peak_mb.items():
+            source.peak_mb[stage] = max(source.peak_mb.get(stage, 0.0), peak)
         for stage, seconds in row.wall_s.items():
             source.wall_s[stage] = source.wall_s.get(stage, 0.0) + seconds
         for stage, seconds in row.cpu_s.items():

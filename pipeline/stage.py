@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
+from voxhear.pipeline import memory
 from voxhear.pipeline.io import DISK_ERRNOS, DiskError, filesystem_note
 from voxhear.pipeline.models import ModelStore, ModelStoreError
 from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record
@@ -262,16 +263,20 @@ def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
     results: list[list[Record] | BaseException | None] = [None] * len(rows)
     active = [i for i, row in enumerate(rows) if row.status == STATUS_OK]
     seconds: dict[int, tuple[float, float]] = {}
+    peaks: dict[int, float] = {}
 
     def run(indices: list[int]) -> None:
+        memory.reset_peak()
         wall0, cpu0 = _clock()
         outputs = stage.process_batch([rows[i] for i in indices])
         wall1, cpu1 = _clock()
+        peak = memory.peak_mb()
         if len(outputs) != len(indices):
             raise StageContractError(f"stage {stage.name} returned {len(outputs)} lists for {len(indices)} rows")
         for i, produced in zip(indices, outputs):
             results[i] = list(produced)
             seconds[i] = ((wall1 - wall0) / len(indices), (cpu1 - cpu0) / len(indices))
+            peaks[i] = peak
 
     batch_error: BaseException | None = None
     if active:
@@ -318,6 +323,9 @@ def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
         else:
             children = outcome
         _split_share(row, children, stage.name, wall, cpu)
+        if i in peaks:
+            for child in children:
+                child.peak_mb[stage.name] = max(child.peak_mb.get(stage.name, 0.0), peaks[i])
         emitted.extend(children)
     return emitted
 
@@ -326,7 +334,7 @@ def _split_share(parent: Record, children: list[Record], stage_name: str, wall: 
     n = len(children)
     # Read the parent before writing any child: a stage may return its input row among its outputs.
     source_uri, source_id, share_den = parent.source_uri, parent.source_id, parent.share_den
-    parent_wall, parent_cpu = dict(parent.wall_s), dict(parent.cpu_s)
+    parent_wall, parent_cpu, parent_peak = dict(parent.wall_s), dict(parent.cpu_s), dict(parent.peak_mb)
     for child in children:
         child.source_uri = source_uri
         child.source_id = child.source_id or source_id
@@ -335,6 +343,7 @@ def _split_share(parent: Record, children: list[Record], stage_name: str, wall: 
         # final rows gives exactly its total time.
         child.wall_s = {k: v / n for k, v in parent_wall.items()}
         child.cpu_s = {k: v / n for k, v in parent_cpu.items()}
+        child.peak_mb = dict(parent_peak)
         child.wall_s[stage_name] = child.wall_s.get(stage_name, 0.0) + wall / n
         child.cpu_s[stage_name] = child.cpu_s.get(stage_name, 0.0) + cpu / n
 

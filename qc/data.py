@@ -421,7 +421,8 @@ def breakdown(frame: pd.DataFrame, seconds_column: str) -> list[dict[str, Any]]:
 
 
 def stage_timings(data: RunData) -> list[dict[str, Any]]:
-    """Per stage: wall and CPU seconds summed over inputs, and real-time factors (per input second)."""
+    """Per stage: wall and CPU seconds summed over inputs, real-time factors (per input second), and
+    the peak resident memory (MB) of a process running it, the largest over inputs (NaN if unrecorded)."""
     sources = data.sources
     if "wall_s" not in sources.columns or not len(sources):
         return []
@@ -429,6 +430,10 @@ def stage_timings(data: RunData) -> list[dict[str, Any]]:
     cpus: dict[str, float] = {}
     media: dict[str, float] = {}
     order: list[str] = []
+    peaks: dict[str, float] = {}
+    for peak in sources.get("peak_mb", [{}] * len(sources)):
+        for stage, mb in (peak or {}).items():
+            peaks[stage] = max(peaks.get(stage, 0.0), float(mb))
     for wall, cpu, duration in zip(sources["wall_s"], sources.get("cpu_s", [{}] * len(sources)),
                                    sources.get("duration_s", [0.0] * len(sources))):
         for stage, seconds in (wall or {}).items():
@@ -444,13 +449,15 @@ def stage_timings(data: RunData) -> list[dict[str, Any]]:
         rows.append({"stage": stage, "wall_s": walls.get(stage, 0.0), "cpu_s": cpus.get(stage, 0.0),
                      "input_s": seconds_in,
                      "rtf_wall": walls.get(stage, 0.0) / seconds_in if seconds_in else float("nan"),
-                     "rtf_cpu": cpus.get(stage, 0.0) / seconds_in if seconds_in else float("nan")})
+                     "rtf_cpu": cpus.get(stage, 0.0) / seconds_in if seconds_in else float("nan"),
+                     "peak_mb": peaks.get(stage, float("nan"))})
     total_in = float(np.nansum(sources.get("duration_s", pd.Series(dtype=float)).astype(float)))
     total_wall = sum(walls.values())
     total_cpu = sum(cpus.values())
     rows.append({"stage": "all stages", "wall_s": total_wall, "cpu_s": total_cpu, "input_s": total_in,
                  "rtf_wall": total_wall / total_in if total_in else float("nan"),
-                 "rtf_cpu": total_cpu / total_in if total_in else float("nan")})
+                 "rtf_cpu": total_cpu / total_in if total_in else float("nan"),
+                 "peak_mb": max(peaks.values(), default=float("nan"))})
     return rows
 
 

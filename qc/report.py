@@ -245,15 +245,16 @@ def _timings(data: RunData) -> str:
         return _section("timings", "Stage timings", '<p class="note">no timings recorded</p>')
     chart = charts.hbars([(r["stage"], r["rtf_wall"], charts.COLORS["bar"]) for r in rows[:-1]],
                          "real-time factor per stage (wall s per input s)")
-    table = _table(["stage", "wall s", "CPU s", "input s", "RTF wall", "RTF CPU"],
-                   [[r["stage"], r["wall_s"], r["cpu_s"], r["input_s"], r["rtf_wall"], r["rtf_cpu"]] for r in rows],
+    table = _table(["stage", "wall s", "CPU s", "input s", "RTF wall", "RTF CPU", "peak MB"],
+                   [[r["stage"], r["wall_s"], r["cpu_s"], r["input_s"], r["rtf_wall"], r["rtf_cpu"], r["peak_mb"]]
+                    for r in rows],
                    css="timings")
     extra = []
     source_maps = data.map_columns.get("sources", [])
     for table_name, frame in (("sources", data.sources), ("clips", kept(data.clips))):
         for column in data.map_columns.get(table_name, []):
             # Clips inherit their source's maps; only their own (per-step face timings, ...) are new.
-            if column in ("wall_s", "cpu_s") or (table_name == "clips" and column in source_maps):
+            if column in ("wall_s", "cpu_s", "peak_mb") or (table_name == "clips" and column in source_maps):
                 continue
             means = map_means(frame, column)
             if means:

@@ -22,7 +22,7 @@ import pytest
 from tests.dataset.test_loader import shards, window_ids  # noqa: F401 (a fixture)
 from tests.reliability.fakes import TALK, synthetic_video, use_synthetic_stages
 from tests.reliability.harness import KILLED, assert_same_samples, run_forked
-from voxhear.dataset.loader import VoxHearWindows, run_shards, tar_samples
+from voxhear.dataset.loader import VoxHearWindows, run_shards, split_spans, tar_samples
 from voxhear.pipeline import remote_run
 from voxhear.pipeline.cli import main
 from voxhear.pipeline.config import load_config
@@ -159,6 +159,17 @@ def test_the_loader_reads_only_the_shards_of_the_split_it_asks_for(s3_server, in
                 got.add(sample["__key__"])
         assert got == want
     assert len(run_shards(url, "val")) < len(every_shard)
+    # With the sample index, only the split's own bytes are read (ranged reads on the bucket).
+    fs = s3_server.filesystem()
+    index = pq.read_table(tmp_path / "staging" / "manifests" / "samples.parquet").to_pylist()
+    for split in ("train", "val", "test"):
+        spans = split_spans(url, split)
+        assert VoxHearWindows(url, split=split).spans == spans
+        read = sum(length for shard in spans.values() for _, length in shard)
+        assert read == sum(r["length"] for r in index if r["split"] == split)
+        assert read < sum(fs.size(u.removeprefix("s3://")) for u in spans) or split == "train"
+        got = sorted(s["__key__"] for s in tar_samples(({"url": u} for u in sorted(spans)), spans))
+        assert got == sorted(c["key"] for c in kept if c["split"] == split)
     with pytest.raises(FileNotFoundError, match="no kept clip of split 'nosuch'"):
         run_shards(url, "nosuch")
 

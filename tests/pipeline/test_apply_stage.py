@@ -436,3 +436,26 @@ def test_returning_the_input_row_with_new_rows_keeps_the_shares_exact():
     out = apply_stage(KeepAndAdd(None, None), [parent])
     assert sum(Fraction(1, r.share_den) for r in out) == Fraction(1, 3)
     assert sum(r.wall_s["ingest"] for r in out) == pytest.approx(6.0)
+
+
+def test_each_stage_records_the_peak_memory_of_its_own_call():
+    """The resident high-water mark is reset before each call (pipeline/memory.py): a stage that
+    holds 200 MB records it, the stage after it (holding nothing) records less, and the children
+    carry both, the largest over their ancestors (not a share)."""
+    def hold(row):
+        block = bytearray(200 * 2**20)  # touched: resident, not just reserved
+        block[:: 4096] = b"\1" * len(block[:: 4096])
+        return [ShotRecord.from_parent(row, shot_index=i, key=f"k{i}") for i in range(2)]
+
+    class Light(Stage[ShotRecord, ShotRecord]):
+        name = "light"
+        input_type = output_type = ShotRecord
+
+        def process(self, row):
+            return [row]
+
+    shots = apply_stage(ShotStage(hold), [SourceRecord(source_uri="a.mp4")])
+    assert all(s.peak_mb["fake"] >= 200 for s in shots)
+    light = apply_stage(Light(None, None), shots)
+    assert all(s.peak_mb["fake"] == shots[0].peak_mb["fake"] for s in light)
+    assert all(s.peak_mb["light"] < s.peak_mb["fake"] - 150 for s in light)

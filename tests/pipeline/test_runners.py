@@ -10,7 +10,7 @@ import webdataset as wds
 from tests.conftest import SHOT_STAGES
 from voxhear.pipeline.runner import run_pipeline
 
-VOLATILE = {"wall_s", "cpu_s", "total_wall_s", "total_cpu_s", "commit", "shard"}
+VOLATILE = {"wall_s", "cpu_s", "peak_mb", "total_wall_s", "total_cpu_s", "commit", "shard"}
 
 
 def comparable(run_dir):

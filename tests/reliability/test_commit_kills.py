@@ -75,6 +75,7 @@ def test_a_run_killed_before_any_step_of_a_commit_resumes_to_the_reference(input
         "replace manifests/_ledger/000002-sources.parquet",  # c
         "replace manifests/sources.parquet",
         "replace manifests/clips.parquet",
+        "replace manifests/samples.parquet",  # the sample index, last
     ]
     statuses = {
         r["source_uri"].rsplit("/", 1)[1]: r["status"]
@@ -129,6 +130,7 @@ def test_a_takedown_killed_at_any_step_never_brings_its_samples_back(inputs, tmp
         "replace manifests/takedowns.parquet",
         "replace manifests/sources.parquet",
         "replace manifests/clips.parquet",
+        "replace manifests/samples.parquet",  # the index: spans moved in the rewritten shards
     ]
     assert set(samples(done_ref)) == set(before) - gone and verify_run(done_ref).ok
 

@@ -123,8 +123,12 @@ def test_end_of_run_passes_killed_at_any_step_are_completed_by_the_rerun(inputs,
         splits_part,
         f"replace manifests/_ledger/{seq}-sources.parquet",
     ]
-    assert tail[-2:] == ["replace manifests/clips.parquet", "replace manifests/splits.parquet"]
-    assert len(tail) > 5 and all(s.startswith("replace shards/") for s in tail[3:-2])
+    assert tail[-3:] == [
+        "replace manifests/clips.parquet",
+        "replace manifests/splits.parquet",
+        "replace manifests/samples.parquet",  # the sample index, last
+    ]
+    assert len(tail) > 6 and all(s.startswith("replace shards/") for s in tail[3:-3])
     if phase == "grown":
         assert {k: v for k, v in labels.items() if k in before} != before  # earlier clips moved
 
@@ -143,5 +147,6 @@ def test_end_of_run_passes_killed_at_any_step_are_completed_by_the_rerun(inputs,
         assert_same_samples(run_dir, reference)
     # Inconsistent exactly from the moment identities.parquet holds the new clustering (just before
     # the pass's commit) until the last manifest is rewritten (a fresh run has no splits.parquet
-    # to be behind), and verify reported it every time.
-    assert caught == list(range(start_of_pass, len(steps) - (phase == "fresh")))
+    # to be behind), and verify reported it every time. (The sample index comes after: a kill
+    # before it leaves an index that verify calls stale, not labels that disagree.)
+    assert caught == list(range(start_of_pass, len(steps) - 1 - (phase == "fresh")))
