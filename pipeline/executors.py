@@ -9,7 +9,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import pyarrow as pa
@@ -80,12 +80,25 @@ def fit_cpu_requests(stages: list[Stage], total_cpus: float) -> dict[str, float]
     not fit, every request is scaled by the same factor: the stages then share the cores (the
     OS time-slices them) instead of waiting for each other. Enough CPUs: requests unchanged.
     """
-    actors = sum(s.resources.cpus for s in stages if s.uses_models)
-    tasks = max((s.resources.cpus for s in stages if not s.uses_models), default=0.0)
-    need = actors + tasks
-    factor = 1.0 if need <= total_cpus or need <= 0 else total_cpus / need
+    fitted = _fit(stages, total_cpus, lambda s: s.resources.cpus)
     # Ray accounts CPUs in units of 1e-4; round down so the sum stays within the total.
-    return {s.name: math.floor(s.resources.cpus * factor * 1e4) / 1e4 for s in stages}
+    return {name: math.floor(value * 1e4) / 1e4 for name, value in fitted.items()}
+
+
+def fit_memory_requests(stages: list[Stage], total_bytes: float) -> dict[str, float]:
+    """Bytes of memory to request per worker of each stage (`memory_gb` of its section), scaled
+    down like the CPUs when the standing actors plus one task would not fit in the cluster's
+    memory resource: on a small machine every stage must still get its first worker."""
+    fitted = _fit(stages, total_bytes, lambda s: s.resources.memory_gb * 2**30)
+    return {name: math.floor(value) for name, value in fitted.items()}
+
+
+def _fit(stages: list[Stage], total: float, amount: Callable[[Stage], float]) -> dict[str, float]:
+    actors = sum(amount(s) for s in stages if s.uses_models)
+    tasks = max((amount(s) for s in stages if not s.uses_models), default=0.0)
+    need = actors + tasks
+    factor = 1.0 if need <= total or need <= 0 else total / need
+    return {s.name: amount(s) * factor for s in stages}
 
 
 def cluster_cpus(present: float, max_cluster_cpus: int | None) -> float:
@@ -166,6 +179,15 @@ class RayExecutor:
                 total_cpus,
                 min(cpus[s.name] / s.resources.cpus for s in stages if s.resources.cpus),
             )
+        # Memory as declared per stage (memory_gb), fit into what the cluster has, as the CPUs are.
+        total_memory = float(ray.cluster_resources().get("memory", 0.0))
+        memory = fit_memory_requests(stages, total_memory) if total_memory > 0 else {s.name: 0 for s in stages}
+        if any(memory[s.name] < s.resources.memory_gb * 2**30 - 1 for s in stages):
+            log.warning(
+                "the stages' standing actors declare more memory than the %.1f GB Ray has: every memory "
+                "request is scaled down so that each stage gets a worker (lower their memory_gb, or add memory)",
+                total_memory / 2**30,
+            )
         # The re-blocking of _map runs as a task of 1 CPU wherever Ray Data cannot fuse it into the
         # stage's own tasks (after an actor pool, or a task stage not asking exactly 1 CPU). Such a
         # task must always find a CPU that no standing actor holds: not on a machine whose requests
@@ -175,7 +197,7 @@ class RayExecutor:
         unscaled = all(cpus[s.name] == s.resources.cpus for s in stages)
         spread = self.spread_rows and unscaled and total_cpus - standing >= 1
         for stage in stages:
-            dataset = self._map(dataset, stage, cpus[stage.name], total_cpus, spread)
+            dataset = self._map(dataset, stage, cpus[stage.name], total_cpus, spread, memory[stage.name])
         out_type = stages[-1].output_type
         try:
             for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -186,7 +208,7 @@ class RayExecutor:
                 raise
             raise SystemFault(fault) from error
 
-    def _map(self, dataset, stage: Stage, cpus: float, total_cpus: float, spread: bool = True):
+    def _map(self, dataset, stage: Stage, cpus: float, total_cpus: float, spread: bool = True, memory: float = 0):
         """`stage` as a streaming map over `dataset`, its output re-blocked one row per block if `spread`.
 
         A stage that turns one row into many (scene_cut: a source into its shots; faces: a shot into
@@ -204,9 +226,7 @@ class RayExecutor:
         import ray.data
 
         res = stage.resources
-        remote_args = dict(
-            num_cpus=cpus, num_gpus=res.gpus or None, memory=res.memory_gb * 2**30 if res.memory_gb else None
-        )
+        remote_args = dict(num_cpus=cpus, num_gpus=res.gpus or None, memory=memory or None)
         remote_args = {k: v for k, v in remote_args.items() if v is not None}
         if stage.uses_models:
             max_size = self.config.max_actors_per_stage

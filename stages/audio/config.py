@@ -30,6 +30,10 @@ class SeparationConfig:
     # worker's CPUs thrash); GPUs per worker on a cluster (Demucs only; 0: CPU).
     threads: int = setting(1, ge=1)
     gpus: float = setting(0.0, ge=0)
+    # Memory one worker of this stage holds, declared to Ray so that a node gets no more workers than
+    # fit (a worker's peak was 424 MB on `voxhear bench interview-60s`; it does not grow with the
+    # input's length). 0 declares nothing.
+    memory_gb: float = setting(1.0, ge=0)
 
 
 @dataclass
@@ -77,6 +81,10 @@ class DiarizationConfig:
     # asks for (oversubscribed OpenMP thrashes).
     threads: int = setting(1, ge=1)
     gpus: float = setting(0.0, ge=0)
+    # Memory one worker of this stage holds, declared to Ray so that a node gets no more workers than
+    # fit (a worker's peak was 1212 MB on `voxhear bench interview-60s`; it does not grow with the
+    # input's length). 0 declares nothing.
+    memory_gb: float = setting(2.0, ge=0)
 
     def check(self) -> None:
         require(
@@ -108,3 +116,7 @@ class AsrConfig:
     align: str = setting("auto", choices=("auto", "off"))
     threads: int = setting(1, ge=1)
     gpus: float = setting(0.0, ge=0)
+    # Memory one worker of this stage holds, declared to Ray so that a node gets no more workers than
+    # fit (a worker's peak was 1679 MB on `voxhear bench interview-60s`; it does not grow with the
+    # input's length). 0 declares nothing.
+    memory_gb: float = setting(2.5, ge=0)

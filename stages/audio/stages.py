@@ -71,7 +71,11 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
     @classmethod
     def resources_for(cls, config: SeparationConfig) -> Resources:
         # Both DeepFilterNet runtimes run on CPUs here; Demucs uses a GPU when the config asks for one.
-        return Resources(cpus=float(config.threads), gpus=config.gpus if config.backend == "demucs" else 0.0)
+        return Resources(
+            cpus=float(config.threads),
+            gpus=config.gpus if config.backend == "demucs" else 0.0,
+            memory_gb=config.memory_gb,
+        )
 
     def setup(self) -> None:
         from voxhear.stages.audio.separation import DeepFilterNetBackend, DemucsBackend

@@ -59,6 +59,10 @@ class TalkConfig:
     # torch threads per worker (and the CPUs the worker asks for); GPUs per worker (Light-ASD).
     threads: int = setting(1, ge=1)
     gpus: float = setting(0.0, ge=0)
+    # Memory one worker of this stage holds, declared to Ray so that a node gets no more workers than
+    # fit (a worker's peak was 1631 MB on `voxhear bench interview-60s`; it does not grow with the
+    # input's length). 0 declares nothing.
+    memory_gb: float = setting(2.5, ge=0)
 
     def check(self) -> None:
         require(

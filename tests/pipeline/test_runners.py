@@ -118,6 +118,34 @@ def test_cpu_requests_fit_every_standing_actor():
     assert fit_cpu_requests(stages, 16.0) == {s.name: 1.0 for s in stages}
 
 
+def test_memory_requests_are_declared_and_fit_a_small_machine():
+    """Each model stage declares its memory (memory_gb, from the bench's measured peaks); where the
+    standing actors would not fit the cluster's memory every request is scaled like the CPUs."""
+    from dataclasses import dataclass
+
+    from voxhear.pipeline.config import load_config
+    from voxhear.pipeline.executors import fit_memory_requests
+    from voxhear.pipeline.registry import stage_class
+    from voxhear.pipeline.stage import Resources
+
+    config = load_config(None, ["inputs=[a.mp4]"])
+    declared = {name: stage_class(name).resources_for(config.section(name)).memory_gb for name in config.stages}
+    assert all(declared[name] >= 1.0 for name in ("separation", "diarization", "asr", "faces", "talk"))
+
+    @dataclass
+    class Fake:
+        name: str
+        uses_models: bool
+        resources: Resources
+
+    stages = [Fake("ingest", False, Resources(memory_gb=0.5))] + \
+             [Fake(f"model{i}", True, Resources(memory_gb=2.0)) for i in range(4)]
+    gib = 2**30
+    assert fit_memory_requests(stages, 64 * gib) == {s.name: int(s.resources.memory_gb * gib) for s in stages}
+    small = fit_memory_requests(stages, 4 * gib)
+    assert sum(small[s.name] for s in stages) <= 4 * gib and small["model0"] == 4 * small["ingest"]
+
+
 def test_an_autoscaling_cluster_that_starts_small_keeps_its_cpu_requests():
     """A head of 0 CPUs whose workers are still starting (or 2 CPUs of an eventual 64): requests are
     fit to what the cluster can grow to (ray.max_cluster_cpus), not scaled down for good at start."""
