@@ -47,11 +47,10 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from voxhear.pipeline.io import TMP_SUFFIX, atomic_write_text
-from voxhear.pipeline.runlock import RunLockedError
+from voxhear.pipeline.runlock import HeldLock, RunLockedError
 from voxhear.pipeline.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -307,7 +306,7 @@ def _rewrites(local: Path, parts: Iterable[str]) -> dict[str, int]:
     return found
 
 
-class RemoteRunLock:
+class RemoteRunLock(HeldLock):
     """`with RemoteRunLock(fs, root):` holds ROOT/.lock on object storage, or raises RunLockedError."""
 
     def __init__(self, fs: Any, root: str, heartbeat_s: float = 30.0, stale_after_s: float = 300.0) -> None:
@@ -392,12 +391,3 @@ class RemoteRunLock:
             self.fs.rm(self.path)
         except FileNotFoundError:
             pass
-
-    def __enter__(self) -> RemoteRunLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.release()

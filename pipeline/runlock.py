@@ -17,6 +17,7 @@ import os
 import socket
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from voxhear.pipeline.settings import ConfigError
 
@@ -27,7 +28,26 @@ class RunLockedError(ConfigError):
     """Another process holds the run directory's lock."""
 
 
-class RunLock:
+class HeldLock:
+    """`with lock:` acquires it (or raises RunLockedError at once) and releases it on the way out."""
+
+    def acquire(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+class RunLock(HeldLock):
     """`with RunLock(run_dir):` holds RUN/.lock exclusively, or raises RunLockedError at once."""
 
     def __init__(self, run_dir: Path) -> None:
@@ -57,12 +77,3 @@ class RunLock:
         if self.fd is not None:
             fd, self.fd = self.fd, None
             os.close(fd)  # closing the only descriptor releases the flock
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.release()

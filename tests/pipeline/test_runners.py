@@ -1,6 +1,8 @@
 """The Ray runner (local and on a simulated two-node cluster) and the in-process runner agree."""
 
+import dataclasses
 import json
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -97,21 +99,22 @@ def test_shards_read_with_ray_data(local_run):
     assert all(isinstance(r["mp4"], bytes) and len(r["mp4"]) > 1000 for r in rows)
 
 
+@dataclasses.dataclass
+class RequestingStage:
+    """What the request fitting reads of a stage."""
+
+    name: str
+    uses_models: bool
+    resources: Any
+
+
 def test_cpu_requests_fit_every_standing_actor():
     """Five model stages on two CPUs: scaled so one actor each plus a task fit (a hang otherwise)."""
-    from dataclasses import dataclass
-
     from voxhear.pipeline.executors import fit_cpu_requests
     from voxhear.pipeline.stage import Resources
 
-    @dataclass
-    class Fake:
-        name: str
-        uses_models: bool
-        resources: Resources
-
-    stages = [Fake("ingest", False, Resources(cpus=1.0))] + \
-             [Fake(f"model{i}", True, Resources(cpus=1.0)) for i in range(5)]
+    stages = [RequestingStage("ingest", False, Resources(cpus=1.0))] + \
+             [RequestingStage(f"model{i}", True, Resources(cpus=1.0)) for i in range(5)]
     cpus = fit_cpu_requests(stages, 2.0)
     assert sum(cpus[s.name] for s in stages) <= 2.0
     assert cpus["model0"] == pytest.approx(1 / 3, abs=1e-3) and cpus["ingest"] == cpus["model0"]
@@ -121,8 +124,6 @@ def test_cpu_requests_fit_every_standing_actor():
 def test_memory_requests_are_declared_and_fit_a_small_machine():
     """Each model stage declares its memory (memory_gb, from the bench's measured peaks); where the
     standing actors would not fit the cluster's memory every request is scaled like the CPUs."""
-    from dataclasses import dataclass
-
     from voxhear.pipeline.config import load_config
     from voxhear.pipeline.executors import fit_memory_requests
     from voxhear.pipeline.registry import stage_class
@@ -132,14 +133,8 @@ def test_memory_requests_are_declared_and_fit_a_small_machine():
     declared = {name: stage_class(name).resources_for(config.section(name)).memory_gb for name in config.stages}
     assert all(declared[name] >= 1.0 for name in ("separation", "diarization", "asr", "faces", "talk"))
 
-    @dataclass
-    class Fake:
-        name: str
-        uses_models: bool
-        resources: Resources
-
-    stages = [Fake("ingest", False, Resources(memory_gb=0.5))] + \
-             [Fake(f"model{i}", True, Resources(memory_gb=2.0)) for i in range(4)]
+    stages = [RequestingStage("ingest", False, Resources(memory_gb=0.5))] + \
+             [RequestingStage(f"model{i}", True, Resources(memory_gb=2.0)) for i in range(4)]
     gib = 2**30
     assert fit_memory_requests(stages, 64 * gib) == {s.name: int(s.resources.memory_gb * gib) for s in stages}
     small = fit_memory_requests(stages, 4 * gib)
