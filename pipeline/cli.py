@@ -85,6 +85,23 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_remote_run_dir(args: argparse.Namespace) -> None:
+    """`verify`, `takedown`, `qc`, `datasheet` and `eval` read a run directory from local files: one
+    on object storage is named as such, with the command that makes a local copy."""
+    from voxhear.pipeline.config import ConfigError
+    from voxhear.pipeline.remote_run import is_remote
+
+    if args.func in (_cmd_run, _cmd_pull):
+        return
+    for attr in ("run_dir", "run"):
+        value = getattr(args, attr, None)
+        if isinstance(value, str) and is_remote(value):
+            raise ConfigError(
+                f"{value} is a run directory on object storage, and this command reads local files: copy it "
+                f"first with `voxhear pull {value} FOLDER` and give it FOLDER"
+            )
+
+
 def _is_override(arg: str) -> bool:
     """`key=value` (dotted identifier on the left) is an override, unless its key is no config key
     and the argument names an existing path or matches a glob (`take=2.mp4`): that is an input, as
@@ -320,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     from voxhear.pipeline.stage import SystemFault, system_oserror
 
     try:
+        _refuse_remote_run_dir(args)
         return int(args.func(args) or 0)
     except (ConfigError, ModelStoreError) as error:
         print(f"voxhear: error: {error}", file=sys.stderr)

@@ -182,6 +182,8 @@ class ShotRecord(SourceRecord):
     end_frame: int = 0
     start_s: float = 0.0
     end_s: float = 0.0
+    # The shot is a piece of a longer one (scene_cut.max_shot_s) and starts at the seam, not at a cut.
+    seam: bool = False
     key: str = ""
     segment_video_uri: str = ""
     segment_audio_uri: str = ""

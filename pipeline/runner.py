@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,8 +115,15 @@ def check_resume_compatible(config: RunConfig, run_dir: Path) -> None:
         return
     saved = yaml.safe_load(saved_path.read_text()) or {}
     current = config.processing_sections()
+    defaults = {name: dataclasses.asdict(cls()) for name, cls in registry.section_classes().items()}
     for section, values in current.items():
-        if saved.get(section) != values:
+        before = saved.get(section)
+        if isinstance(before, dict) and isinstance(values, dict):
+            # A key added since the directory was made counts as its default then; what a worker
+            # may hold (memory_gb) does not change what it produces.
+            before = {**defaults.get(section, {}), **before}
+            before, values = ({k: v for k, v in d.items() if k != "memory_gb"} for d in (before, values))
+        if before != values:
             raise ConfigError(
                 f"run directory {run_dir} was made with different '{section}' settings "
                 f"({saved.get(section)} vs {values}); use a new run_dir, or the same settings to resume"
@@ -136,6 +145,13 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
 def _run_remote(config: RunConfig, staging: Path, show_progress: bool, started: float) -> RunSummary:
     """A run directory on object storage: run in the staging copy, publish after every commit."""
     remote = RemoteRunDir(config.run_dir, staging)
+    joined = config.runner == "ray" and (config.ray.address or os.environ.get("RAY_ADDRESS"))
+    if joined and not config.staging_dir:
+        log.warning(
+            "run_dir is on object storage and its staging copy (with the work area the workers write) is in "
+            "%s on this machine: on a cluster of several nodes, set staging_dir to a folder every node mounts",
+            staging,
+        )
     # Both locks: the bucket's against other drivers, the staging copy's against another run of
     # the same URL on this machine with the same staging_dir.
     with RunLock(staging), RemoteRunLock(remote.fs, remote.root):

@@ -23,6 +23,12 @@ class SceneCutConfig:
     adaptive_threshold: float = setting(3.0, gt=0)
     downscale_width: int = setting(320, ge=32)
     min_shot_s: float = setting(1.0, ge=0)
+    # A shot longer than this is cut into equal pieces of at most this length, each its own row, so
+    # that a single-shot podcast spreads over many workers (issue 15). Each piece is a shot to the
+    # later stages: a face track ends at the seam and a clip never crosses one, which costs at most
+    # the clip windows a seam cuts (one every 5 minutes by default); identities are joined across
+    # pieces by the end-of-run clustering. Seams are marked (`seam`) and are not scene cuts.
+    max_shot_s: float = setting(300.0, gt=0)
 
 
 class SceneCutStage(Stage[SourceRecord, ShotRecord]):
@@ -43,11 +49,12 @@ class SceneCutStage(Stage[SourceRecord, ShotRecord]):
     config: SceneCutConfig
 
     def process(self, row: SourceRecord) -> list[ShotRecord]:
-        bounds = detect_shots(row.video_uri, row.norm_width, row.norm_fps, self.config)
-        if not bounds:
-            bounds = [(0, row.n_frames)]
+        scenes = detect_shots(row.video_uri, row.norm_width, row.norm_fps, self.config)
+        if not scenes:
+            scenes = [(0, row.n_frames)]
+        bounds = split_long_shots(scenes, max(1, round(self.config.max_shot_s * row.norm_fps)))
         shots = []
-        for index, (start, end) in enumerate(bounds):
+        for index, (start, end, seam) in enumerate(bounds):
             start_s, end_s = start / row.norm_fps, end / row.norm_fps
             shot = ShotRecord.from_parent(
                 row,
@@ -57,6 +64,7 @@ class SceneCutStage(Stage[SourceRecord, ShotRecord]):
                 end_frame=end,
                 start_s=start_s,
                 end_s=end_s,
+                seam=seam,
                 key=sample_key(row.source_id, round(start_s * 1000)),
             )
             if end_s - start_s < self.config.min_shot_s:
@@ -68,6 +76,18 @@ class SceneCutStage(Stage[SourceRecord, ShotRecord]):
                 )
             shots.append(shot)
         return shots
+
+
+def split_long_shots(scenes: list[tuple[int, int]], max_frames: int) -> list[tuple[int, int, bool]]:
+    """(start, end, seam) of every shot, those longer than `max_frames` cut into the fewest equal
+    pieces that fit (equal, so that no piece is a sliver); `seam` marks a piece that starts where
+    its shot was cut rather than at a scene cut."""
+    out = []
+    for start, end in scenes:
+        pieces = max(1, -(-(end - start) // max_frames))
+        edges = [start + round(i * (end - start) / pieces) for i in range(pieces + 1)]
+        out += [(a, b, i > 0) for i, (a, b) in enumerate(zip(edges, edges[1:]))]
+    return out
 
 
 def detect_shots(video_path: str, width: int, fps: float, config: SceneCutConfig) -> list[tuple[int, int]]:

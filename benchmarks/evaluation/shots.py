@@ -70,8 +70,10 @@ def predicted_boundaries(run: RunView) -> dict[str, list[int]]:
     """Per source_id, the sorted start frames of its shots after the first."""
     assert run.clips is not None
     starts: dict[tuple[str, int], int] = {}
-    for row in run.clips.select(["source_id", "shot_index", "start_frame"]).to_pylist():
-        if row["shot_index"] is None or row["shot_index"] < 0 or row["start_frame"] is None:
+    # Seams where scene_cut split a long shot (scene_cut.max_shot_s) are not cuts.
+    columns = ["source_id", "shot_index", "start_frame", *(["seam"] if "seam" in run.clips.column_names else [])]
+    for row in run.clips.select(columns).to_pylist():
+        if row["shot_index"] is None or row["shot_index"] < 0 or row["start_frame"] is None or row.get("seam"):
             continue
         key = (str(row["source_id"]), int(row["shot_index"]))
         starts[key] = min(int(row["start_frame"]), starts.get(key, int(row["start_frame"])))

@@ -106,6 +106,8 @@ def test_a_run_on_s3_publishes_what_a_local_run_writes(s3_server, inputs, refere
     # `voxhear pull` gives the same local copy, which `voxhear verify` checks.
     assert main(["pull", url, str(tmp_path / "by-cli")]) == 0
     assert main(["verify", str(tmp_path / "by-cli")]) == 0
+    # Commands that read local files name the URL and say how to copy it.
+    assert main(["verify", url]) == 2
     # The staging copy is the bucket's: a second run has nothing to do and publishes nothing new.
     again = run(inputs, url, tmp_path / "staging")
     assert again.skipped == 4

@@ -89,3 +89,23 @@ def test_a_run_dir_url_needs_a_filesystem_for_its_scheme():
     with pytest.raises(ConfigError, match=r"run_dir nosuch://bucket/run: no filesystem for 'nosuch://'"):
         load_config(None, ["inputs=[a.mp4]", "run_dir=nosuch://bucket/run"])
     assert load_config(None, ["inputs=[a.mp4]", "run_dir=/tmp/somewhere"]).run_dir == "/tmp/somewhere"
+
+
+def test_a_run_directory_from_before_a_new_setting_resumes_but_not_with_other_settings(tmp_path):
+    """A key added since the directory was made counts as its default; memory_gb (what a worker may
+    hold) is not a processing setting; any other difference is refused."""
+    import yaml
+
+    from voxhear.pipeline.config import save_config
+    from voxhear.pipeline.runner import check_resume_compatible
+
+    config = load_config(None, ["inputs=[a.mp4]", f"run_dir={tmp_path}"])
+    save_config(config, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["scene_cut"]["max_shot_s"]  # as written before the key existed
+    saved["faces"]["memory_gb"] = 8.0
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_resume_compatible(config, tmp_path)
+    other = load_config(None, ["inputs=[a.mp4]", f"run_dir={tmp_path}", "scene_cut.max_shot_s=60"])
+    with pytest.raises(ConfigError, match="different 'scene_cut' settings"):
+        check_resume_compatible(other, tmp_path)

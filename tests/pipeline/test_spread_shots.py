@@ -110,3 +110,34 @@ def test_a_source_split_into_many_shots_gives_the_same_samples_on_ray_as_in_proc
     # One commit holds the whole source, and each of its samples once.
     clips = pq.read_table(runs["ray"] / "manifests" / "clips.parquet").to_pylist()
     assert len({c["key"] for c in clips}) == len(clips) == 4 and len({c["commit"] for c in clips}) == 1
+
+
+def test_long_shots_are_cut_into_equal_pieces_marked_as_seams():
+    from voxhear.stages.scene_cut import split_long_shots
+
+    assert split_long_shots([(0, 100), (100, 1100)], 300) == [
+        (0, 100, False), (100, 350, False), (350, 600, True), (600, 850, True), (850, 1100, True)]
+    assert split_long_shots([(0, 300)], 300) == [(0, 300, False)]
+    assert split_long_shots([(0, 301)], 300) == [(0, 150, False), (150, 301, True)]
+
+
+def test_a_single_long_shot_cut_into_rows_gives_the_same_samples_on_ray_as_in_process(tmp_path):
+    """One 6 s shot with scene_cut.max_shot_s=2: three rows, spread over the Ray workers like
+    shots, and the same samples as the in-process runner (the sink completes the source once)."""
+    video = make_video(tmp_path / "in" / "one_shot.mp4", seconds=6.0, cuts=1)
+    runs = {}
+    for runner in ("local", "ray"):
+        run_dir = tmp_path / runner
+        config = load_config(None, [f"inputs=['{video}']", f"run_dir={run_dir}", f"runner={runner}", "ray.num_cpus=4",
+                                    "scene_cut.max_shot_s=2", SHOT_STAGES])
+        try:
+            run_pipeline(config, show_progress=False)
+        finally:
+            ray.shutdown()
+        runs[runner] = run_dir
+    local, on_ray = comparable(runs["local"]), comparable(runs["ray"])
+    assert on_ray == local
+    (source,) = local["sources"]
+    assert source["status"] == "ok" and source["n_shots"] == 3 == source["n_clips_ok"]
+    pieces = sorted((c["start_frame"], c["end_frame"], c["seam"]) for c in local["clips"])
+    assert pieces == [(0, 50, False), (50, 100, True), (100, 150, True)]
