@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from voxhear.manifests.schemas import SourceManifestRow
 from voxhear.pipeline.io import atomic_write_table, fsync_dir, sha256_file
+from voxhear.pipeline.records import clip_span
 
 _PART = re.compile(r"^(\d{6})-([a-z]+)\.parquet$")
 _SHARD = re.compile(r"^(\d{6})\.tar$")
@@ -245,14 +246,17 @@ def apply_takedowns(sources: pa.Table, clips: pa.Table, keys: Iterable[str]) -> 
     if len(wanted) == 0 or clips.num_rows == 0:
         return sources, clips
     hit = pc.is_in(clips.column("key"), wanted)
-    removed = clips.filter(hit).select(["source_uri", "status", "start_s", "end_s"]).to_pylist()
+    spans = ("clip_index", "clip_start_s", "clip_end_s", "track_index", "track_start_s", "track_end_s")
+    wanted = ["source_uri", "status", "start_s", "end_s", *(c for c in spans if c in clips.column_names)]
+    removed = clips.filter(hit).select(wanted).to_pylist()
     clips = clips.filter(pc.invert(hit))
     count: dict[str, int] = {}
     seconds: dict[str, float] = {}
     for row in removed:
         if row["status"] == "ok":
             count[row["source_uri"]] = count.get(row["source_uri"], 0) + 1
-            seconds[row["source_uri"]] = seconds.get(row["source_uri"], 0.0) + row["end_s"] - row["start_s"]
+            start, end = clip_span(row)  # a clip window's own span, not its shot's
+            seconds[row["source_uri"]] = seconds.get(row["source_uri"], 0.0) + end - start
     if count and sources.num_rows:
         uris = sources.column("source_uri").to_pylist()
         deltas: dict[str, dict[str, int] | dict[str, float]] = {"n_clips_ok": count, "clip_seconds": seconds}

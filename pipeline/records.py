@@ -15,7 +15,7 @@ import dataclasses
 import json
 import math
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -461,3 +461,13 @@ class ClipRecord(FaceTrackRecord):
             "words.json": Path(self.words_json_uri).read_bytes(),
             "json": json.dumps(self.sample_metadata(), sort_keys=True).encode(),
         }
+
+
+def clip_span(row: Mapping[str, Any]) -> tuple[float, float]:
+    """A final row's own span in seconds (a manifest row as a dict): the talk stage's clip window,
+    else the face track's, else the shot's (a long track is cut into several clips; each counts once)."""
+    if row.get("clip_index", -1) >= 0 and row.get("clip_end_s", 0.0) > row.get("clip_start_s", 0.0):
+        return row["clip_start_s"], row["clip_end_s"]
+    if row.get("track_index", -1) >= 0:
+        return row["track_start_s"], row["track_end_s"]
+    return row["start_s"], row["end_s"]

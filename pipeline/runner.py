@@ -22,7 +22,7 @@ from voxhear.pipeline.config import ConfigError, RunConfig, save_config
 from voxhear.pipeline.executors import make_executor
 from voxhear.pipeline.inputs import expand_inputs, is_remote
 from voxhear.pipeline.models import ModelStore, UnknownModelError
-from voxhear.pipeline.records import STATUS_FAILED, ShotRecord, SourceRecord
+from voxhear.pipeline.records import STATUS_FAILED, ShotRecord, SourceRecord, clip_span
 from voxhear.pipeline.remote_run import RemoteRunDir, RemoteRunLock, local_run_dir
 from voxhear.pipeline.runlock import RunLock
 from voxhear.pipeline.sink import DatasetSink
@@ -233,16 +233,6 @@ def _run_locked(
     )
     summary.keep_work = config.keep_work
     return summary
-
-
-def clip_span(row: dict) -> tuple[float, float]:
-    """A final row's own span in seconds: the talk stage's clip window, else the face track's,
-    else the shot's (a long track is cut into several clips; each counts once)."""
-    if row.get("clip_index", -1) >= 0 and row.get("clip_end_s", 0.0) > row.get("clip_start_s", 0.0):
-        return row["clip_start_s"], row["clip_end_s"]
-    if row.get("track_index", -1) >= 0:
-        return row["track_start_s"], row["track_end_s"]
-    return row["start_s"], row["end_s"]
 
 
 def summarize_run(run_dir: Path, inputs_total: int, skipped: int, wall_s: float, processed: set[str]) -> RunSummary:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from voxhear.manifests import Ledger, LedgerState, SourceManifestRow, clip_row_type
 from voxhear.pipeline.config import RunConfig
-from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record, ShotRecord
+from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record, ShotRecord, clip_span
 from voxhear.pipeline.shards import ShardWriter
 from voxhear.pipeline.workarea import remove_input_work, work_dir
 
@@ -77,9 +77,12 @@ class DatasetSink:
         self.last_commit = time.monotonic()
         self.completed = 0
         self.failed = 0
+        # One line for the whole run: inputs done of those to do, and what they gave so far.
         self.progress = tqdm(
-            total=total_sources, desc="sources", unit="src", disable=not show_progress, dynamic_ncols=True
+            total=total_sources, desc="inputs", unit="input", disable=not show_progress, dynamic_ncols=True
         )
+        self.clips_kept = 0
+        self.clip_seconds = 0.0
 
     def consume(self, rows: Sequence[Record]) -> None:
         for row in rows:
@@ -126,8 +129,12 @@ class DatasetSink:
         self.waiting.append(waiting)
         self.completed += 1
         self.failed += source.status == STATUS_FAILED
+        self.clips_kept += source.n_clips_ok
+        self.clip_seconds += source.clip_seconds
         self.progress.update(1)
-        self.progress.set_postfix(failed=self.failed, refresh=False)
+        self.progress.set_postfix_str(
+            f"clips {self.clips_kept} ({self.clip_seconds / 3600:.2f} h), failed {self.failed}", refresh=False
+        )
         due = time.monotonic() - self.last_commit > self.config.shards.commit_every_s
         if self.writer.has_closed or due:
             self.commit(close_open=due)
@@ -199,7 +206,7 @@ def summarize_source(rows: list[ShotRecord]) -> SourceManifestRow:
     kept = [r for r in shots if r.status == STATUS_OK]
     source.n_clips_ok = len(kept)
     source.n_clips_filtered = len(shots) - len(kept)
-    source.clip_seconds = sum(r.end_s - r.start_s for r in kept)
+    source.clip_seconds = sum(end - start for start, end in (clip_span(r.to_row()) for r in kept))
     if not shots:  # the source ended before the scene cut: its one row says why
         source.mark(first.status, first.stage, first.reason, first.error_type, first.error_message)
     elif kept:

@@ -239,7 +239,7 @@ def _derive_clip_columns(clips: pd.DataFrame) -> None:
         clip_end = clip_end.where(~has_track, clips["track_end_s"].astype(float))
     if {"clip_index", "clip_start_s", "clip_end_s"} <= set(clips.columns):
         # The talk stage cuts a long track into several clips: each has its own span
-        # (the same rule as voxhear.pipeline.runner.clip_span).
+        # (the same rule as voxhear.pipeline.records.clip_span).
         own_start, own_end = clips["clip_start_s"].astype(float), clips["clip_end_s"].astype(float)
         has_clip = (clips["clip_index"].astype(int) >= 0) & (own_end > own_start)
         clip_start = clip_start.where(~has_clip, own_start)

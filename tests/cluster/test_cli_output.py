@@ -63,7 +63,7 @@ def test_ray_run_prints_progress_and_summary_only(tmp_path):
     lines = (done.stdout + done.stderr).splitlines()
     assert len(lines) <= MAX_LINES, "\n".join(lines)
     assert "status: ok 2" in done.stdout and f"ray log: {run_dir / 'logs' / 'ray.log'}" in done.stdout
-    assert "sources" in done.stderr  # the progress bar
+    assert "inputs: 100%" in done.stderr and ", failed 0" in done.stderr  # the progress bar
     assert not any(word in done.stdout + done.stderr for word in ("Dataset", "MapBatches", "ray.data", "INFO"))
     log = (run_dir / "logs" / "ray.log").read_text()
     assert "Dataset" in log and "MapBatches" in log  # Ray Data's plan and progress, there instead
@@ -154,4 +154,4 @@ def test_ray_run_in_a_terminal_does_not_hang(tmp_path):
     except subprocess.TimeoutExpired as hung:
         raise AssertionError("the run in a terminal hung") from hung
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "status: ok 1" in done.stdout and "sources" in done.stdout  # the terminal shows both
+    assert "status: ok 1" in done.stdout and "inputs: 100%" in done.stdout  # the terminal shows both

@@ -396,3 +396,19 @@ def test_a_rerun_skips_committed_sources_and_retries_failed_ones_on_request(medi
     sources = pq.read_table(tmp_path / "run" / "manifests" / "sources.parquet").to_pylist()
     assert [(Path(s["source_uri"]).name, s["status"]) for s in sources] == [("a.mp4", "ok"), ("b.mp4", "ok"),
                                                                            ("f.mp4", "ok")]
+
+
+def test_a_sources_clip_seconds_count_each_clip_window_once():
+    """Ten 22 s clip windows of one 220 s track of a 240 s shot: 220 s, not 10 x 240 (the shot's span
+    on every window's row), in sources.parquet as in the run summary."""
+    from voxhear.pipeline.records import ClipRecord
+    from voxhear.pipeline.sink import summarize_source
+
+    rows = [
+        ClipRecord(source_uri="a.mp4", source_id="s", share_den=10, shot_index=0, start_s=0.0, end_s=240.0,
+                   track_index=0, track_start_s=10.0, track_end_s=230.0, clip_index=i,
+                   clip_start_s=10.0 + 22 * i, clip_end_s=32.0 + 22 * i, key=f"s-{i}")
+        for i in range(10)
+    ]
+    source = summarize_source(rows)
+    assert source.n_clips_ok == 10 and source.clip_seconds == pytest.approx(220.0)
