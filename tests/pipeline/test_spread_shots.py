@@ -91,18 +91,24 @@ def test_without_the_reblocking_one_worker_runs_the_shots_one_after_another():
 
 
 @pytest.mark.slow
-def test_a_source_split_into_many_shots_gives_the_same_samples_on_ray_as_in_process(tmp_path):
-    video = make_video(tmp_path / "in" / "four_cuts.mp4", seconds=4.0, cuts=4)
+def run_in_process_and_on_ray(video, tmp_path, *overrides: str) -> dict:
+    """runner -> run directory of the shot stages on `video`, in-process and on a local Ray of 4 CPUs."""
     runs = {}
     for runner in ("local", "ray"):
         run_dir = tmp_path / runner
         config = load_config(None, [f"inputs=['{video}']", f"run_dir={run_dir}", f"runner={runner}", "ray.num_cpus=4",
-                                    SHOT_STAGES])
+                                    *overrides, SHOT_STAGES])
         try:
             run_pipeline(config, show_progress=False)
         finally:
             ray.shutdown()
         runs[runner] = run_dir
+    return runs
+
+
+def test_a_source_split_into_many_shots_gives_the_same_samples_on_ray_as_in_process(tmp_path):
+    video = make_video(tmp_path / "in" / "four_cuts.mp4", seconds=4.0, cuts=4)
+    runs = run_in_process_and_on_ray(video, tmp_path)
     local, on_ray = comparable(runs["local"]), comparable(runs["ray"])
     assert on_ray == local
     (source,) = local["sources"]
@@ -125,16 +131,7 @@ def test_a_single_long_shot_cut_into_rows_gives_the_same_samples_on_ray_as_in_pr
     """One 6 s shot with scene_cut.max_shot_s=2: three rows, spread over the Ray workers like
     shots, and the same samples as the in-process runner (the sink completes the source once)."""
     video = make_video(tmp_path / "in" / "one_shot.mp4", seconds=6.0, cuts=1)
-    runs = {}
-    for runner in ("local", "ray"):
-        run_dir = tmp_path / runner
-        config = load_config(None, [f"inputs=['{video}']", f"run_dir={run_dir}", f"runner={runner}", "ray.num_cpus=4",
-                                    "scene_cut.max_shot_s=2", SHOT_STAGES])
-        try:
-            run_pipeline(config, show_progress=False)
-        finally:
-            ray.shutdown()
-        runs[runner] = run_dir
+    runs = run_in_process_and_on_ray(video, tmp_path, "scene_cut.max_shot_s=2")
     local, on_ray = comparable(runs["local"]), comparable(runs["ray"])
     assert on_ray == local
     (source,) = local["sources"]
