@@ -132,9 +132,9 @@ class DatasetSink:
         self.clips_kept += source.n_clips_ok
         self.clip_seconds += source.clip_seconds
         self.progress.update(1)
-        self.progress.set_postfix_str(
-            f"clips {self.clips_kept} ({self.clip_seconds / 3600:.2f} h), failed {self.failed}", refresh=False
-        )
+        seconds = self.clip_seconds
+        length = f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+        self.progress.set_postfix_str(f"clips {self.clips_kept} ({length}), failed {self.failed}", refresh=False)
         due = time.monotonic() - self.last_commit > self.config.shards.commit_every_s
         if self.writer.has_closed or due:
             self.commit(close_open=due)
