@@ -49,6 +49,7 @@ from voxhear.manifests.integrity import (
 )
 from voxhear.manifests.sample_index import write_sample_index
 from voxhear.pipeline.io import atomic_write_table, sha256_file
+from voxhear.pipeline.remote_run import is_remote, staged_change
 from voxhear.pipeline.runlock import RunLock
 from voxhear.pipeline.shards import copy_members
 
@@ -341,7 +342,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         print("voxhear takedown: error: give --key, --keys-file, --source-id or --identity", file=sys.stderr)
         return 2
     try:
-        result = takedown(args.run_dir, keys, args.source_id, args.identity, reason=args.reason)
+        if is_remote(args.run_dir):
+            # On object storage: taken down in the staging copy, then published (remote_run.staged_change).
+            with staged_change(args.run_dir) as local:
+                result = takedown(local, keys, args.source_id, args.identity, reason=args.reason)
+        else:
+            result = takedown(args.run_dir, keys, args.source_id, args.identity, reason=args.reason)
     except TakedownError as error:
         print(f"voxhear takedown: error: {error}", file=sys.stderr)
         return 2

@@ -86,12 +86,12 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _refuse_remote_run_dir(args: argparse.Namespace) -> None:
-    """`verify`, `takedown`, `qc`, `datasheet` and `eval` read a run directory from local files: one
-    on object storage is named as such, with the command that makes a local copy."""
+    """`verify`, `qc`, `datasheet` and `eval` read a run directory from local files: one on object
+    storage is named as such, with the command that makes a local copy. (`takedown` stages it.)"""
     from voxhear.pipeline.config import ConfigError
     from voxhear.pipeline.remote_run import is_remote
 
-    if args.func in (_cmd_run, _cmd_pull):
+    if args.func in (_cmd_run, _cmd_pull) or getattr(args.func, "__module__", "").endswith(".takedown"):
         return
     for attr in ("run_dir", "run"):
         value = getattr(args, attr, None)

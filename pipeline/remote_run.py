@@ -44,7 +44,8 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,6 +305,22 @@ def _rewrites(local: Path, parts: Iterable[str]) -> dict[str, int]:
             for name in names:
                 found[name] = max(found.get(name, -1), int(match.group(1)))
     return found
+
+
+@contextmanager
+def staged_change(url: str, staging_dir: str = "") -> Iterator[Path]:
+    """`with staged_change(url) as folder:` a local copy of the run directory `url` to change in
+    place (a takedown), under the bucket's lock: pulled and recovered first, its changes published
+    after (in the push's order, so a kill at any point leaves a valid bucket)."""
+    from voxhear.manifests import Ledger
+
+    remote = RemoteRunDir(url, local_run_dir(url, staging_dir))
+    with RemoteRunLock(remote.fs, remote.root):
+        remote.pull()
+        if (remote.local / "manifests" / "_ledger").is_dir():
+            Ledger(remote.local).recover()  # a killed run's debris, as a run's start removes it
+        yield remote.local
+        remote.push()
 
 
 class RemoteRunLock(HeldLock):

@@ -23,6 +23,7 @@ from tests.dataset.test_loader import shards, window_ids  # noqa: F401 (a fixtur
 from tests.reliability.fakes import TALK, synthetic_video, use_synthetic_stages
 from tests.reliability.harness import KILLED, assert_same_samples, run_forked
 from voxhear.dataset.loader import VoxHearWindows, run_shards, split_spans, tar_samples
+from voxhear.manifests.verify import verify_run
 from voxhear.pipeline import remote_run
 from voxhear.pipeline.cli import main
 from voxhear.pipeline.config import load_config
@@ -215,3 +216,23 @@ def test_a_run_dir_url_without_a_filesystem_is_refused_at_load():
 
     with pytest.raises(ConfigError, match=r"no filesystem for 'nosuch://'"):
         load_config(None, ["inputs=[a.mp4]", "run_dir=nosuch://bucket/run"])
+
+
+def test_a_takedown_on_s3_is_published_and_a_rerun_does_not_bring_it_back(
+    s3_server, inputs, tmp_path, monkeypatch
+):
+    from tests.manifests.test_verify_takedown import samples
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the takedown's staging copy
+    url = f"s3://{s3_server.new_bucket()}/run"
+    run(inputs, url, tmp_path / "staging")
+    before = set(samples(published(url, tmp_path / "before")))
+    key = sorted(before)[0]
+    assert main(["takedown", url, "--key", key, "--reason", "test"]) == 0
+    after = published(url, tmp_path / "after")
+    assert set(samples(after)) == before - {key} and verify_run(after).ok
+    assert key not in {r["key"] for r in pq.read_table(after / "manifests" / "samples.parquet").to_pylist()}
+    # The run's own staging copy is behind the bucket now: its pull brings the takedown in.
+    run(inputs, url, tmp_path / "staging")
+    again = published(url, tmp_path / "again")
+    assert set(samples(again)) == before - {key} and verify_run(again).ok
