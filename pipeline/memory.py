@@ -9,6 +9,8 @@ Children (ffmpeg) are not included: their memory is their own and small next to 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import resource
 import sys
 
@@ -37,3 +39,26 @@ def peak_mb() -> float:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB on Linux
+
+
+def _glibc_malloc_trim():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _glibc_malloc_trim() if sys.platform.startswith("linux") else None
+
+
+def release_free_memory() -> None:
+    """Hand the allocator's free pages back to the system (glibc `malloc_trim`).
+
+    A stage call allocates and frees hundreds of MB in many sizes (frames, crops, audio pieces);
+    glibc keeps freed memory in its arenas, so without this a long-lived worker's resident size
+    ratchets up with every input it has processed (about 300 MB per 20 s input measured in-process
+    over six inputs) although nothing is referenced any more.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)

@@ -271,6 +271,7 @@ def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
         outputs = stage.process_batch([rows[i] for i in indices])
         wall1, cpu1 = _clock()
         peak = memory.peak_mb()
+        memory.release_free_memory()
         if len(outputs) != len(indices):
             raise StageContractError(f"stage {stage.name} returned {len(outputs)} lists for {len(indices)} rows")
         for i, produced in zip(indices, outputs):
