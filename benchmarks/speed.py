@@ -135,6 +135,7 @@ def pipeline(videos: list[Path], run_dir: Path, runner: str, log: Path) -> Measu
 def per_file_tools(videos: list[Path], work: Path, log: Path) -> Measure:
     """Every stage of the default pipeline as its own process, per input file, in order."""
     from voxhear.pipeline import registry
+    from voxhear.pipeline.records import SourceRecord
 
     total = Measure()
     stages = registry.stage_names()
@@ -143,8 +144,6 @@ def per_file_tools(videos: list[Path], work: Path, log: Path) -> Measure:
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
         rows = run_dir / "rows-input.parquet"
-        from voxhear.pipeline.records import SourceRecord
-
         pq.write_table(SourceRecord.to_table([SourceRecord(source_uri=str(video.absolute()))]), rows)
         for stage in stages:
             out = run_dir / f"rows-{stage}.parquet"

@@ -175,11 +175,16 @@ def expand_urls(urls: str | os.PathLike | Iterable[str | os.PathLike]) -> list[s
 
 def is_run_dir(location: str | os.PathLike) -> bool:
     """A pipeline run directory (a path, or a URL such as s3://bucket/run): it has manifests/clips.parquet."""
-    text = os.fspath(location).rstrip("/")
+    text = _run_root(location)
     if text.endswith(".tar") or "{" in text or text.startswith("pipe:") or _GLOB_CHARS & set(text):
         return False
-    fs, path = fsspec.core.url_to_fs(os.path.expanduser(text))
+    fs, path = fsspec.core.url_to_fs(text)
     return bool(fs.exists(f"{path}/manifests/clips.parquet"))
+
+
+def _run_root(run_dir: str | os.PathLike) -> str:
+    """A run directory's path or URL, `~` expanded, without a trailing slash."""
+    return os.path.expanduser(os.fspath(run_dir)).rstrip("/")
 
 
 def run_shards(run_dir: str | os.PathLike, split: str | None = None) -> list[str]:
@@ -187,7 +192,7 @@ def run_shards(run_dir: str | os.PathLike, split: str | None = None) -> list[str
 
     Read from the run's manifests/clips.parquet (which clip is in which shard, and its split).
     """
-    root = os.path.expanduser(os.fspath(run_dir)).rstrip("/")
+    root = _run_root(run_dir)
     with fsspec.open(f"{root}/manifests/clips.parquet", "rb") as handle:
         table = pq.read_table(handle, columns=["status", "shard", *(["split"] if split is not None else [])])
     rows = [r for r in table.to_pylist() if r["status"] == "ok" and r["shard"]]
@@ -202,7 +207,7 @@ def run_shards(run_dir: str | os.PathLike, split: str | None = None) -> list[str
 def split_spans(run_dir: str | os.PathLike, split: str | None = None) -> dict[str, list[tuple[int, int]]] | None:
     """shard URL -> the byte spans (offset, length) of the samples of `split` in it, adjacent spans
     merged, from the run's sample index (manifests/samples.parquet); None for a run without one."""
-    root = os.path.expanduser(os.fspath(run_dir)).rstrip("/")
+    root = _run_root(run_dir)
     fs, path = fsspec.core.url_to_fs(f"{root}/manifests/samples.parquet")
     if not fs.exists(path):
         return None

@@ -54,6 +54,16 @@ def sample_spans(path: Path) -> list[tuple[str, int, int]]:
     return [(key, start, end - start) for key, (start, end) in spans.items()]
 
 
+def kept_labels(clips_path: Path) -> dict[str, tuple[str, str]]:
+    """key -> (split, identity_id) of the kept clips of clips.parquet ("" where a run has none)."""
+    if not clips_path.is_file():
+        return {}
+    clips = pq.read_table(clips_path)
+    columns = [c for c in ("key", "status", "split", "identity_id") if c in clips.column_names]
+    rows = clips.select(columns).to_pylist()
+    return {r["key"]: (r.get("split") or "", r.get("identity_id") or "") for r in rows if r["status"] == "ok"}
+
+
 def write_sample_index(run_dir: Path, reuse: bool = True) -> pa.Table:
     """Write manifests/samples.parquet for the run's current shards; returns it.
 
@@ -64,14 +74,7 @@ def write_sample_index(run_dir: Path, reuse: bool = True) -> pa.Table:
     run_dir = Path(run_dir)
     manifests = run_dir / "manifests"
     path = manifests / INDEX_FILE
-    labels: dict[str, tuple[str, str]] = {}
-    clips_path = manifests / "clips.parquet"
-    if clips_path.is_file():
-        clips = pq.read_table(clips_path)
-        columns = [c for c in ("key", "status", "split", "identity_id") if c in clips.column_names]
-        for row in clips.select(columns).to_pylist():
-            if row["status"] == "ok":
-                labels[row["key"]] = (row.get("split") or "", row.get("identity_id") or "")
+    labels = kept_labels(manifests / "clips.parquet")
     previous: dict[tuple[str, str], list[dict]] = {}
     old = pq.read_table(path, schema=SAMPLES_SCHEMA) if path.is_file() else None
     if old is not None:

@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from voxhear.manifests.integrity import TAKEDOWNS_FILE, ShardRecord, ledger_dir_of, shard_records, takedown_records
-from voxhear.manifests.sample_index import INDEX_FILE, sample_spans
+from voxhear.manifests.sample_index import INDEX_FILE, kept_labels, sample_spans
 from voxhear.pipeline.io import sha256_file
 
 _SHARD = re.compile(r"^\d{6}\.tar$")
@@ -150,7 +150,7 @@ def _check_sample_index(run_dir: Path, report: VerifyReport, shards: list[str]) 
     indexed: dict[str, dict[str, tuple[int, int, str]]] = defaultdict(dict)
     for row in pq.read_table(path, columns=["key", "shard", "offset", "length", "split"]).to_pylist():
         indexed[row["shard"]][row["key"]] = (row["offset"], row["length"], row["split"])
-    splits = _kept_splits(run_dir / "manifests" / "clips.parquet")
+    splits = {key: split for key, (split, _) in kept_labels(run_dir / "manifests" / "clips.parquet").items()}
     troubled = {problem.shard for problem in report.problems}
     stale = "; `voxhear verify --reindex` rewrites the index"
     for name in shards:
@@ -170,17 +170,6 @@ def _check_sample_index(run_dir: Path, report: VerifyReport, shards: list[str]) 
             report.add(name, key, f"{INDEX_FILE} lists a sample the shard does not hold{stale}")
     for name, rows in sorted(indexed.items()):
         report.add(name, "", f"{INDEX_FILE} lists {len(rows)} samples of a shard that does not exist{stale}")
-
-
-def _kept_splits(clips_path: Path) -> dict[str, str]:
-    """key -> split of the kept clips ({} for a run without splits)."""
-    if not clips_path.is_file():
-        return {}
-    clips = pq.read_table(clips_path)
-    if "split" not in clips.column_names:
-        return {}
-    rows = clips.select(["key", "status", "split"]).to_pylist()
-    return {r["key"]: r["split"] or "" for r in rows if r["status"] == "ok"}
 
 
 def _check_shard(path: Path, record: ShardRecord | None, exists: bool, decode: bool) -> _ShardResult:

@@ -170,7 +170,8 @@ class RayExecutor:
         # One row per block so that sources spread over workers from the start.
         table = type(rows[0]).to_table(rows)
         dataset = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)])
-        total_cpus = cluster_cpus(float(ray.cluster_resources().get("CPU", 0.0)), self.config.max_cluster_cpus)
+        resources = ray.cluster_resources()
+        total_cpus = cluster_cpus(float(resources.get("CPU", 0.0)), self.config.max_cluster_cpus)
         cpus = fit_cpu_requests(stages, total_cpus)
         if any(cpus[s.name] < s.resources.cpus for s in stages):
             log.warning(
@@ -180,7 +181,7 @@ class RayExecutor:
                 min(cpus[s.name] / s.resources.cpus for s in stages if s.resources.cpus),
             )
         # Memory as declared per stage (memory_gb), fit into what the cluster has, as the CPUs are.
-        total_memory = float(ray.cluster_resources().get("memory", 0.0))
+        total_memory = float(resources.get("memory", 0.0))
         memory = fit_memory_requests(stages, total_memory) if total_memory > 0 else {s.name: 0 for s in stages}
         if any(memory[s.name] < s.resources.memory_gb * 2**30 - 1 for s in stages):
             log.warning(

@@ -166,6 +166,10 @@ class RemoteRunDir:
         seen = self.record.get(relative)
         return seen is not None and (seen["size"], seen["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
 
+    def _remember(self, relative: str, info: dict[str, Any], stat: os.stat_result) -> None:
+        """Record that the staging file `relative` (as `stat` finds it) is the object `info` describes."""
+        self.record[relative] = {"etag": self._etag(info), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
     def _save_record(self) -> None:
         atomic_write_text(self.record_path, json.dumps(self.record, sort_keys=True))
 
@@ -192,12 +196,7 @@ class RemoteRunDir:
             partial = target.with_name(f".{target.name}.pull{TMP_SUFFIX}")
             self.fs.get_file(self._remote_path(relative), str(partial))
             os.replace(partial, target)
-            stat = target.stat()
-            self.record[relative] = {
-                "etag": self._etag(info),
-                "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns,
-            }
+            self._remember(relative, info, target.stat())
             downloaded += 1
         for relative in sorted(set(local) - set(remote)):
             # Committed locally but never published: the bucket has no record of it, so neither do we.
@@ -213,12 +212,7 @@ class RemoteRunDir:
         """Publish what changed in the staging copy since the last push or pull (order: module docstring)."""
         report = PushReport()
         local = self._local_files()
-        changed = {
-            relative: stat
-            for relative, stat in local.items()
-            if (seen := self.record.get(relative)) is None
-            or (seen["size"], seen["mtime_ns"]) != (stat.st_size, stat.st_mtime_ns)
-        }
+        changed = {relative: stat for relative, stat in local.items() if not self._pushed(relative, stat)}
         shards = sorted(r for r in changed if r.startswith("shards/"))
         parts = sorted(
             (r for r in changed if r.startswith("manifests/_ledger/") and _LEDGER_PART.match(r.rsplit("/", 1)[-1])),
@@ -270,8 +264,7 @@ class RemoteRunDir:
     ) -> None:
         remote = self._remote_path(remote_relative or relative)
         self._put(relative, remote_relative or relative)
-        info = self.fs.info(remote)
-        self.record[relative] = {"etag": self._etag(info), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        self._remember(relative, self.fs.info(remote), stat)
         report.uploaded += 1
         report.bytes += stat.st_size
 

@@ -323,15 +323,14 @@ def apply_stage(stage: Stage, rows: list[Record]) -> list[Record]:
             children = [child]
         else:
             children = outcome
-        _split_share(row, children, stage.name, wall, cpu)
-        if i in peaks:
-            for child in children:
-                child.peak_mb[stage.name] = max(child.peak_mb.get(stage.name, 0.0), peaks[i])
+        _split_share(row, children, stage.name, wall, cpu, peaks.get(i))
         emitted.extend(children)
     return emitted
 
 
-def _split_share(parent: Record, children: list[Record], stage_name: str, wall: float, cpu: float) -> None:
+def _split_share(
+    parent: Record, children: list[Record], stage_name: str, wall: float, cpu: float, peak: float | None = None
+) -> None:
     n = len(children)
     # Read the parent before writing any child: a stage may return its input row among its outputs.
     source_uri, source_id, share_den = parent.source_uri, parent.source_id, parent.share_den
@@ -347,6 +346,8 @@ def _split_share(parent: Record, children: list[Record], stage_name: str, wall: 
         child.peak_mb = dict(parent_peak)
         child.wall_s[stage_name] = child.wall_s.get(stage_name, 0.0) + wall / n
         child.cpu_s[stage_name] = child.cpu_s.get(stage_name, 0.0) + cpu / n
+        if peak is not None:  # memory is not shared out: each child carries the call's peak
+            child.peak_mb[stage_name] = max(child.peak_mb.get(stage_name, 0.0), peak)
 
 
 def _full_message(error: BaseException) -> str:

@@ -274,13 +274,12 @@ def test_the_model_store_check_of_the_sync_job_passes_on_the_shared_store_and_fa
         "VOXHEAR_OFFLINE": "1",
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
     }
-    good = subprocess.run(
-        ["bash", "-c", script],
-        env={**env, "VOXHEAR_MODEL_DIR": str(SHARED_MODELS)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def verify_store(store: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", script], env={**env, "VOXHEAR_MODEL_DIR": str(store)},
+                              capture_output=True, text=True, timeout=300)
+
+    good = verify_store(SHARED_MODELS)
     assert good.returncode == 0, good.stdout + good.stderr
     # A copy of the store (links), with one small file replaced by a corrupted copy.
     store = tmp_path / "store"
@@ -297,13 +296,7 @@ def test_the_model_store_check_of_the_sync_job_passes_on_the_shared_store_and_fa
     victim.unlink()
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    bad = subprocess.run(
-        ["bash", "-c", script],
-        env={**env, "VOXHEAR_MODEL_DIR": str(store)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = verify_store(store)
     assert bad.returncode != 0 and victim.name in bad.stdout + bad.stderr
 
 
