@@ -142,16 +142,24 @@ def run_pipeline(config: RunConfig, show_progress: bool = True) -> RunSummary:
         return _run_locked(config, run_dir, show_progress, started)
 
 
+def unshared_staging_warning(config: RunConfig, staging: Path) -> str | None:
+    """What to say when a run on a cluster stages its object-storage run directory in the default,
+    machine-local folder (workers on other nodes write the work area there too)."""
+    joined = config.runner == "ray" and (config.ray.address or os.environ.get("RAY_ADDRESS"))
+    if not joined or config.staging_dir:
+        return None
+    return (
+        f"run_dir is on object storage and its staging copy (with the work area the workers write) is in "
+        f"{staging} on this machine: on a cluster of several nodes, set staging_dir to a folder every node mounts"
+    )
+
+
 def _run_remote(config: RunConfig, staging: Path, show_progress: bool, started: float) -> RunSummary:
     """A run directory on object storage: run in the staging copy, publish after every commit."""
     remote = RemoteRunDir(config.run_dir, staging)
-    joined = config.runner == "ray" and (config.ray.address or os.environ.get("RAY_ADDRESS"))
-    if joined and not config.staging_dir:
-        log.warning(
-            "run_dir is on object storage and its staging copy (with the work area the workers write) is in "
-            "%s on this machine: on a cluster of several nodes, set staging_dir to a folder every node mounts",
-            staging,
-        )
+    warning = unshared_staging_warning(config, staging)
+    if warning:
+        log.warning(warning)
     # Both locks: the bucket's against other drivers, the staging copy's against another run of
     # the same URL on this machine with the same staging_dir.
     with RunLock(staging), RemoteRunLock(remote.fs, remote.root):

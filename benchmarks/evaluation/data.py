@@ -87,7 +87,7 @@ class RunView:
         clips = None
         if clips_path.is_file():
             clips = read_columns(clips_path, ["source_id", "key", "status", "shot_index", "start_frame",
-                                              "end_frame", "start_s", "end_s", "norm_fps"])
+                                              "end_frame", "start_s", "end_s", "norm_fps", "seam"])
         view = cls(run_dir=run_dir, sources=sources, clips=clips)
         known = set(truth.video_ids)
         rows = sorted(sources.to_pylist(), key=lambda r: (str(r["source_uri"]), str(r.get("source_id") or "")))

@@ -236,3 +236,20 @@ def test_a_takedown_on_s3_is_published_and_a_rerun_does_not_bring_it_back(
     run(inputs, url, tmp_path / "staging")
     again = published(url, tmp_path / "again")
     assert set(samples(again)) == before - {key} and verify_run(again).ok
+
+
+def test_a_cluster_run_without_a_shared_staging_dir_is_warned(monkeypatch, tmp_path):
+    from voxhear.pipeline.runner import unshared_staging_warning
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    url = "s3://bucket/run"
+
+    def warning(*overrides: str):
+        return unshared_staging_warning(load_config(None, ["inputs=[a.mp4]", f"run_dir={url}", *overrides]), tmp_path)
+
+    assert "set staging_dir to a folder every node mounts" in warning("ray.address=10.0.0.1:6379")
+    assert warning("ray.address=10.0.0.1:6379", f"staging_dir={tmp_path}") is None
+    assert warning() is None  # a local Ray: one machine
+    assert warning("runner=local") is None
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert warning() is not None

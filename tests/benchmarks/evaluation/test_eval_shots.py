@@ -129,3 +129,19 @@ def test_cli_reports_a_missing_run_clearly(truth: Path, tmp_path: Path, capsys) 
     add_arguments(parser)
     assert run_from_args(parser.parse_args([str(tmp_path / "nope"), "--truth", str(truth)])) == 2
     assert "sources.parquet does not exist" in capsys.readouterr().err
+
+
+def test_the_seams_of_a_cut_long_shot_are_not_scored_as_cuts(truth: Path, tmp_path: Path) -> None:
+    """scene_cut.max_shot_s cuts a long shot into pieces; the piece starting at frame 75 is marked
+    `seam` and is no predicted cut (it would be a false positive)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run = tmp_path / "run"
+    write_run(run, [("/data/in/synth-0000.mp4", "s0", "ok")], clips_from_starts("s0", [0, 50, 75, 100, 150], 200))
+    path = run / "manifests" / "clips.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.append_column("seam", pa.array([s == 75 for s in table.column("start_frame").to_pylist()])),
+                   path)
+    v0 = evaluate_run(run, truth)["metrics"]["shots"]["per_video"]["synth-0000"]
+    assert v0["pred_boundaries"] == [50, 100, 150] and (v0["tp"], v0["fp"], v0["fn"]) == (3, 0, 0)
