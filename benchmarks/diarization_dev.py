@@ -1,16 +1,18 @@
 """Diarization on an audio-only development set (`voxhear synth OUT --audio-only`): DER with
 overlap scored, per recording, pooled, with a bootstrap interval over recordings, diarizing the
-mix, the separated speech, or both side by side.
+mix, the separated speech, or both (speech segmented in the mix, voices embedded from the
+separated speech), side by side.
 
 The separation and diarization stages run exactly as in a pipeline run (same classes, same
 config sections); only ingest is skipped, since the set's audio is already 16 kHz mono.
 
-    python -m voxhear.benchmarks.diarization_dev /tmp/dev-diar --input both [diarization.KEY=VALUE ...]
+    python -m voxhear.benchmarks.diarization_dev /tmp/dev-diar --input mix speech both [diarization.KEY=VALUE ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -65,7 +67,8 @@ def evaluate(set_dir: Path, inputs: list[str], overrides: list[str], work: Path)
     config = load_config(None, [f"inputs=[{set_dir}]", *overrides])
     context = RunContext(run_dir=work, model_store=ModelStore.from_config(config.models))
     separation = SeparationStage(config.separation, context)
-    diarization = DiarizationStage(config.diarization, context)
+    # One stage per input ("speech" and "both" read the separated speech the row carries).
+    stages = {name: DiarizationStage(dataclasses.replace(config.diarization, input=name), context) for name in inputs}
     scored = [(name, collar) for name in inputs for collar in COLLARS]
     stats: dict[tuple[str, float], dict[str, dict[str, float]]] = {key: {} for key in scored}
     speakers: dict[str, dict[str, tuple[int, int]]] = {name: {} for name in inputs}
@@ -75,16 +78,16 @@ def evaluate(set_dir: Path, inputs: list[str], overrides: list[str], work: Path)
         reference = truth / "turns.rttm"
         n_reference = len({t.speaker for t in read_rttm(reference)})
         row = SourceRecord(source_uri=str(audio), source_id=truth.name, audio_uri=str(audio))
-        if "speech" in inputs:
+        if set(inputs) - {"mix"}:
             row = separation.process(row)[0]
         for name in inputs:
             diarized = SourceRecord(
                 source_uri=str(audio),
                 source_id=f"{truth.name}-{name}",
                 audio_uri=str(audio),
-                speech_uri=row.speech_uri if name == "speech" else "",
+                speech_uri=row.speech_uri if name != "mix" else "",
             )
-            diarized = diarization.process(diarized)[0]
+            diarized = stages[name].process(diarized)[0]
             for collar in COLLARS:
                 stats[name, collar][truth.name] = der_parts(reference, Path(diarized.rttm_uri), duration, collar)
             speakers[name][truth.name] = (len({t.speaker for t in read_rttm(diarized.rttm_uri)}), n_reference)
@@ -130,10 +133,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("set_dir", type=Path, help="output of `voxhear synth OUT --audio-only`")
     parser.add_argument("overrides", nargs="*", help="config overrides such as diarization.threshold=0.7")
-    parser.add_argument("--input", choices=("mix", "speech", "both"), default="both")
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        choices=("mix", "speech", "both"),
+        default=["mix", "speech"],
+        help="what is diarized, side by side (diarization.input): the mix, the separated speech, or "
+        "both (segmented in the mix, embedded from the speech)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_intermixed_args(argv)
-    inputs = ["mix", "speech"] if args.input == "both" else [args.input]
+    inputs = list(dict.fromkeys(args.input))
     with tempfile.TemporaryDirectory(prefix="diar-dev-") as work:
         report = evaluate(args.set_dir, inputs, args.overrides, Path(work))
     print(format_report(report))

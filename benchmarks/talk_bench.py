@@ -7,6 +7,12 @@ reused), TRUTH the `voxhear synth` folder, OUT a new folder that receives
 manifests/{clips,sources}.parquet, the clips' files under work/, and eval.json. Prints the
 talk/listen, attribution and self/other summaries. Lets a talk-stage change be checked without
 re-running the six stages before it (minutes instead of a quarter of an hour here).
+
+`diarization.KEY=VALUE` overrides that differ from the run's config diarize each source again
+from the run's audio (mix and separated speech) first, into OUT/work/SOURCE/turns.rttm, so that
+a diarization change is scored through the talk stage too (and by the eval's DER):
+
+    python -m voxhear.benchmarks.talk_bench RUN TRUTH OUT diarization.input=mix diarization.threshold=0.8
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ import pyarrow.parquet as pq
 
 from voxhear.pipeline.config import load_config
 from voxhear.pipeline.models import ModelStore
-from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, ClipRecord, FaceTrackRecord
+from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, ClipRecord, FaceTrackRecord, SourceRecord
 from voxhear.pipeline.stage import FilteredError, InputError, RunContext
 
 SUMMARIES = {
     "talk_listen": ["ok_clips", "ok_talk_f1", "ok_listen_f1", "ok_silence_f1", "ok_both_f1", "ok_macro_f1"],
-    "attribution": ["ok_clips", "ok_attribution", "ok_missed_share", "ok_swapped_share", "ok_partial_share"],
-    "self_other": ["ok_self_si_sdr_mean", "ok_self_si_sdr_median", "ok_self_si_sdr_total",
+    "talk_listen_all_clips": ["talk_f1", "listen_f1", "silence_f1", "both_f1", "macro_f1"],
+    "attribution": ["attribution", "ok_clips", "ok_attribution", "ok_missed_share", "ok_swapped_share", "ok_partial_share"],
+    "self_other": ["self_si_sdr_total", "other_si_sdr_total", "ok_self_si_sdr_mean", "ok_self_si_sdr_median", "ok_self_si_sdr_total",
                    "ok_other_si_sdr_mean", "ok_other_si_sdr_median", "ok_other_si_sdr_total", "mix_max_abs_error"],
 }
 
@@ -48,6 +55,31 @@ def tracks_of_run(run_dir: Path) -> tuple[list[FaceTrackRecord], list[dict]]:
     return [tracks[k] for k in sorted(tracks)], earlier
 
 
+def rediarize(run_dir: Path, out: Path, config) -> dict[str, str]:
+    """Diarize every source of `run_dir` again with `config.diarization` (turns into `out`'s work
+    area) and write `out`'s sources.parquet with them; old turns file -> new one."""
+    from voxhear.stages.audio.diarization import rttm_text
+    from voxhear.stages.audio.stages import DiarizationStage
+
+    context = RunContext(out, ModelStore.from_config(config.models))
+    stage = DiarizationStage(config.diarization, context)
+    renamed, rows = {}, []
+    for source in pq.read_table(run_dir / "manifests" / "sources.parquet").to_pylist():
+        row = SourceRecord.from_row(source)
+        if row.rttm_uri:
+            try:
+                new = stage.process(dataclasses.replace(row))[0]
+            except FilteredError:  # no speech found now: an empty turns file, the talk stage decides
+                new = dataclasses.replace(row, rttm_uri=str(context.source_work_dir(row.source_id) / "turns.rttm"))
+                Path(new.rttm_uri).parent.mkdir(parents=True, exist_ok=True)
+                Path(new.rttm_uri).write_text(rttm_text(row.source_id, []))
+            renamed[row.rttm_uri] = new.rttm_uri
+            row = new
+        rows.append(row)
+    pq.write_table(SourceRecord.to_table(rows), out / "manifests" / "sources.parquet")
+    return renamed
+
+
 def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str]) -> dict:
     from voxhear.benchmarks.evaluation.cli import evaluate_run
     from voxhear.stages.talk.stage import TalkStage
@@ -56,9 +88,15 @@ def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str]) -> di
     if out.exists():
         shutil.rmtree(out)
     (out / "manifests").mkdir(parents=True)
+    renamed = {}
+    if config.diarization != load_config(run_dir / "config.yaml").diarization:
+        renamed = rediarize(run_dir, out, config)
+    else:
+        shutil.copy(run_dir / "manifests" / "sources.parquet", out / "manifests" / "sources.parquet")
     stage = TalkStage(config.talk, RunContext(out, ModelStore.from_config(config.models)))
     stage.setup()
     tracks, earlier = tracks_of_run(run_dir)
+    tracks = [dataclasses.replace(t, rttm_uri=renamed.get(t.rttm_uri, t.rttm_uri)) for t in tracks]
     clips: list[ClipRecord] = []
     for track in tracks:
         try:
@@ -70,13 +108,18 @@ def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str]) -> di
             clips.append(clip)
     records = [ClipRecord.from_row(row) for row in earlier] + clips
     pq.write_table(ClipRecord.to_table(records), out / "manifests" / "clips.parquet")
-    shutil.copy(run_dir / "manifests" / "sources.parquet", out / "manifests" / "sources.parquet")
     result = evaluate_run(out, truth_dir)
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     metrics = result["metrics"]
-    return {name: {k: metrics[name]["summary"].get(k) for k in keys}
-            for name, keys in SUMMARIES.items() if metrics.get(name, {}).get("available", True) and
-            "summary" in metrics.get(name, {})}
+    summaries = {}
+    for name, keys in SUMMARIES.items():
+        section = metrics.get(name.removesuffix("_all_clips"), {})
+        if section.get("available", True) and "summary" in section:
+            summaries[name] = {k: section["summary"].get(k) for k in keys}
+    diarization = metrics.get("diarization", {})
+    if "summary" in diarization:
+        summaries["diarization"] = {k: diarization["summary"].get(k) for k in ("der", "der_c0.25", "missed_overlap")}
+    return summaries
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,10 @@ from voxhear.stages.audio.campplus import EMBED_DIM, SAMPLE_RATE, campplus_onnx,
 log = logging.getLogger(__name__)
 
 
+# A stretch of audio to diarize: the signal, or (signal, the same stretch's voices alone).
+Piece = np.ndarray | tuple[np.ndarray, np.ndarray]
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     """One stretch of one speaker's speech, in seconds."""
@@ -133,23 +137,41 @@ class Diarizer:
             self.embed = self.pipeline._embedding.model_
         self.pipeline.to(self.device)
 
-    def __call__(self, audio: np.ndarray, rate: int) -> list[Turn]:
-        """Speaker turns of mono `audio`, sorted by start (speaker labels `SPEAKER_00`, ...)."""
+    def __call__(self, audio: np.ndarray, rate: int, voices: np.ndarray | None = None) -> list[Turn]:
+        """Speaker turns of mono `audio`, sorted by start (speaker labels `SPEAKER_00`, ...).
+
+        `voices`, when given, is the same time line with the voices alone (the separated speech):
+        speech is found and segmented in `audio`, speakers are told apart by embedding `voices`.
+        """
         audio = np.asarray(audio, dtype=np.float32)
-        return self._diarize(lambda a, b: audio[a:b], len(audio), rate)
+        read = (lambda a, b: audio[a:b]) if voices is None else _paired(audio, np.asarray(voices, dtype=np.float32))
+        return self._diarize(read, len(audio), rate)
 
-    def diarize_file(self, path: str | Path) -> tuple[list[Turn], float]:
+    def diarize_file(self, path: str | Path, voices_path: str | Path | None = None) -> tuple[list[Turn], float]:
         """Speaker turns of an audio file (channels averaged) and its duration in seconds; a long
-        file is read one window at a time, so memory does not grow with its length."""
+        file is read one window at a time, so memory does not grow with its length. With
+        `voices_path` (the separated speech of the same recording), speech is segmented in `path`
+        and embedded from `voices_path`, as in `__call__`."""
         with sf.SoundFile(str(path)) as handle:
+            read = _file_reader(handle)
+            if voices_path is None:
+                return self._diarize(read, handle.frames, handle.samplerate), handle.frames / handle.samplerate
+            with sf.SoundFile(str(voices_path)) as voices:
+                if voices.samplerate != handle.samplerate:
+                    raise ValueError(
+                        f"{voices_path} is {voices.samplerate} Hz and {path} {handle.samplerate} Hz: "
+                        "the two inputs of one diarization must share a rate"
+                    )
+                read_voices = _file_reader(voices)
 
-            def read(a: int, b: int) -> np.ndarray:
-                handle.seek(a)
-                return handle.read(b - a, dtype="float32", always_2d=True).mean(axis=1)
+                def read_both(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+                    mix, speech = read(a, b), read_voices(a, b)
+                    # A codec can leave one file a few samples short: pad it to the other.
+                    return mix, np.pad(speech, (0, max(len(mix) - len(speech), 0)))[: len(mix)]
 
-            return self._diarize(read, handle.frames, handle.samplerate), handle.frames / handle.samplerate
+                return self._diarize(read_both, handle.frames, handle.samplerate), handle.frames / handle.samplerate
 
-    def _diarize(self, read: Callable[[int, int], np.ndarray], n: int, rate: int) -> list[Turn]:
+    def _diarize(self, read: Callable[[int, int], Piece], n: int, rate: int) -> list[Turn]:
         """Whole input in one pyannote call when it is short; else windows joined by speaker.
 
         pyannote's clustering holds the distances between every pair of (10 s chunk, local
@@ -158,7 +180,9 @@ class Diarizer:
         (`link_window_speakers`). The official pipeline has no embedding of ours to join them
         with, so it always gets the whole input.
         """
-        bounds = window_bounds(read, n, rate, self.window_s) if self.embed is not None else [(0, n)]
+        bounds = [(0, n)]
+        if self.embed is not None:
+            bounds = window_bounds(lambda a, b: _first(read(a, b)), n, rate, self.window_s)
         if len(bounds) == 1:
             turns, _ = self._diarize_window(read(0, n), rate, self.min_speakers, False)
             return turns
@@ -180,13 +204,19 @@ class Diarizer:
         return _name_speakers(_merge_touching([Turn(t.start, t.end, renamed[t.speaker]) for t in turns]))
 
     def _diarize_window(
-        self, audio: np.ndarray, rate: int, min_speakers: int | None, need_vectors: bool
+        self, audio: Piece, rate: int, min_speakers: int | None, need_vectors: bool
     ) -> tuple[list[Turn], dict[int, np.ndarray]]:
-        """pyannote's turns of one window, refined; with `need_vectors`, the turns are left
-        unmerged and come with their embeddings (turn index -> unit vector)."""
-        waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+        """pyannote's turns of one window (the mix, or a (mix, voices) pair), refined; with
+        `need_vectors`, the turns are left unmerged and come with their embeddings (turn index
+        -> unit vector)."""
+        mix, voices = audio if isinstance(audio, tuple) else (audio, None)
+        waveform = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))[None]
+        file = {"waveform": waveform, "sample_rate": rate}
+        if voices is not None:
+            waveform = torch.from_numpy(np.ascontiguousarray(voices, dtype=np.float32))[None]
+            file[VOICES_KEY] = waveform
         kwargs = {k: v for k, v in (("min_speakers", min_speakers), ("max_speakers", self.max_speakers)) if v}
-        output = self.pipeline({"waveform": waveform, "sample_rate": rate}, **kwargs)
+        output = self.pipeline(file, **kwargs)
         annotation = getattr(output, "speaker_diarization", output)
         turns = [
             Turn(round(seg.start, 3), round(seg.end, 3), str(label))
@@ -260,6 +290,28 @@ class Diarizer:
             )
             refined = [Turn(t.start, t.end, renamed.get(t.speaker, t.speaker)) for t in refined]
         return refined, vectors
+
+
+# The file-dict key under which a window's separated speech travels through pyannote's pipeline.
+VOICES_KEY = "voxhear_voices"
+
+
+def _file_reader(handle: sf.SoundFile) -> Callable[[int, int], np.ndarray]:
+    def read(a: int, b: int) -> np.ndarray:
+        handle.seek(a)
+        return handle.read(b - a, dtype="float32", always_2d=True).mean(axis=1)
+
+    return read
+
+
+def _paired(mix: np.ndarray, voices: np.ndarray) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    if len(voices) < len(mix):
+        voices = np.pad(voices, (0, len(mix) - len(voices)))
+    return lambda a, b: (mix[a:b], voices[a:b])
+
+
+def _first(piece: Piece) -> np.ndarray:
+    return piece[0] if isinstance(piece, tuple) else piece
 
 
 def _turn_pieces(
@@ -429,14 +481,13 @@ def _campplus_pipeline(
     embedding_max_s: float,
 ):
     from pyannote.audio import Model
-    from pyannote.audio.pipelines import SpeakerDiarization
 
     segmentation = Model.from_pretrained(str(store.resolve("pyannote-segmentation-3.0").path))
     if segmentation is None:  # pyannote logs why and returns None
         raise ModelStoreError("pyannote could not load the store's pyannote-segmentation-3.0")
     embedding = _embedding_model_class()(campplus, max_s=embedding_max_s)
     # Agglomerative clustering needs no PLDA; an empty dict stands for "none" without a hub lookup.
-    pipeline = SpeakerDiarization(
+    pipeline = _voices_pipeline_class()(
         segmentation=segmentation,
         segmentation_step=segmentation_step,
         embedding=embedding,
@@ -453,6 +504,22 @@ def _campplus_pipeline(
         }
     )
     return pipeline
+
+
+def _voices_pipeline_class():
+    """pyannote's `SpeakerDiarization` that embeds the file's separated speech when it has one
+    (`diarization.input=both`): segmentation reads `waveform` (the mix, where the separator has
+    not removed soft speech), the embeddings read `VOICES_KEY`, the same time line without the
+    music and noise under the voices. Which input wins is measured, per set, in the README."""
+    from pyannote.audio.pipelines import SpeakerDiarization
+
+    class VoicesSpeakerDiarization(SpeakerDiarization):
+        def get_embeddings(self, file, *args, **kwargs):
+            if VOICES_KEY in file:
+                file = {"waveform": file[VOICES_KEY], "sample_rate": file["sample_rate"], "uri": file.get("uri")}
+            return super().get_embeddings(file, *args, **kwargs)
+
+    return VoicesSpeakerDiarization
 
 
 def _official_pipeline(store: ModelStore):

@@ -191,8 +191,11 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         diarizer = self.diarizer
         assert diarizer is not None, "setup() loads the diarizer"
         started = time.perf_counter()
-        source = row.audio_uri if self.config.input == "mix" else (row.speech_uri or row.audio_uri)
-        turns, seconds = diarizer.diarize_file(source)
+        if self.config.input == "both" and row.speech_uri:
+            turns, seconds = diarizer.diarize_file(row.audio_uri, voices_path=row.speech_uri)
+        else:
+            source = row.audio_uri if self.config.input != "speech" else (row.speech_uri or row.audio_uri)
+            turns, seconds = diarizer.diarize_file(source)
         turns = [t for t in turns if t.end - t.start >= self.config.min_turn_s]
         row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, seconds)}
         row.speech_s = round(speech_seconds(turns), 3)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from voxhear.stages.audio.diarization import Turn
+
 PAUSE = "<pause>"
 
 
@@ -96,3 +98,44 @@ def lost_voices(own: Attribution, own_key: str, rival: Attribution, rival_key: s
         if theirs > mine or (theirs == mine and rival_key < own_key):
             lost.add(speaker)
     return lost
+
+
+# Appended to a self speaker's label for its turns that this face does not say.
+NOT_THIS_FACE = "~not-this-face"
+
+
+def unsaid_turns(
+    turns: list[Turn],
+    self_speakers: set[str],
+    scores: np.ndarray,
+    start_frame: int,
+    fps: float,
+    min_frames: int,
+    below: float,
+) -> list[Turn]:
+    """`turns` with each self speaker's turn during which this face's lips stay still relabelled
+    as someone else's (label + NOT_THIS_FACE).
+
+    Attribution links a whole voice cluster to the face, but on real recordings a cluster often
+    holds a second voice too (an off-screen party, or the other person in a close pair of
+    voices). The face's Light-ASD over the turn's solo frames tells: a mean logit below `below`
+    (a listening face scores -2 to 0.3, a talking one 2 to 5) means the person on screen is not
+    the one speaking. Turns with fewer than `min_frames` solo frames inside the track keep their
+    label: too little to judge.
+    """
+    n = len(scores)
+    centers = (start_frame + np.arange(n) + 0.5) / fps
+    covered = np.zeros(n, np.int32)
+    spans = []
+    for t in turns:
+        inside = (centers >= t.start) & (centers < t.end)
+        covered += inside
+        spans.append(inside)
+    out = []
+    for t, inside in zip(turns, spans, strict=True):
+        if t.speaker in self_speakers:
+            solo = inside & (covered == 1)
+            if solo.sum() >= min_frames and float(scores[solo].mean()) < below:
+                t = Turn(t.start, t.end, t.speaker + NOT_THIS_FACE)
+        out.append(t)
+    return out

@@ -37,6 +37,10 @@ class TalkConfig:
     # asd_threshold + asd_band is this face's voice too (one person split into several speakers
     # by diarization), not a reason to reject the track as ambiguous.
     merge_split_voices: bool = True
+    # A self speaker's turn during which the face's mean Light-ASD logit (solo frames, at least
+    # min_evidence_s of them) stays below this is someone else's speech: a voice cluster can hold
+    # an off-screen voice too (attribution.unsaid_turns). None: whole clusters only.
+    unsaid_turn_logit: float | None = 0.5
     # Evidence needs at least this much of a speaker's solo speech inside the track.
     min_evidence_s: float = setting(0.4, gt=0)
     # Turns are widened by this much on each side before they become frame states and audio

@@ -38,7 +38,7 @@ from voxhear.stages.audio.diarization import Turn, read_rttm
 from voxhear.stages.media import FFMPEG, run_tool, tool_timeout
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
 from voxhear.stages.talk.asd import CropStream, crop_geometry, smooth, streamed_speaking_scores
-from voxhear.stages.talk.attribution import Attribution, attribute, lost_voices
+from voxhear.stages.talk.attribution import NOT_THIS_FACE, Attribution, attribute, lost_voices, unsaid_turns
 from voxhear.stages.talk.config import TalkConfig
 from voxhear.stages.talk.frame_arrays import FrameArrays
 from voxhear.stages.talk.light_asd import load_light_asd
@@ -137,11 +137,20 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
         decision = self._decide(row, arrays, scores, active, turns, speakers, fps)
         selves = set(decision.self_speakers)
+        if self.config.unsaid_turn_logit is not None and selves:
+            min_frames = max(1, round(self.config.min_evidence_s * fps))
+            checked = unsaid_turns(
+                turns, selves, scores, row.track_start_frame, fps, min_frames, self.config.unsaid_turn_logit
+            )
+            if checked != turns:
+                turns = checked
+                speakers = speakers_of(turns)
+                active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
         is_self = np.array([s in selves for s in speakers], bool)
         self_active = active[is_self].any(axis=0)
         other_active = active[~is_self].any(axis=0)
         states = frame_states(self_active, other_active)
-        words = _read_words(row.words_uri)
+        words = _with_turn_speakers(_read_words(row.words_uri), turns)
         embeddings = arrays["embeddings"] if "embeddings" in arrays else arrays["embedding"][None]
         spread = float(max((np.linalg.norm(a - b) for a in embeddings for b in embeddings), default=0.0))
         out_dir = self.context.source_work_dir(row.source_id) / "clips"
@@ -524,6 +533,23 @@ def _decoded_frames(capture: cv2.VideoCapture, first: int) -> Iterator[np.ndarra
         if not ok:
             return
         yield frame
+
+
+def _with_turn_speakers(words: list[dict], turns: list[Turn]) -> list[dict]:
+    """Words whose middle falls in a turn relabelled by `unsaid_turns` take its label, so a
+    word goes to the same party as the audio it was heard in."""
+    unsaid = [t for t in turns if t.speaker.endswith(NOT_THIS_FACE)]
+    if not unsaid:
+        return words
+    out = []
+    for w in words:
+        middle = (w["start_s"] + w["end_s"]) / 2
+        for t in unsaid:
+            if t.start <= middle < t.end and w["speaker"] + NOT_THIS_FACE == t.speaker:
+                w = {**w, "speaker": t.speaker}
+                break
+        out.append(w)
+    return out
 
 
 def _read_words(uri: str) -> list[dict]:

@@ -64,6 +64,24 @@ def test_one_speaker(diarizer):
     assert der(truth, turns) < 0.15
 
 
+def test_voices_decide_who_speaks_and_the_mix_where(diarizer):
+    """With `voices`, speech is segmented in the first signal and embedded from the second: the
+    same turn layout whose voices track holds one person everywhere is one speaker."""
+    aew, axb = [p.name for p in arctic("aew")], [p.name for p in arctic("axb")]
+    pieces = [("aew", aew[0]), ("axb", axb[0]), ("aew", aew[1]), ("axb", axb[2]), ("aew", aew[2])]
+    mix, truth = compose(pieces)
+    assert len({t.speaker for t in diarizer(mix, RATE, voices=mix)}) == 2
+    # The voices track: every turn's slot filled with aew's speech, same start and length.
+    voices = np.zeros_like(mix)
+    filler = np.concatenate([load_speech(name) for name in aew])
+    for turn in truth:
+        a, b = int(turn.start * RATE), int(turn.end * RATE)
+        voices[a:b] = filler[: b - a]
+    one_voice = diarizer(mix, RATE, voices=voices)
+    assert len({t.speaker for t in one_voice}) == 1
+    assert abs(speech_seconds(one_voice) - speech_seconds(diarizer(mix, RATE))) < 0.5
+
+
 def test_rttm_round_trip(tmp_path):
     turns = [Turn(0.5, 1.25, "SPEAKER_00"), Turn(2.0, 3.5, "SPEAKER_01")]
     (tmp_path / "x.rttm").write_text(rttm_text("src", turns))
@@ -118,11 +136,11 @@ def test_diarization_input_chooses_the_mix_or_the_separated_speech(tmp_path):
 
     read = []
 
-    def fake_diarize_file(path):
-        read.append(path)
+    def fake_diarize_file(path, voices_path=None):
+        read.append(path if voices_path is None else (path, voices_path))
         return [Turn(0.0, 1.0, "SPEAKER_00")], 1.0
 
-    for choice, expected in (("speech", "speech.flac"), ("mix", "mix.wav")):
+    for choice, expected in (("speech", "speech.flac"), ("mix", "mix.wav"), ("both", ("mix.wav", "speech.flac"))):
         stage = DiarizationStage(DiarizationConfig(input=choice), RunContext(tmp_path, model_store=None))
         stage.diarizer = SimpleNamespace(diarize_file=fake_diarize_file)  # type: ignore[assignment]
         row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri="mix.wav", speech_uri="speech.flac")

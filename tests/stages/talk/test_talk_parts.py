@@ -14,7 +14,7 @@ from voxhear.stages.audio.deepfilternet_onnx import DeepFilterNetOnnxBackend
 from voxhear.stages.audio.diarization import Turn
 from voxhear.stages.audio.separation import estimate_speech, split_exact
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask
-from voxhear.stages.talk.attribution import attribute, lost_voices
+from voxhear.stages.talk.attribution import NOT_THIS_FACE, attribute, lost_voices, unsaid_turns
 from voxhear.stages.talk.stage import clip_windows
 from voxhear.stages.talk.tracks import (
     LIMIT,
@@ -103,6 +103,26 @@ def test_a_voice_split_by_diarization_is_one_person_when_the_face_talks_with_bot
     # A rival face that talks with S2 more strongly takes just that part.
     rival = attribute(_scores(active[2], 4.5, -0.5), active, speakers, 10, 1.5, 0.75, 1.0, merge_voices=True)
     assert lost_voices(merged, "v-face1-0", rival, "v-face0-0") == {"S2"}
+
+
+def test_a_self_turn_the_face_does_not_say_goes_to_someone_else():
+    """A voice cluster that also holds an off-screen voice: its turns where the lips stay still
+    are relabelled, those where they move keep the label; an overlapped or too short turn keeps it."""
+    fps = 25.0
+    scores = np.full(250, -1.5)  # 10 s track starting at frame 50 (2 s)
+    scores[0:50] = 3.0  # 2-4 s: the face talks
+    turns = [
+        Turn(2.0, 4.0, "A"),  # lips move: this face
+        Turn(4.5, 6.5, "A"),  # lips still: not this face
+        Turn(7.0, 9.0, "A"),  # lips still but overlapped all along by B: cannot tell
+        Turn(7.0, 9.0, "B"),
+        Turn(10.0, 10.2, "A"),  # lips still, but only 5 frames: too little to judge
+    ]
+    out = unsaid_turns(turns, {"A"}, scores, start_frame=50, fps=fps, min_frames=10, below=0.5)
+    assert [t.speaker for t in out] == ["A", "A" + NOT_THIS_FACE, "A", "B", "A"]
+    assert [(t.start, t.end) for t in out] == [(t.start, t.end) for t in turns]
+    # Other speakers' turns are never touched, however the face moves.
+    assert unsaid_turns(turns, set(), scores, 50, fps, 10, 0.5) == turns
 
 
 def test_attribution_without_speech_has_no_self():
@@ -236,3 +256,17 @@ def test_background_leak_is_the_leaked_share_of_the_speech_not_the_recording_snr
     assert old_clean > 10  # the old figure rejected it (12.7 dB)
     # Speech really left in the background is still caught: half of its amplitude, or all of it.
     assert figures(recording, 0.5)[0] > -10 and figures(recording, 0.0)[0] > -3  # -5.8, about 0 dB
+
+
+def test_words_heard_in_an_unsaid_turn_follow_it_to_the_other_party():
+    from voxhear.stages.talk.stage import _with_turn_speakers
+
+    turns = [Turn(0.0, 2.0, "A"), Turn(3.0, 5.0, "A" + NOT_THIS_FACE), Turn(3.0, 5.0, "B")]
+    words = [
+        {"word": "mine", "start_s": 0.5, "end_s": 0.9, "speaker": "A"},
+        {"word": "theirs", "start_s": 3.5, "end_s": 3.9, "speaker": "A"},
+        {"word": "also", "start_s": 4.0, "end_s": 4.4, "speaker": "B"},
+    ]
+    out = _with_turn_speakers(words, turns)
+    assert [w["speaker"] for w in out] == ["A", "A" + NOT_THIS_FACE, "B"]
+    assert _with_turn_speakers(words, turns[:1]) is words
