@@ -21,15 +21,14 @@ float32 rounding (docs/benchmarks/audio.md).
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
-import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from voxhear.stages import onnx_cache
 
 log = logging.getLogger(__name__)
 
@@ -233,9 +232,8 @@ def load_campplus(path, device: str | torch.device = "cpu") -> CAMPPlus:
     return model.eval().to(device)
 
 
-# --- onnxruntime ---------------------------------------------------------------------------------
+# --- onnxruntime (stages/onnx_cache.py) ------------------------------------------------------------
 
-ONNX_OPSET = 17
 # Raise when the export changes in a way the digest of this file would not show.
 ONNX_EXPORT_REVISION = 1
 # The exported graph must give the torch module's embeddings (cosine) on a fixed input.
@@ -243,65 +241,36 @@ ONNX_MIN_COSINE = 0.999
 
 
 def onnx_export_key() -> str:
-    """Digest of what shapes the exported graph besides the weights: this module's source (the
-    architecture), torch's version (the exporter), the opset and the export revision."""
-    digest = hashlib.sha256(Path(__file__).read_bytes())
-    digest.update(f"|torch={torch.__version__}|opset={ONNX_OPSET}|rev={ONNX_EXPORT_REVISION}".encode())
-    return digest.hexdigest()[:16]
+    """Digest of this module's source (the architecture), the exporter and the export revision."""
+    return onnx_cache.export_key(__file__, ONNX_EXPORT_REVISION)
 
 
 def onnx_cache_path(cache_dir: str | Path, checkpoint_sha256: str) -> Path:
     """Where the export of the checkpoint with `checkpoint_sha256` by this exporter is cached."""
-    return Path(cache_dir) / f"campplus-{checkpoint_sha256[:16]}-{onnx_export_key()}.onnx"
+    return onnx_cache.cache_path(cache_dir, "campplus", checkpoint_sha256, onnx_export_key())
 
 
 def export_onnx(model: CAMPPlus, checkpoint_sha256: str = "") -> bytes:
-    """The (CPU, eval-mode) module as an ONNX graph with dynamic batch and time axes.
-
-    The legacy TorchScript exporter: it needs no onnxscript and traces the module's arithmetic as
-    written. The graph's metadata names the checkpoint and `onnx_export_key()`.
-    """
-    import onnx
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    """The (CPU, eval-mode) module as an ONNX graph with dynamic batch and time axes; its metadata
+    names the checkpoint and `onnx_export_key()`."""
+    return onnx_cache.export_graph(
+        model,
         # 301 frames: the time axis is odd and spans two 100-frame CAM segments after the stride.
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 301, FEAT_DIM),),
-            # torch types `f` as a path only; the legacy (dynamo=False) exporter writes file objects too.
-            buffer,  # type: ignore[arg-type]
-            input_names=["feats"],
-            output_names=["embedding"],
-            opset_version=ONNX_OPSET,
-            dynamo=False,
-            dynamic_axes={"feats": {0: "batch", 1: "frames"}, "embedding": {0: "batch"}},
-        )
-    graph = onnx.load_from_string(buffer.getvalue())
-    onnx.helper.set_model_props(graph, {"checkpoint_sha256": checkpoint_sha256, "export_key": onnx_export_key()})
-    return graph.SerializeToString()
+        (torch.zeros(1, 301, FEAT_DIM),),
+        input_names=["feats"],
+        output_names=["embedding"],
+        dynamic_axes={"feats": {0: "batch", 1: "frames"}, "embedding": {0: "batch"}},
+        properties={"checkpoint_sha256": checkpoint_sha256, "export_key": onnx_export_key()},
+    )
 
 
-class OnnxCAMPPlus:
+class OnnxCAMPPlus(onnx_cache.OnnxSession):
     """CAM++ on onnxruntime's CPU provider; called like the module in inference:
     (batch, frames, 80) filterbanks -> (batch, 192) embeddings."""
 
-    def __init__(self, graph: bytes | str | Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        source = graph if isinstance(graph, bytes) else str(graph)
-        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-
     def __call__(self, feats: torch.Tensor) -> torch.Tensor:
         x = feats.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {"feats": x})[0])
+        return torch.from_numpy(self.run(feats=x)[0])
 
 
 def _agrees(model: CAMPPlus, onnx_model: OnnxCAMPPlus) -> float:
@@ -316,42 +285,17 @@ def _agrees(model: CAMPPlus, onnx_model: OnnxCAMPPlus) -> float:
 def campplus_onnx(
     model: CAMPPlus, checkpoint_sha256: str, cache_dir: str | Path | None, threads: int = 1
 ) -> OnnxCAMPPlus:
-    """`model` (on CPU, in eval mode) on onnxruntime, exported once into `cache_dir` (None: no cache).
-
-    The cached file is keyed by the checkpoint's sha256 and `onnx_export_key()`, written
-    atomically, and checked on every load against `model` on a fixed input; a file that does
-    not load, belongs to something else or disagrees is exported again. Raises when a fresh
-    export fails or disagrees: the caller then keeps the torch module.
-    """
-    from voxhear.pipeline.io import atomic_write_bytes
-
-    path = onnx_cache_path(cache_dir, checkpoint_sha256) if cache_dir is not None else None
-    expected = {"checkpoint_sha256": checkpoint_sha256, "export_key": onnx_export_key()}
-    if path is not None and path.is_file():
-        try:
-            cached = OnnxCAMPPlus(path, threads)
-            if (
-                all(cached.metadata.get(k) == v for k, v in expected.items())
-                and _agrees(model, cached) >= ONNX_MIN_COSINE
-            ):
-                return cached
-            log.warning("CAM++ ONNX cache %s does not match its checkpoint; exporting again", path)
-        except Exception as error:  # a damaged cache file is replaced, whatever the damage
-            log.warning(
-                "CAM++ ONNX cache %s does not load (%s: %s); exporting again", path, type(error).__name__, error
-            )
-    graph = export_onnx(model, checkpoint_sha256)
-    fresh = OnnxCAMPPlus(graph, threads)
-    cosine = _agrees(model, fresh)
-    if cosine < ONNX_MIN_COSINE:
-        raise RuntimeError(f"the ONNX export of CAM++ disagrees with the module (cosine {cosine:.6f})")
-    if path is not None:
-        try:
-            atomic_write_bytes(path, graph)
-            # Exports of this checkpoint by earlier code or torch versions are never read again.
-            for stale in path.parent.glob(f"campplus-{checkpoint_sha256[:16]}-*.onnx"):
-                if stale != path:
-                    stale.unlink(missing_ok=True)
-        except OSError as error:  # a read-only cache costs an export per process, nothing else
-            log.warning("CAM++ ONNX export not cached at %s: %s", path, error)
-    return fresh
+    """`model` (on CPU, in eval mode) on onnxruntime, exported once into `cache_dir` (None: no
+    cache) and checked on every load against `model` (onnx_cache.cached_export). Raises when a
+    fresh export fails or disagrees: the caller then keeps the torch module."""
+    session = onnx_cache.cached_export(
+        "campplus",
+        checkpoint_sha256,
+        onnx_export_key(),
+        cache_dir,
+        export=lambda: export_onnx(model, checkpoint_sha256),
+        load=lambda graph: OnnxCAMPPlus(graph, threads),
+        agrees=lambda candidate: _agrees(model, candidate) >= ONNX_MIN_COSINE,  # type: ignore[arg-type]
+    )
+    assert isinstance(session, OnnxCAMPPlus)
+    return session

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,8 +42,10 @@ from voxhear.stages.talk.asd import CropStream, crop_geometry, smooth, streamed_
 from voxhear.stages.talk.attribution import NOT_THIS_FACE, Attribution, attribute, lost_voices, unsaid_turns
 from voxhear.stages.talk.config import TalkConfig
 from voxhear.stages.talk.frame_arrays import FrameArrays
-from voxhear.stages.talk.light_asd import load_light_asd
+from voxhear.stages.talk.light_asd import light_asd_onnx, load_light_asd
 from voxhear.stages.talk.tracks import background_leak_db, read_int24, split_tracks, write_int24
+
+log = logging.getLogger(__name__)
 
 
 def clip_windows(n_frames: int, fps: float, min_s: float, max_s: float) -> list[tuple[int, int]]:
@@ -101,7 +104,15 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         torch.set_num_threads(self.config.threads)
         cv2.setNumThreads(1)
         self.device = "cuda" if self.config.gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.model = load_light_asd(self.context.model_store.resolve("light-asd").file()).to(self.device)
+        resolved = self.context.model_store.resolve("light-asd")
+        model = load_light_asd(resolved.file()).to(self.device)
+        self.model = model
+        if self.device == "cpu" and self.config.asd_backend == "onnx":
+            cache_dir = self.context.model_store.cache_dir.parent / "onnx"
+            try:
+                self.model = light_asd_onnx(model, resolved.spec.files[0].sha256, cache_dir, self.config.threads)
+            except Exception as error:  # any export failure leaves the (slower, same) torch module
+                log.warning("Light-ASD runs on torch: its ONNX export failed (%s: %s)", type(error).__name__, error)
 
     # ------------------------------------------------------------------------------------------
 
