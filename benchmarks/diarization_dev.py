@@ -6,7 +6,7 @@ separated speech), side by side.
 The separation and diarization stages run exactly as in a pipeline run (same classes, same
 config sections); only ingest is skipped, since the set's audio is already 16 kHz mono.
 
-    python -m voxhear.benchmarks.diarization_dev /tmp/dev-diar --input mix speech both [diarization.KEY=VALUE ...]
+    python -m voxhear.benchmarks.diarization_dev /tmp/dev-diar --input mix,speech,both [diarization.KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -135,15 +135,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides such as diarization.threshold=0.7")
     parser.add_argument(
         "--input",
-        nargs="+",
-        choices=("mix", "speech", "both"),
-        default=["mix", "speech"],
-        help="what is diarized, side by side (diarization.input): the mix, the separated speech, or "
-        "both (segmented in the mix, embedded from the speech)",
+        default="mix,speech",
+        help="what is diarized, comma-separated, side by side (diarization.input): mix, speech (the "
+        "separated speech) and both (segmented in the mix, embedded from the speech); default mix,speech",
     )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_intermixed_args(argv)
-    inputs = list(dict.fromkeys(args.input))
+    inputs = list(dict.fromkeys(name.strip() for name in args.input.split(",") if name.strip()))
+    unknown = [name for name in inputs if name not in ("mix", "speech", "both")]
+    if unknown or not inputs:
+        parser.error(f"--input takes mix, speech and both, comma-separated; got {args.input!r}")
     with tempfile.TemporaryDirectory(prefix="diar-dev-") as work:
         report = evaluate(args.set_dir, inputs, args.overrides, Path(work))
     print(format_report(report))

@@ -44,6 +44,10 @@ class FaceConfig:
     crop_smooth_s: float = setting(0.2, ge=0)
     crop_crf: int = setting(20, ge=0, le=51)
     crop_preset: str = setting("veryfast", choices=X264_PRESETS)
+    # A keyframe every this many seconds of the crop video, and only there: the talk stage cuts
+    # clip samples from the crop on that grid without re-encoding them. 0: the encoder's choice
+    # (clips are then re-encoded).
+    crop_keyframe_s: float = setting(1.0, ge=0)
     # "dlib" (128-d) or "arcface" (needs an insightface-arcface model in the store).
     embedder: str = setting("dlib", choices=("dlib", "arcface"))
     # Embeddings per track (best-detected frame of each part); their spread flags identity switches.

@@ -99,7 +99,12 @@ class CropVideoWriter:
     input's row then fails with reason `timeout`, as ffmpeg calls through `media.run_tool` do.
     """
 
-    def __init__(self, path: Path, size: int, fps: float, crf: int = 20, preset: str = "veryfast") -> None:
+    def __init__(
+        self, path: Path, size: int, fps: float, crf: int = 20, preset: str = "veryfast", keyframe_every: int = 0
+    ) -> None:
+        """`keyframe_every` > 0 puts a closed-GOP keyframe on every such frame and nowhere else
+        (no scene-cut keyframes), so that clips can be cut from the crop on a known grid without
+        re-encoding; 0 leaves the keyframes to the encoder."""
         self.path = Path(path)
         self.size = size
         self.fps = fps
@@ -126,7 +131,8 @@ class CropVideoWriter:
             "-threads",
             "1",
             "-x264-params",
-            "threads=1:lookahead-threads=1",
+            "threads=1:lookahead-threads=1"
+            + (f":keyint={keyframe_every}:min-keyint={keyframe_every}:scenecut=0" if keyframe_every > 0 else ""),
             "-movflags",
             "+faststart",
             "-f",

@@ -377,7 +377,9 @@ class FaceStage(Stage[ShotRecord, FaceTrackRecord]):
                     )
                     stack.callback(spill.close)
                 tmp = stack.enter_context(atomic_path(out_dir / f"{track.key}.mp4"))
-                writer = track.writer = CropVideoWriter(tmp, cfg.crop_size, fps, cfg.crop_crf, cfg.crop_preset)
+                writer = track.writer = CropVideoWriter(
+                    tmp, cfg.crop_size, fps, cfg.crop_crf, cfg.crop_preset, round(cfg.crop_keyframe_s * fps)
+                )
                 marker = self._acquire_marker()
                 stack.callback(self._idle_markers.append, marker)
                 stack.callback(_abort_writer, track)

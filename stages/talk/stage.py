@@ -10,6 +10,7 @@ stem is split by the turns into self and other, the background is the rest of th
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import logging
@@ -55,6 +56,60 @@ def clip_windows(n_frames: int, fps: float, min_s: float, max_s: float) -> list[
     parts = int(np.ceil(n_frames / (max_s * fps)))
     edges = np.linspace(0, n_frames, parts + 1).round().astype(int)
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def keyframe_windows(
+    n_frames: int, fps: float, min_s: float, max_s: float, keyframes: list[int]
+) -> list[tuple[int, int]]:
+    """`clip_windows` with every cut moved onto a neighbouring keyframe of the crop video (the
+    nearer one unless that breaks the length range), so that clips are cut from the crop without
+    re-encoding; the plain windows when that is not possible. As many windows as plain, within
+    [min_s, max_s]; a track that makes one window is never cut."""
+    windows = clip_windows(n_frames, fps, min_s, max_s)
+    if len(windows) < 2 or len(keyframes) < 2:
+        return windows
+    keyframes = sorted(keyframes)
+    spacing = max(b - a for a, b in zip(keyframes, keyframes[1:], strict=False))
+    if spacing > max_s * fps / 4:  # too sparse to move cuts onto without reshaping the windows
+        return windows
+    shortest, longest = round(min_s * fps), round(max_s * fps)
+    cuts: list[int] = []
+    for i, (_, edge) in enumerate(windows[:-1]):
+        at = bisect.bisect_right(keyframes, edge)
+        around = {k for k in keyframes[max(at - 1, 0) : at + 1] if abs(k - edge) <= spacing}
+        left = len(windows) - i - 1  # windows after this cut
+        previous = cuts[-1] if cuts else 0
+        fitting = [
+            k
+            for k in sorted(around, key=lambda k: (abs(k - edge), k))
+            if shortest <= k - previous <= longest and left * shortest <= n_frames - k <= left * longest
+        ]
+        if not fitting:
+            return windows
+        cuts.append(fitting[0])
+    edges = [0, *cuts, n_frames]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def crop_keyframes(path: str, fps: float, uri: str) -> list[int]:
+    """Frame indices of the crop video's keyframes, read from its packets (nothing is decoded);
+    [] when they cannot be read."""
+    command = [
+        "ffprobe", "-v", "error", "-select_streams", "v:0",
+        "-show_entries", "packet=pts_time,flags", "-of", "csv=p=0", path,
+    ]  # fmt: skip
+    result = run_tool(command, tool_timeout(0), uri)
+    if result.returncode != 0:
+        return []
+    frames = []
+    for line in result.stdout.split():
+        pts, _, flags = line.partition(",")
+        if "K" in flags:
+            try:
+                frames.append(round(float(pts) * fps))
+            except ValueError:
+                return []
+    return sorted(set(frames))
 
 
 class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
@@ -121,6 +176,10 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         fps = row.norm_fps or 25.0
         n = row.track_end_frame - row.track_start_frame
         windows = clip_windows(n, fps, cfg.min_clip_s, cfg.max_clip_s)
+        keyframes: list[int] = []
+        if len(windows) > 1 and row.crop_video_uri:
+            keyframes = crop_keyframes(row.crop_video_uri, fps, row.source_uri)
+            windows = keyframe_windows(n, fps, cfg.min_clip_s, cfg.max_clip_s, keyframes)
         if not windows:
             clip = ClipRecord.from_parent(row)
             clip.mark(
@@ -137,10 +196,16 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             )
         # The per-frame arrays are read a clip window at a time (boxes and frame numbers whole).
         with FrameArrays(row.frames_uri) as arrays:
-            return self._clips(row, arrays, windows, n, fps)
+            return self._clips(row, arrays, windows, n, fps, frozenset(keyframes))
 
     def _clips(
-        self, row: FaceTrackRecord, arrays: FrameArrays, windows: list[tuple[int, int]], n: int, fps: float
+        self,
+        row: FaceTrackRecord,
+        arrays: FrameArrays,
+        windows: list[tuple[int, int]],
+        n: int,
+        fps: float,
+        keyframes: frozenset[int] = frozenset(),
     ) -> list[ClipRecord]:
         scores = self._cached_scores(row, Path(row.frames_uri).stem, arrays["box"], row.track_start_frame, fps)
         turns = read_rttm(row.rttm_uri)
@@ -182,7 +247,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             self._measure_face(clip, arrays, a, b)
             self._filter(clip)
             if clip.status != STATUS_FILTERED:
-                self._write_video(clip, row, a, b, n, out_dir)
+                self._write_video(clip, row, a, b, n, out_dir, keyframes)
             clips.append(clip)
         return clips
 
@@ -482,43 +547,78 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             clip.mark(STATUS_FILTERED, self.name, failed[0][0], message="; ".join(m for _, m in failed))
             clip.filter_reasons = sorted({reason for reason, _ in failed})
 
-    def _write_video(self, clip: ClipRecord, row: FaceTrackRecord, a: int, b: int, n: int, out_dir: Path) -> None:
+    def _write_video(
+        self,
+        clip: ClipRecord,
+        row: FaceTrackRecord,
+        a: int,
+        b: int,
+        n: int,
+        out_dir: Path,
+        keyframes: frozenset[int] = frozenset(),
+    ) -> None:
         if a == 0 and b == n:
             clip.clip_video_uri = row.crop_video_uri  # the clip is the whole track
             return
+        fps = row.norm_fps or 25.0
         path = out_dir / f"{clip.key}.mp4"
         with atomic_path(path) as tmp:
-            # Seeking before -i starts decoding at the keyframe before frame a (ffmpeg's accurate
-            # seek then drops what precedes a), instead of decoding the track from its first frame
-            # for every clip: that made cutting a long track's clips quadratic in its length.
-            # Half a frame early, so rounding never skips frame a.
-            fps = row.norm_fps or 25.0
-            command = [
-                *FFMPEG,
-                "-ss",
-                f"{max(a - 0.5, 0) / fps:.6f}",
-                "-i",
-                row.crop_video_uri,
-                "-frames:v",
-                str(b - a),
-                "-an",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-crf",
-                "20",
-                "-pix_fmt",
-                "yuv420p",
-                "-f",
-                "mp4",
-                str(tmp),
-            ]
-            # Reads the track's crop video up to frame b: limited by the track's length.
-            result = run_tool(command, tool_timeout(row.track_end_s - row.track_start_s), row.source_uri)
-            if result.returncode != 0:
-                raise RuntimeError(f"ffmpeg could not cut the clip video: {result.stderr.strip()[-400:]}")
+            if not (_copy_cuttable(a, b, n, fps, keyframes) and self._copy_cut(row, a, b, fps, tmp)):
+                self._encode_cut(row, a, b, fps, tmp)
         clip.clip_video_uri = str(path)
+
+    def _copy_cut(self, row: FaceTrackRecord, a: int, b: int, fps: float, out: Path) -> bool:
+        """Frames [a, b) of the crop video as they are (a keyframe to the next one, or the end):
+        no decoding or encoding. False when the result does not hold exactly b - a frames."""
+        # Seeking before -i to a keyframe's exact time starts the copy on that keyframe; packets
+        # from a keyframe to the next are frames [a, b) in display order (closed GOPs).
+        command = [*FFMPEG, "-ss", f"{a / fps:.6f}", "-i", row.crop_video_uri, "-frames:v", str(b - a), "-an",
+                   "-c:v", "copy", "-movflags", "+faststart", "-f", "mp4", str(out)]  # fmt: skip
+        result = run_tool(command, tool_timeout(0), row.source_uri)
+        if result.returncode != 0:
+            return False
+        probe = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
+                 "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(out)]  # fmt: skip
+        counted = run_tool(probe, tool_timeout(0), row.source_uri)
+        return counted.returncode == 0 and counted.stdout.strip() == str(b - a)
+
+    def _encode_cut(self, row: FaceTrackRecord, a: int, b: int, fps: float, out: Path) -> None:
+        # Seeking before -i starts decoding at the keyframe before frame a (ffmpeg's accurate
+        # seek then drops what precedes a), instead of decoding the track from its first frame
+        # for every clip: that made cutting a long track's clips quadratic in its length.
+        # Half a frame early, so rounding never skips frame a.
+        command = [
+            *FFMPEG,
+            "-ss",
+            f"{max(a - 0.5, 0) / fps:.6f}",
+            "-i",
+            row.crop_video_uri,
+            "-frames:v",
+            str(b - a),
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "20",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "mp4",
+            str(out),
+        ]
+        # Reads the track's crop video up to frame b: limited by the track's length.
+        result = run_tool(command, tool_timeout(row.track_end_s - row.track_start_s), row.source_uri)
+        if result.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not cut the clip video: {result.stderr.strip()[-400:]}")
+
+
+def _copy_cuttable(a: int, b: int, n: int, fps: float, keyframes: frozenset[int]) -> bool:
+    """Whether frames [a, b) can be copied out of the crop: both ends on its keyframes (or b its
+    end), and a's time exact in microseconds (the seek must land on the keyframe itself)."""
+    exact = abs(round(a / fps, 6) - a / fps) < 1e-9
+    return exact and a in keyframes and (b in keyframes or b == n)
 
 
 def source_licence(source_uri: str) -> tuple[str, str]:
