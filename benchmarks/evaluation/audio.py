@@ -59,8 +59,8 @@ def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
     return round(float(value), 3)
 
 
-def truth_speech(truth: TruthSet, video: str) -> np.ndarray:
-    stems = sorted(p for p in truth.path(video, "stems").glob("*.flac") if p.stem != "background")
+def truth_speech(truth: TruthSet, video: str, folder: str = "stems") -> np.ndarray:
+    stems = sorted(p for p in truth.path(video, folder).glob("*.flac") if p.stem != "background")
     return sum(_read(p) for p in stems)
 
 
@@ -90,7 +90,8 @@ class SeparationMetric:
                 per_video[video] = {"missing": True}
                 continue
             backends.add(row.get("separation_backend") or "")
-            speech_ref, background_ref = truth_speech(truth, video), _read(truth.path(video, "stems/background.flac"))
+            speech_ref = truth_speech(truth, video, self.settings.speech_reference)
+            background_ref = _read(truth.path(video, "stems/background.flac"))
             mix = _read(truth.path(video, "mix.flac"))
             speech, background = _read(row["speech_uri"]), _read(row["background_uri"])
             s, b = si_sdr(speech, speech_ref), si_sdr(background, background_ref)

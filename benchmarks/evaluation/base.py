@@ -19,6 +19,9 @@ class EvalSettings:
         bootstrap_resamples: Resamples of the videos for the intervals (0: none).
         bootstrap_seed: Seed of the resampling (fixed: the intervals are reproducible).
         bootstrap_level: Coverage of the intervals.
+        speech_reference: The truth folder the separated speech and the self/other tracks are
+            scored against: "stems" (each person's speech as mixed, reverberation included) or
+            "dry" (before the room; sets composed with reverberation only).
     """
 
     shot_tolerance_frames: int = 2
@@ -26,9 +29,11 @@ class EvalSettings:
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 0
     bootstrap_level: float = 0.95
+    speech_reference: str = "stems"
 
     def to_json(self) -> dict:
         return {"shot_tolerance_frames": self.shot_tolerance_frames, "der_collars_s": list(self.der_collars),
+                "speech_reference": self.speech_reference,
                 "bootstrap": {"unit": "video", "resamples": self.bootstrap_resamples, "seed": self.bootstrap_seed,
                               "level": self.bootstrap_level}}
 

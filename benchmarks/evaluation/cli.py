@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resamples of the videos for the intervals (default 1000; 0: none)")
     parser.add_argument("--seed", type=int, default=defaults.bootstrap_seed,
                         help="seed of the bootstrap resampling (default 0)")
+    parser.add_argument("--speech-reference", choices=("stems", "dry"), default=defaults.speech_reference,
+                        help="truth the separated speech and the self/other tracks are scored against: each "
+                             "person's speech as mixed (stems, default) or before the room (dry)")
     parser.add_argument("--out", "--json", dest="out", default=None,
                         help="where to write the JSON (default RUN/eval.json)")
 
@@ -99,7 +102,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         result = evaluate_run(Path(args.run), Path(args.truth),
                               EvalSettings(shot_tolerance_frames=args.shot_tolerance, der_collars=collars,
-                                           bootstrap_resamples=args.bootstrap, bootstrap_seed=args.seed))
+                                           bootstrap_resamples=args.bootstrap, bootstrap_seed=args.seed,
+                                           speech_reference=args.speech_reference))
     except FileNotFoundError as err:
         print(f"voxhear eval: {err}", file=sys.stderr)
         return 2

@@ -609,8 +609,9 @@ class SelfOtherMetric:
                sinks: list[dict[str, dict[str, _Tally]]]) -> tuple[Counter, int | None]:
         """Score one video's clips into every tally of `sinks`; returns counts and the largest mix error."""
         truth_video = VideoTruth.load(truth, video)
-        stems = {p: _read_16k(truth.path(video, f"stems/{p}.flac")) for p in truth_video.people
-                 if truth.path(video, f"stems/{p}.flac").is_file()}
+        folder = self.settings.speech_reference
+        stems = {p: _read_16k(truth.path(video, f"{folder}/{p}.flac")) for p in truth_video.people
+                 if truth.path(video, f"{folder}/{p}.flac").is_file()}
         silent = np.zeros(max((len(a) for a in stems.values()), default=0))
         counts = Counter(clips=0, unmatched_clips=0, bad_clips=0, bad_length_clips=0, no_self_speaker=0)
         max_error = None

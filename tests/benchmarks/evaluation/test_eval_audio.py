@@ -109,6 +109,25 @@ def test_separation_metric_scores_speech_and_background(case):
     assert result.summary["missing_videos"] == 0
 
 
+def test_separation_can_be_scored_against_the_dry_speech(case):
+    """`speech_reference="dry"` reads truth/VIDEO/dry/ (the speech before the room): an estimate
+    that equals the dry speech scores high there and only as well as the room allows on stems/."""
+    tmp_path, speech_true, mix, _ = case
+    rng = np.random.default_rng(5)
+    video = tmp_path / "truth" / "synth-0000"
+    dry = {p: 0.1 * rng.standard_normal(len(mix)) for p in "ABC"}
+    for name, audio in dry.items():
+        _write(video / "dry" / f"{name}.flac", audio)
+    dry_speech = sum(dry.values())
+    _run(tmp_path / "run", dry_speech, mix - dry_speech, "", [])
+    truth = TruthSet.open(tmp_path / "truth")
+    run = RunView.open(tmp_path / "run", truth)
+    against_dry = SeparationMetric(EvalSettings(speech_reference="dry")).evaluate(run, truth)
+    against_stems = SeparationMetric(EvalSettings()).evaluate(run, truth)
+    assert against_dry.per_video["synth-0000"]["speech_si_sdr"] > 60  # equal up to 24-bit rounding
+    assert against_stems.per_video["synth-0000"]["speech_si_sdr"] < 0
+
+
 def test_diarization_metric_with_perfect_swapped_and_partial_hypotheses(case):
     tmp_path, _, mix, speech = case
     perfect = ("SPEAKER x 1 0.500 1.000 <NA> <NA> s1 <NA> <NA>\nSPEAKER x 1 2.000 1.000 <NA> <NA> s2 <NA> <NA>\n"
