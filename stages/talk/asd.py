@@ -26,9 +26,11 @@ MFCC_PER_FRAME = 4
 MFCC_WINDOW, MFCC_HOP = 400, 160
 # The encoders run over windows of this many frames plus context on each side, of which the
 # centre is kept. Their temporal reach is 6 frames (visual: three blocks of 5-frame kernels; audio:
-# about 4), so a second of context leaves the features as the whole track's, to float rounding.
-ENCODE_WINDOW_FRAMES = 10 * FPS
-ENCODE_CONTEXT_FRAMES = 1 * FPS
+# about 4), so 10 frames of context leave the features as the whole track's, to float rounding
+# (tests/stages/talk/test_streaming.py). A window's activations dominate the stage's memory
+# (about 3.7 MB per frame on onnxruntime): 5 s windows hold it near 0.55 GB, 10 s ones took 1 GB.
+ENCODE_WINDOW_FRAMES = 5 * FPS
+ENCODE_CONTEXT_FRAMES = 10
 # Room around the face box (share of the half-size), and the median window that steadies it.
 CROP_MARGIN = 0.4
 BOX_SMOOTHING_FRAMES = 13
