@@ -144,8 +144,10 @@ class Diarizer:
         speech is found and segmented in `audio`, speakers are told apart by embedding `voices`.
         """
         audio = np.asarray(audio, dtype=np.float32)
-        read = (lambda a, b: audio[a:b]) if voices is None else _paired(audio, np.asarray(voices, dtype=np.float32))
-        return self._diarize(read, len(audio), rate)
+        if voices is None:
+            return self._diarize(lambda a, b: audio[a:b], len(audio), rate)
+        voices = np.asarray(voices, dtype=np.float32)
+        return self._diarize(lambda a, b: _aligned(audio[a:b], voices[a:b]), len(audio), rate)
 
     def diarize_file(self, path: str | Path, voices_path: str | Path | None = None) -> tuple[list[Turn], float]:
         """Speaker turns of an audio file (channels averaged) and its duration in seconds; a long
@@ -165,9 +167,7 @@ class Diarizer:
                 read_voices = _file_reader(voices)
 
                 def read_both(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-                    mix, speech = read(a, b), read_voices(a, b)
-                    # A codec can leave one file a few samples short: pad it to the other.
-                    return mix, np.pad(speech, (0, max(len(mix) - len(speech), 0)))[: len(mix)]
+                    return _aligned(read(a, b), read_voices(a, b))
 
                 return self._diarize(read_both, handle.frames, handle.samplerate), handle.frames / handle.samplerate
 
@@ -211,10 +211,12 @@ class Diarizer:
         -> unit vector)."""
         mix, voices = audio if isinstance(audio, tuple) else (audio, None)
         waveform = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))[None]
-        file = {"waveform": waveform, "sample_rate": rate}
+        file: dict = {"waveform": waveform, "sample_rate": rate}
+        # Refinement embeds what pyannote's embeddings read: the voices when there are any.
+        embedded = waveform[0]
         if voices is not None:
-            waveform = torch.from_numpy(np.ascontiguousarray(voices, dtype=np.float32))[None]
-            file[VOICES_KEY] = waveform
+            file[VOICES_KEY] = torch.from_numpy(np.ascontiguousarray(voices, dtype=np.float32))[None]
+            embedded = file[VOICES_KEY][0]
         kwargs = {k: v for k, v in (("min_speakers", min_speakers), ("max_speakers", self.max_speakers)) if v}
         output = self.pipeline(file, **kwargs)
         annotation = getattr(output, "speaker_diarization", output)
@@ -226,11 +228,11 @@ class Diarizer:
         vectors: dict[int, np.ndarray] = {}
         refine = (self.refine_iterations or self.merge_threshold) and len({t.speaker for t in turns}) > 1
         if self.embed is not None and refine:
-            turns, vectors = self._relabel(waveform[0], rate, turns)
+            turns, vectors = self._relabel(embedded, rate, turns)
             if not need_vectors:
                 turns = _merge_touching(turns)
         elif self.embed is not None and need_vectors:
-            vectors = self._turn_vectors(waveform[0], rate, turns)
+            vectors = self._turn_vectors(embedded, rate, turns)
         return turns, vectors
 
     def _turn_vectors(self, waveform: torch.Tensor, rate: int, turns: list[Turn]) -> dict[int, np.ndarray]:
@@ -304,10 +306,10 @@ def _file_reader(handle: sf.SoundFile) -> Callable[[int, int], np.ndarray]:
     return read
 
 
-def _paired(mix: np.ndarray, voices: np.ndarray) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
-    if len(voices) < len(mix):
-        voices = np.pad(voices, (0, len(mix) - len(voices)))
-    return lambda a, b: (mix[a:b], voices[a:b])
+def _aligned(mix: np.ndarray, voices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`mix` and `voices` cut or zero-padded to the mix's length: a codec can leave the separated
+    speech a few samples shorter or longer than the mix it came from."""
+    return mix, np.pad(voices, (0, max(len(mix) - len(voices), 0)))[: len(mix)]
 
 
 def _first(piece: Piece) -> np.ndarray:
