@@ -125,17 +125,21 @@ def unsaid_turns(
     """
     n = len(scores)
     centers = (start_frame + np.arange(n) + 0.5) / fps
-    covered = np.zeros(n, np.int32)
-    spans = []
-    for t in turns:
-        inside = (centers >= t.start) & (centers < t.end)
-        covered += inside
-        spans.append(inside)
+    # Each turn's frames [a, b) of the track (those whose centre it covers), as index ranges: a
+    # long source has thousands of turns, most of them outside this track.
+    spans = [
+        (int(np.searchsorted(centers, t.start, "left")), int(np.searchsorted(centers, t.end, "left"))) for t in turns
+    ]
+    edges = np.zeros(n + 1, np.int32)
+    for a, b in spans:
+        edges[a] += 1
+        edges[b] -= 1
+    covered = np.cumsum(edges[:n])
     out = []
-    for t, inside in zip(turns, spans, strict=True):
-        if t.speaker in self_speakers:
-            solo = inside & (covered == 1)
-            if solo.sum() >= min_frames and float(scores[solo].mean()) < below:
+    for t, (a, b) in zip(turns, spans, strict=True):
+        if t.speaker in self_speakers and b > a:
+            solo = covered[a:b] == 1
+            if solo.sum() >= min_frames and float(scores[a:b][solo].mean()) < below:
                 t = Turn(t.start, t.end, t.speaker + NOT_THIS_FACE)
         out.append(t)
     return out
