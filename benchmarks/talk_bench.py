@@ -70,8 +70,8 @@ def rediarize(run_dir: Path, out: Path, config) -> dict[str, str]:
             try:
                 new = stage.process(dataclasses.replace(row))[0]
             except FilteredError:  # no speech found now: an empty turns file, the talk stage decides
+                # source_work_dir creates the folder.
                 new = dataclasses.replace(row, rttm_uri=str(context.source_work_dir(row.source_id) / "turns.rttm"))
-                Path(new.rttm_uri).parent.mkdir(parents=True, exist_ok=True)
                 Path(new.rttm_uri).write_text(rttm_text(row.source_id, []))
             renamed[row.rttm_uri] = new.rttm_uri
             row = new

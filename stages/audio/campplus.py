@@ -21,7 +21,6 @@ float32 rounding (docs/benchmarks/audio.md).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -29,8 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from voxhear.stages import onnx_cache
-
-log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 FEAT_DIM = 80
