@@ -28,7 +28,16 @@ from voxhear.pipeline.records import SourceRecord
 from voxhear.pipeline.settings import require, setting
 from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReason, Stage
 from voxhear.pipeline.workarea import fetched_path
-from voxhear.stages.media import FFMPEG, INPUT_OPTIONS, X264_PRESETS, last_lines, probe, run_tool, tool_timeout
+from voxhear.stages.media import (
+    FFMPEG,
+    INPUT_OPTIONS,
+    X264_PRESETS,
+    h264_output,
+    last_lines,
+    probe,
+    run_tool,
+    tool_timeout,
+)
 
 # Peak level below which audio counts as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
@@ -278,7 +287,7 @@ class IngestStage(Stage[SourceRecord, SourceRecord]):
         with atomic_path(out) as tmp:
             _ffmpeg(
                 [*_input(path), "-map", f"0:{video['index']}", "-vf", _video_filter(video, cfg.fps, cfg.max_height)]
-                + ["-c:v", "libx264", "-preset", cfg.x264_preset, "-crf", str(cfg.video_crf), "-pix_fmt", "yuv420p"]
+                + h264_output(cfg.video_crf, cfg.x264_preset)
                 + ["-an", "-threads", threads, "-f", "mp4", str(tmp)],
                 row.source_uri,
                 timeout_s,

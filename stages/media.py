@@ -40,6 +40,13 @@ X264_PRESETS = (
     "placebo",
 )
 
+
+def h264_output(crf: int, preset: str) -> list[str]:
+    """ffmpeg output options of every H.264 video the pipeline writes: libx264 at `crf` and
+    `preset`, 4:2:0 (what every player and loader decodes)."""
+    return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+
+
 # The time limit of one call: a base plus this many seconds per second of the media it reads.
 TIMEOUT_BASE_S = 60.0
 TIMEOUT_PER_MEDIA_S = 10.0

@@ -14,7 +14,7 @@ from voxhear.pipeline.io import atomic_path
 from voxhear.pipeline.records import ShotRecord
 from voxhear.pipeline.settings import setting
 from voxhear.pipeline.stage import Stage
-from voxhear.stages.media import FFMPEG, X264_PRESETS, last_lines, run_tool, tool_timeout
+from voxhear.stages.media import FFMPEG, X264_PRESETS, h264_output, last_lines, run_tool, tool_timeout
 
 
 @dataclass
@@ -47,14 +47,7 @@ class ShotMediaStage(Stage[ShotRecord, ShotRecord]):
                 row.video_uri,
                 "-frames:v",
                 str(n_frames),
-                "-c:v",
-                "libx264",
-                "-preset",
-                self.config.x264_preset,
-                "-crf",
-                str(self.config.video_crf),
-                "-pix_fmt",
-                "yuv420p",
+                *h264_output(self.config.video_crf, self.config.x264_preset),
                 "-an",
                 "-threads",
                 "1",

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from voxhear.pipeline.stage import InputError
-from voxhear.stages.media import FFMPEG, TIMEOUT_BASE_S, tool_timeout
+from voxhear.stages.media import FFMPEG, TIMEOUT_BASE_S, h264_output, tool_timeout
 
 # The longest one frame may take to enter the encoder's pipe: a hung encoder stops reading, and the
 # write would block forever. Closing (the encoder finishing) gets tool_timeout of the frames' length.
@@ -120,14 +120,7 @@ class CropVideoWriter:
             f"{fps:g}",
             "-i",
             "-",
-            "-c:v",
-            "libx264",
-            "-preset",
-            preset,
-            "-crf",
-            str(crf),
-            "-pix_fmt",
-            "yuv420p",
+            *h264_output(crf, preset),
             "-threads",
             "1",
             "-x264-params",

@@ -37,7 +37,7 @@ from voxhear.pipeline.records import (
 )
 from voxhear.pipeline.stage import InputError, RejectReason, Stage
 from voxhear.stages.audio.diarization import Turn, read_rttm
-from voxhear.stages.media import FFMPEG, run_tool, tool_timeout
+from voxhear.stages.media import FFMPEG, h264_output, run_tool, tool_timeout
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
 from voxhear.stages.talk.asd import CropStream, crop_geometry, smooth, streamed_speaking_scores
 from voxhear.stages.talk.attribution import NOT_THIS_FACE, Attribution, attribute, lost_voices, unsaid_turns
@@ -596,14 +596,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             "-frames:v",
             str(b - a),
             "-an",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-crf",
-            "20",
-            "-pix_fmt",
-            "yuv420p",
+            *h264_output(20, "veryfast"),
             "-f",
             "mp4",
             str(out),
