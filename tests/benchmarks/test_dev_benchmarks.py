@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_shared
+from tests.stages.audio.conftest import needs_media, needs_store
 from voxhear.benchmarks.diarization_dev import der_parts, pool
 from voxhear.benchmarks.synth.options import default_media_dir
 from voxhear.benchmarks.wild_check import people_visible
@@ -34,3 +35,50 @@ def test_der_counts_missed_overlap_and_pools_by_time(tmp_path):
     pooled = pool([der_parts(reference, perfect, 6.0), flat])
     assert pooled["der"] == pytest.approx(1.0 / 14.0) and pooled["missed"] == pytest.approx(1.0 / 14.0)
     assert pool([])["der"] is None
+
+
+def test_diarization_dev_refuses_an_unknown_input_before_reading_anything(tmp_path, capsys):
+    from voxhear.benchmarks.diarization_dev import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "no-such-set"), "--input", "mix,spech"])
+    assert stopped.value.code == 2
+    assert "--input takes mix, speech and both" in capsys.readouterr().err
+
+
+@needs_store
+@needs_media
+def test_talk_bench_rediarizes_the_runs_audio_into_its_own_folder(tmp_path):
+    """`diarization.*` overrides make talk_bench diarize each source again from the run's audio:
+    new turns under OUT (the run's own file untouched), and OUT's sources manifest points at them."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from tests.stages.audio.conftest import arctic, load_speech, write_wav16
+    from voxhear.benchmarks.talk_bench import rediarize
+    from voxhear.pipeline.config import load_config
+    from voxhear.pipeline.records import SourceRecord
+    from voxhear.stages.audio.diarization import read_rttm
+
+    gap = np.zeros(8000, np.float32)
+    pieces = [load_speech(p.name) for p in (arctic("aew")[0], arctic("axb")[0], arctic("aew")[1], arctic("axb")[2])]
+    audio = write_wav16(tmp_path / "run" / "work" / "s0" / "audio16k.wav", np.concatenate([gap, *[
+        np.concatenate([x, gap]) for x in pieces]]))
+    stale = tmp_path / "run" / "work" / "s0" / "turns.rttm"
+    old_turns = "SPEAKER s0 1 0.000 1.000 <NA> <NA> SPEAKER_00 <NA> <NA>\n"
+    stale.write_text(old_turns)
+    row = SourceRecord(source_uri="v.mp4", source_id="s0", audio_uri=str(audio), speech_uri=str(audio),
+                       rttm_uri=str(stale))
+    (tmp_path / "run" / "manifests").mkdir(parents=True)
+    pq.write_table(SourceRecord.to_table([row]), tmp_path / "run" / "manifests" / "sources.parquet")
+    out = tmp_path / "out"
+    (out / "manifests").mkdir(parents=True)
+
+    renamed = rediarize(tmp_path / "run", out, load_config(None, ["inputs=[/tmp]", "diarization.input=mix"]))
+    assert list(renamed) == [str(stale)]
+    new = renamed[str(stale)]
+    assert new == str(out / "work" / "s0" / "turns.rttm")
+    assert len({t.speaker for t in read_rttm(new)}) == 2
+    assert stale.read_text() == old_turns  # the run's own turns are left as they were
+    [written] = pq.read_table(out / "manifests" / "sources.parquet").to_pylist()
+    assert written["rttm_uri"] == new
