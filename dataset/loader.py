@@ -227,6 +227,34 @@ def split_spans(run_dir: str | os.PathLike, split: str | None = None) -> dict[st
     return spans
 
 
+def sample_labels(index: str | os.PathLike, shards: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
+    """key -> (identity_id, split) of the samples in a run's sample index (manifests/samples.parquet,
+    a path or URL), only of the shards named (file names, `000012.tar`) when given. Shards of format 2
+    do not carry these two labels (docs/shard-format.md)."""
+    with fsspec.open(os.path.expanduser(os.fspath(index)), "rb") as handle:
+        table = pq.read_table(handle, columns=["key", "shard", "identity_id", "split"])
+    if shards is not None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.is_in(table.column("shard"), pa.array(sorted(set(shards)), pa.string())))
+    return {k: (i, s) for k, i, s in zip(*(table.column(c).to_pylist() for c in ("key", "identity_id", "split")))}
+
+
+def index_beside(shard_urls: Sequence[str]) -> str | None:
+    """The sample index of the run the shards belong to (`RUN/shards/X.tar` -> `RUN/manifests/
+    samples.parquet`), when they all lie in one run's shards folder and it exists; else None."""
+    folders = {url.rsplit("/", 1)[0] for url in shard_urls if not url.startswith("pipe:")}
+    if len(folders) != 1 or len(shard_urls) == 0:
+        return None
+    folder = folders.pop()
+    if folder.rsplit("/", 1)[-1] != "shards":
+        return None
+    candidate = f"{folder.rsplit('/', 1)[0]}/manifests/samples.parquet"
+    fs, path = fsspec.core.url_to_fs(candidate)
+    return candidate if fs.exists(path) else None
+
+
 class _SpanReader(io.RawIOBase):
     """The bytes of `spans` of an open shard, one after another: the samples' tar entries, which
     read as a tar stream of just those samples (stream mode stops at the end of the last one)."""
@@ -307,7 +335,11 @@ class VoxHearWindows(IterableDataset):
             paths or URLs (s3://, gs://, https:// are read with fsspec), or a pipeline run
             directory (a path or URL such as s3://bucket/run), whose manifests name the shards
             holding the requested split, so that only those are opened.
-        split: keep only clips whose json `split` equals this (`train`, `val`, `test`); None keeps all.
+        split: keep only clips of this split (`train`, `val`, `test`); None keeps all. A sample's
+            split and identity come from the run's sample index (see `index`); shards of format 1
+            without an index give their json's.
+        index: the run's sample index (manifests/samples.parquet, a path or URL); by default the
+            run directory's, or the one beside the shards (`RUN/shards/` -> `RUN/manifests/`).
         window_frames: T, frames per window.
         hop_frames: frames between window starts; None means `window_frames` (no overlap).
         tracks: the audio tracks to return.
@@ -338,6 +370,7 @@ class VoxHearWindows(IterableDataset):
         epoch: int = 0,
         min_valid: float = 0.0,
         drop_partial: bool = True,
+        index: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         hop_frames = window_frames if hop_frames is None else hop_frames
@@ -352,8 +385,16 @@ class VoxHearWindows(IterableDataset):
         if isinstance(urls, (str, os.PathLike)) and is_run_dir(urls):
             self.spans = split_spans(urls, split)
             self.urls = sorted(self.spans) if self.spans is not None else run_shards(urls, split)
+            if index is None and self.spans is not None:
+                index = f"{_run_root(urls)}/manifests/samples.parquet"
         else:
             self.urls = expand_urls(urls)
+            if index is None:
+                index = index_beside(self.urls)
+        # key -> (identity_id, split); None: take them from each sample's json (format 1).
+        # (Only those of the shards to read: an index of a large run holds millions of keys.)
+        names = {url.rsplit("/", 1)[-1] for url in self.urls}
+        self.labels = sample_labels(index, names) if index is not None else None
         self.split = split
         self.window_frames = window_frames
         self.hop_frames = hop_frames
@@ -397,10 +438,27 @@ class VoxHearWindows(IterableDataset):
 
     def _clip_windows(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for raw in samples:
-            # Filter on the json alone before decoding anything heavy; read_sample names missing members.
-            if self.split is not None and "json" in raw and json.loads(raw["json"]).get("split") != self.split:
+            # Filter on the labels alone before decoding anything heavy; read_sample names missing members.
+            identity, split = self._labels_of(raw)
+            if self.split is not None and split != self.split:
                 continue
-            yield from self.windows_of(read_sample(raw, tracks=self.tracks))
+            sample = read_sample(raw, tracks=self.tracks)
+            sample["meta"].update(identity_id=identity, split=split)
+            yield from self.windows_of(sample)
+
+    def _labels_of(self, raw: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """(identity_id, split) of a raw sample: the index's, else its json's (format 1)."""
+        key = str(raw.get("__key__", ""))
+        if self.labels is not None and key in self.labels:
+            return self.labels[key]
+        meta = json.loads(raw["json"]) if "json" in raw else {}
+        if self.split is not None and "split" not in meta:
+            raise ValueError(
+                f"sample {key!r} of {raw.get('__url__', 'a shard')} has no split in its json (shard format "
+                f"{meta.get('shard_format')}): splits are in the run's manifests/samples.parquet; pass the run "
+                "directory, shards inside RUN/shards, or index=RUN/manifests/samples.parquet"
+            )
+        return meta.get("identity_id"), meta.get("split")
 
     def window_starts(self, n_frames: int) -> list[int]:
         """Start frames of the windows of a clip of `n_frames` frames."""
@@ -465,5 +523,6 @@ __all__ = [
     "expand_urls",
     "run_shards",
     "split_spans",
+    "sample_labels",
     "STATE_NAMES",
 ]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,14 +123,24 @@ def next_seq(ledger_dir: Path) -> int:
     return 1 + max((seq for parts in _all_parts(ledger_dir).values() for seq in parts), default=-1)
 
 
-def shard_table(shards_dir: Path, names: Iterable[str], seq: int, cause: str) -> pa.Table:
-    """The records of the shards `names` as they are on disk now."""
-    return _record_table({name: shards_dir / name for name in names}, (), seq, cause)
+def shard_table(
+    shards_dir: Path, names: Iterable[str], seq: int, cause: str, known: Mapping[str, tuple[str, int]] | None = None
+) -> pa.Table:
+    """The records of the shards `names` as they are on disk now; `known` gives (sha256, bytes) of
+    shards their writer hashed while writing them (not read again)."""
+    return _record_table({name: shards_dir / name for name in names}, (), seq, cause, known or {})
 
 
-def _record_table(files: dict[str, Path], removed: Iterable[str], seq: int, cause: str) -> pa.Table:
+def _record_table(
+    files: dict[str, Path], removed: Iterable[str], seq: int, cause: str, known: Mapping[str, tuple[str, int]] = {}
+) -> pa.Table:
     """Records of shards whose content is at `files[name]`, and of `removed` shards (sha256 "")."""
-    rows = [{"shard": n, "sha256": sha256_file(p), "bytes": p.stat().st_size} for n, p in sorted(files.items())]
+    rows = [
+        {"shard": n, "sha256": known[n][0], "bytes": known[n][1]}
+        if n in known
+        else {"shard": n, "sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for n, p in sorted(files.items())
+    ]
     rows += [{"shard": name, "sha256": "", "bytes": 0} for name in sorted(removed)]
     return pa.Table.from_pylist([{**row, "commit": seq, "cause": cause} for row in rows], schema=SHARDS_SCHEMA)
 

@@ -18,7 +18,7 @@ are recorded there too: see `manifests/integrity.py`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,8 +112,10 @@ class Ledger:
         clips: Sequence[ClipRow],
         clip_type: type[ClipRow],
         shards: Sequence[str] = (),
+        known: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
-        """Record `clips`, the sha256 of the just published `shards`, then `sources` (the commit record)."""
+        """Record `clips`, the sha256 of the just published `shards` (`known`: name -> (sha256, bytes)
+        as their writer measured them; others are hashed here), then `sources` (the commit record)."""
         for row in sources:
             row.commit = seq
         for clip in clips:
@@ -121,7 +123,7 @@ class Ledger:
         atomic_write_table(self.ledger_dir / f"{seq:06d}-clips.parquet", clip_type.to_table(clips))
         if shards:
             atomic_write_table(
-                self.ledger_dir / f"{seq:06d}-shards.parquet", shard_table(self.shards_dir, shards, seq, "sink")
+                self.ledger_dir / f"{seq:06d}-shards.parquet", shard_table(self.shards_dir, shards, seq, "sink", known)
             )
         atomic_write_table(self.ledger_dir / f"{seq:06d}-sources.parquet", SourceManifestRow.to_table(sources))
 

@@ -12,11 +12,12 @@
 - every `clips.parquet` row with status ok has its sample in the shard it names, every sample in a
   shard has one ok row naming that shard, and no key is in the shards twice;
 - no taken-down key is in a shard or in clips/identities/splits.parquet;
-- where clips.parquet has identities and splits (talk runs), every kept sample's json,
-  clips.parquet, splits.parquet and identities.parquet agree on its identity and split (they
-  disagree only after an end-of-run pass was interrupted; the next `voxhear run` completes it);
+- where clips.parquet has identities and splits (talk runs), clips.parquet, splits.parquet and
+  identities.parquet agree on every kept sample's identity and split (they disagree only after an
+  end-of-run pass was interrupted; the next `voxhear run` completes it). The samples' json does
+  not carry these labels (shard format 2; a format-1 json's are stale after a resume and unread);
 - the sample index (manifests/samples.parquet, where a run has one) gives every sample of every
-  shard, at the byte span it has there, and its split as clips.parquet has it.
+  shard, at the byte span it has there, and its split and identity as clips.parquet has them.
 """
 
 from __future__ import annotations
@@ -91,7 +92,6 @@ class VerifyReport:
 class _ShardResult:
     name: str
     keys: list[str] = field(default_factory=list)  # in order, a key twice if it is twice
-    labels: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> json's (identity_id, split)
     problems: list[Problem] = field(default_factory=list)
     members: int = 0
     bytes: int = 0
@@ -118,9 +118,7 @@ def verify_run(run_dir: Path, decode: bool = True, jobs: int | None = None) -> V
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(lambda n: _check_shard(shards_dir / n, records.get(n), n in on_disk, decode), names))
     where: dict[str, list[str]] = defaultdict(list)  # key -> shards holding it
-    labels: dict[str, tuple[str, tuple[str, str]]] = {}  # key -> (shard, its json's identity and split)
     for result in results:
-        labels.update({key: (result.name, label) for key, label in result.labels.items()})
         report.problems += result.problems
         report.members += result.members
         report.bytes += result.bytes
@@ -136,7 +134,7 @@ def verify_run(run_dir: Path, decode: bool = True, jobs: int | None = None) -> V
             )
     _check_manifests(run_dir, report, where)
     _check_takedowns(run_dir, report, where)
-    _check_labels(run_dir, report, labels)
+    _check_labels(run_dir, report)
     _check_sample_index(run_dir, report, sorted(on_disk))
     return report
 
@@ -147,10 +145,12 @@ def _check_sample_index(run_dir: Path, report: VerifyReport, shards: list[str]) 
     path = run_dir / "manifests" / INDEX_FILE
     if not path.is_file():
         return
-    indexed: dict[str, dict[str, tuple[int, int, str]]] = defaultdict(dict)
-    for row in pq.read_table(path, columns=["key", "shard", "offset", "length", "split"]).to_pylist():
-        indexed[row["shard"]][row["key"]] = (row["offset"], row["length"], row["split"])
-    splits = {key: split for key, (split, _) in kept_labels(run_dir / "manifests" / "clips.parquet").items()}
+    indexed: dict[str, dict[str, tuple[int, int, tuple[str, str]]]] = defaultdict(dict)
+    columns = ["key", "shard", "offset", "length", "split", "identity_id"]
+    for row in pq.read_table(path, columns=columns).to_pylist():
+        indexed[row["shard"]][row["key"]] = (row["offset"], row["length"], (row["split"], row["identity_id"]))
+    # The loader takes each sample's split and identity from the index: they must be the manifests'.
+    labels = kept_labels(run_dir / "manifests" / "clips.parquet")
     troubled = {problem.shard for problem in report.problems}
     stale = "; `voxhear verify --reindex` rewrites the index"
     for name in shards:
@@ -163,8 +163,8 @@ def _check_sample_index(run_dir: Path, report: VerifyReport, shards: list[str]) 
                 report.add(name, key, f"sample missing from {INDEX_FILE}{stale}")
             elif rows[key][:2] != span:
                 report.add(name, key, f"{INDEX_FILE} gives bytes {rows[key][:2]}, the shard has it at {span}{stale}")
-            elif splits and rows[key][2] != splits.get(key, ""):
-                what = f"{INDEX_FILE} has split {rows[key][2]!r}, clips.parquet {splits.get(key)!r}"
+            elif labels and rows[key][2] != labels.get(key, ("", "")):
+                what = f"{INDEX_FILE} has split/identity {rows[key][2]}, clips.parquet {labels.get(key)}"
                 report.add(name, key, what + stale)
         for key in sorted(set(rows) - set(spans)):
             report.add(name, key, f"{INDEX_FILE} lists a sample the shard does not hold{stale}")
@@ -196,9 +196,6 @@ def _check_shard(path: Path, record: ShardRecord | None, exists: bool, decode: b
         for key, members in _samples(path, add):
             result.keys.append(key)
             result.members += len(members)
-            label = _label(members.get("json"))
-            if label is not None:
-                result.labels[key] = label
             if decode:
                 result.mixes += _check_sample(key, members, add)
     except (tarfile.TarError, OSError) as error:
@@ -236,18 +233,6 @@ def _samples(path: Path, add: _Add) -> Iterator[tuple[str, dict[str, bytes]]]:
         rest = handle.read()
     if rest.strip(b"\0"):
         add("", f"the tar's members end at byte {end} of {size}; the rest is not padding (a damaged header?)")
-
-
-def _label(data: bytes | None) -> tuple[str, str] | None:
-    """A sample json's (identity_id, split), "" for either it lacks; None if it does not parse
-    (reported by _check_sample)."""
-    try:
-        meta = json.loads(data) if data else None
-    except ValueError:
-        return None
-    if not isinstance(meta, dict):
-        return None
-    return str(meta.get("identity_id") or ""), str(meta.get("split") or "")
 
 
 def _check_sample(key: str, members: dict[str, bytes], add: _Add) -> int:
@@ -388,9 +373,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _check_labels(run_dir: Path, report: VerifyReport, labels: dict[str, tuple[str, tuple[str, str]]]) -> None:
-    """Identity and split of every kept clip: clips.parquet against the sample's json, splits.parquet
-    and identities.parquet (only where clips.parquet has both columns: the talk stage's clips)."""
+def _check_labels(run_dir: Path, report: VerifyReport) -> None:
+    """Identity and split of every kept clip: clips.parquet against splits.parquet and
+    identities.parquet (only where clips.parquet has both columns: the talk stage's clips; the
+    sample index is checked against clips.parquet by _check_sample_index)."""
     manifests = run_dir / "manifests"
     clips_path = manifests / "clips.parquet"
     if not clips_path.is_file() or not {"identity_id", "split"} <= set(pq.read_schema(clips_path).names):
@@ -398,9 +384,6 @@ def _check_labels(run_dir: Path, report: VerifyReport, labels: dict[str, tuple[s
     rows = pq.read_table(clips_path, columns=["key", "status", "identity_id", "split"]).to_pylist()
     want = {r["key"]: (r["identity_id"], r["split"]) for r in rows if r["status"] == "ok"}
     hint = "an interrupted end-of-run pass: the next `voxhear run` of this run directory completes it"
-    for key, (shard, got) in sorted(labels.items()):
-        if key in want and got != want[key]:
-            report.add(shard, key, f"json has identity/split {got} but clips.parquet {want[key]}: {hint}")
     for name, columns in (("splits.parquet", ["identity_id", "split"]), ("identities.parquet", ["identity_id"])):
         if not (manifests / name).is_file():
             continue

@@ -1,18 +1,18 @@
-"""Identity-disjoint train/val/test splits, recorded in the manifests and in the shards.
+"""Identity-disjoint train/val/test splits, recorded in the ledger and the manifests.
 
 Which identity a clip belongs to is known only once every clip of the run is in (identities
 are clustered over the whole run), so this runs after the run, like the clustering: it
-assigns each identity to one split, rewrites the `json` member of every sample in the shards
-that changed, then fills `identity_id` and `split` in `manifests/clips.parquet` and writes
-`manifests/splits.parquet` (key -> identity, split).
+assigns each identity to one split, records the assignment in one ledger commit (a `splits`
+part, `manifests.integrity.ShardRewrite` with no shard in it), then fills `identity_id` and
+`split` in `manifests/clips.parquet`, writes `manifests/splits.parquet` (key -> identity, split)
+and the sample index (`manifests/samples.parquet`), from which a loader reads a sample's labels.
 
-The shards come first, in one ledger commit (`manifests.integrity.ShardRewrite`) that records
-their new sha256 and the assignment itself (a `splits` part). A kill before that commit leaves
-the old shards and manifests; a kill after it leaves shards ahead of the manifests, which
-`voxhear verify` reports and the next run's consolidation repairs from the recorded assignment
-(`integrity.consolidate_splits`) before this pass runs again. The commit is skipped when no
-shard changed and the assignment is the one recorded, so the pass is idempotent and a resumed
-run simply re-assigns over the larger set.
+No shard is read or written: the labels are not in the samples' json (shard format 2;
+docs/design/worker-shards.md), so a run's shards are final when the sink commits them. A kill
+after the commit leaves the manifests behind the ledger, which the next run's consolidation
+repairs from the recorded assignment (`integrity.consolidate_splits`) before this pass runs
+again. The commit is skipped when the assignment is the one recorded, so the pass is idempotent
+and a resumed run simply re-assigns over the larger set.
 
 Assignment: identities are ordered by a seeded hash of their id (stable as a run grows,
 independent of clustering order); with three or more identities, test and val each first get
@@ -23,10 +23,7 @@ clip time.
 from __future__ import annotations
 
 import hashlib
-import json
-import tarfile
 from collections import defaultdict
-from contextlib import nullcontext
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,8 +31,7 @@ import pyarrow.parquet as pq
 
 from voxhear.manifests.integrity import SPLITS_FILE, SPLITS_SCHEMA, ShardRewrite, committed_splits, with_splits
 from voxhear.manifests.sample_index import write_sample_index
-from voxhear.pipeline.io import atomic_path, atomic_write_table
-from voxhear.pipeline.shards import copy_members
+from voxhear.pipeline.io import atomic_write_table
 
 SPLITS = ("train", "val", "test")
 
@@ -90,47 +86,13 @@ def write_splits(run_dir: Path, val_share: float, test_share: float, seed: int =
         key=lambda r: r["key"],
     )
     table = pa.Table.from_pylist(rows, schema=SPLITS_SCHEMA)
-    by_key = {r["key"]: r for r in rows}
-    # The shards and the assignment in one commit first, the manifests after (module docstring).
-    shards = {r["shard"] for r in clips.select(["shard", "status"]).to_pylist() if r["status"] == "ok" and r["shard"]}
-    rewrite = ShardRewrite(run_dir, cause="splits")
-    changed = False
-    for shard in sorted(shards):
-        changed |= rewrite_shard_metadata(Path(run_dir) / "shards" / shard, by_key, dest=rewrite.stage(shard))
+    # The assignment in one commit first, the manifests after (module docstring).
     recorded = committed_splits(run_dir)
-    if changed or recorded is None or not recorded.equals(table):
+    if recorded is None or not recorded.equals(table):
+        rewrite = ShardRewrite(run_dir, cause="splits")
         rewrite.parts["splits"] = table
-    rewrite.commit()
+        rewrite.commit()
     atomic_write_table(clips_path, with_splits(clips, table))
     atomic_write_table(manifests / SPLITS_FILE, table)
-    write_sample_index(run_dir)  # last: the rewritten shards' spans moved, and the splits are new
+    write_sample_index(run_dir)  # last: it joins the new labels to each sample's span
     return table
-
-
-def rewrite_shard_metadata(path: Path, by_key: dict[str, dict], dest: Path | None = None) -> bool:
-    """Set identity_id and split in every sample's `json`; returns whether the shard changed.
-
-    The first pass reads only the small `json` members; when one needs a change, the second
-    streams every member into a temp shard (media never held in memory: shards run to
-    `shards.max_megabytes`) that replaces the original atomically, or into `dest` when given
-    (a staged shard of a `ShardRewrite`, left unwritten when nothing changed).
-    """
-    updated: dict[str, bytes] = {}
-    with tarfile.open(path) as tar:
-        for info in tar.getmembers():
-            key, _, ext = info.name.partition(".")
-            if ext != "json" or key not in by_key:
-                continue
-            member = tar.extractfile(info) if info.isfile() else None
-            if member is None:
-                continue
-            meta = json.loads(member.read())
-            wanted = {"identity_id": by_key[key]["identity_id"], "split": by_key[key]["split"]}
-            if any(meta.get(k) != v for k, v in wanted.items()):
-                meta.update(wanted)
-                updated[info.name] = json.dumps(meta, sort_keys=True).encode()
-        if not updated:
-            return False
-        with nullcontext(dest) if dest else atomic_path(path) as tmp, tarfile.open(tmp, "w") as out:
-            copy_members(tar, out, replace=updated)
-    return True

@@ -9,14 +9,15 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import pyarrow as pa
 
 from voxhear.pipeline import raylog
 from voxhear.pipeline.config import RayConfig
-from voxhear.pipeline.records import Record
+from voxhear.pipeline.records import Record, ShotRecord
+from voxhear.pipeline.shards import ShardWriter, ShardWriterLike, WrittenShard
 from voxhear.pipeline.sink import DatasetSink
 from voxhear.pipeline.stage import Stage, SystemFault, apply_stage
 
@@ -34,9 +35,16 @@ class RayConnectionError(RuntimeError):
 class Executor(Protocol):
     def execute(self, stages: list[Stage], rows: list[Record], sink: DatasetSink) -> None: ...
 
+    def shard_writer(self, writer: ShardWriter) -> ShardWriterLike:
+        """Where the run's shards are written: `writer` itself, or a copy of it on a worker."""
+        ...
+
 
 class LocalExecutor:
     """In-process, one source at a time: for debugging and for machines without Ray."""
+
+    def shard_writer(self, writer: ShardWriter) -> ShardWriterLike:
+        return writer
 
     def execute(self, stages: list[Stage], rows: list[Record], sink: DatasetSink) -> None:
         for stage in stages:
@@ -46,6 +54,34 @@ class LocalExecutor:
             for stage in stages:
                 batch = apply_stage(stage, batch)
             sink.consume(batch)
+
+
+class _ActorShardWriter:
+    """A `ShardWriter` in a Ray actor, called like the local one (each call waits for its answer:
+    which shard a sample lands in is the writer's to say)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def _answer(self, pending: Any) -> Any:
+        import ray
+
+        try:
+            return ray.get(pending)
+        except Exception as error:
+            fault = _worker_fault(error)  # the writer's own SystemFault, as one line (a full disk, no credentials)
+            if fault is None:
+                raise
+            raise SystemFault(fault) from error
+
+    def add_samples(self, rows: Sequence[ShotRecord]) -> tuple[list[str], bool]:
+        return self._answer(self.actor.add_samples.remote(list(rows)))
+
+    def close_current(self) -> None:
+        self._answer(self.actor.close_current.remote())
+
+    def take_closed(self) -> list[WrittenShard]:
+        return self._answer(self.actor.take_closed.remote())
 
 
 def _apply_to_table(table: pa.Table, stage: Stage) -> pa.Table:
@@ -155,6 +191,27 @@ class RayExecutor:
                 raise
             raise RayConnectionError(_join_failure(address, error)) from error
         raylog.forward_worker_output()
+
+    def shard_writer(self, writer: ShardWriter) -> ShardWriterLike:
+        """The writer as a Ray actor, so that the samples' media is read and written on a worker.
+
+        `num_cpus=0`: it waits on disks, and a CPU it held would be one the stages' fitted requests
+        (fit_cpu_requests) do not know about. It must run on a node that mounts the work area and
+        the run (or staging) directory, as every stage does. `max_restarts=0`: a restarted actor
+        would have lost its open shard; the run stops instead, and the resume redoes what was not
+        committed."""
+        import ray
+
+        self.connect()
+        remote_class = ray.remote(num_cpus=0, max_restarts=0)(ShardWriter)
+        actor = remote_class.remote(
+            writer.shards_dir,
+            writer.max_samples,
+            writer.max_bytes,
+            next_number=writer.next_number,
+            upload_url=writer.upload_url,
+        )
+        return _ActorShardWriter(actor)
 
     def execute(self, stages: list[Stage], rows: list[Record], sink: DatasetSink) -> None:
         import ray

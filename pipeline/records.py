@@ -323,6 +323,9 @@ class FaceTrackRecord(ShotRecord):
         }
 
 
+# The version of a clip sample's json (docs/shard-format.md).
+SHARD_FORMAT = 2
+
 # Per-frame state of the on-screen person (frames.npz `state`), as small integer codes.
 STATE_NAMES = ("silence", "talk", "listen", "both")
 STATE_SILENCE, STATE_TALK, STATE_LISTEN, STATE_BOTH = range(4)
@@ -338,7 +341,7 @@ class ClipRecord(FaceTrackRecord):
     its track; `key` is `{source_id}-face{track_index}-{clip start ms}`. Work files: the crop
     video window, the four 16 kHz FLAC tracks (self + other + background == mix sample for
     sample), per-frame arrays and words. `split` and `identity_id` are filled after the run,
-    when every clip's identity is known (voxhear.passes.splits).
+    when every clip's identity is known (voxhear.passes.splits), in the manifests only.
     """
 
     # -1 marks a track-level row (the track was filtered before clips were cut).
@@ -406,8 +409,6 @@ class ClipRecord(FaceTrackRecord):
                 "clip_end_s": self.clip_end_s,
                 "n_frames": self.clip_end_frame - self.clip_start_frame,
                 "sample_rate": 16000,
-                "identity_id": self.identity_id,
-                "split": self.split,
                 "self_speaker": self.self_speaker,
                 "other_speakers": list(self.other_speakers),
                 "state_seconds": {
@@ -444,7 +445,9 @@ class ClipRecord(FaceTrackRecord):
                 },
                 "models": dict(self.model_hashes),
                 "config_hash": self.config_hash,
-                "shard_format": 1,
+                # 2: identity_id and split are in the manifests and the sample index, not here
+                # (they are assigned after the run; docs/design/worker-shards.md).
+                "shard_format": SHARD_FORMAT,
             }
         )
         return meta

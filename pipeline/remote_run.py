@@ -24,10 +24,14 @@ resumed on another machine, or after a kill mid-push, recovers from what the buc
 kill between a local commit and its push loses nothing: that commit is not on the bucket, its
 local files are deleted by the pull, and its inputs are processed again.
 
-What stays local: the work area (`staging/work`, per-input intermediates), Ray's log. The driver
-writes the shards from the work area (as on a local run dir), so the work area must be visible
-to the driver: a single machine, or a shared filesystem for multi-node runs. See
-docs/design/object-storage.md for what remains (workers writing their own shards).
+What stays local: the work area (`staging/work`, per-input intermediates), Ray's log. The shard
+writer (`pipeline.shards.ShardWriter`, in a Ray actor on a worker with the Ray runner) reads the
+samples from the work area, writes each shard into the staging copy under a temporary name and
+uploads it itself under its final name (step 1 above, done by the writer instead of the push);
+the driver commits it with a rename and the ledger, and `remember_uploaded` records the object so
+that the push does not upload it again: no shard passes through the driver. The work area and
+the staging copy must therefore be on a filesystem the writer's node and the driver share (one
+machine, or `staging_dir` on a shared mount). See docs/design/worker-shards.md.
 
 `RemoteRunLock` is the object-storage counterpart of `runlock.RunLock`: `RUN/.lock` created
 with a conditional put (it fails when the object exists), kept fresh by a heartbeat, and taken
@@ -259,6 +263,20 @@ class RemoteRunDir:
             )
         return report
 
+    def remember_uploaded(self, written: Iterable[Any]) -> None:
+        """Record shards that their writer uploaded (`shards.WrittenShard` with an etag) and the
+        driver has just committed (renamed onto their names), so that the push skips them."""
+        changed = False
+        for shard in written:
+            if not shard.etag:
+                continue
+            relative = f"shards/{shard.name}"
+            stat = (self.local / relative).stat()
+            self.record[relative] = {"etag": shard.etag, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            changed = True
+        if changed:
+            self._save_record()
+
     def _upload(
         self, relative: str, stat: os.stat_result, report: PushReport, remote_relative: str | None = None
     ) -> None:
@@ -278,6 +296,13 @@ class RemoteRunDir:
     def _remove(self, relatives: list[str]) -> None:
         if relatives:
             self.fs.rm([self._remote_path(r) for r in relatives])
+
+
+def put_new_shard(fs: Any, remote_path: str, local_path: str) -> str:
+    """Upload a closed shard under its final name (unlisted by any commit until the driver commits
+    it); returns the object's ETag. Called by the shard writer, wherever it runs."""
+    fs.put_file(local_path, remote_path)
+    return RemoteRunDir._etag(fs.info(remote_path))
 
 
 def _ledger_order(relative: str) -> tuple[int, int, str]:

@@ -25,7 +25,8 @@ from voxhear.pipeline.models import ModelStore, UnknownModelError
 from voxhear.pipeline.records import STATUS_FAILED, ShotRecord, SourceRecord, clip_span
 from voxhear.pipeline.remote_run import RemoteRunDir, RemoteRunLock, local_run_dir
 from voxhear.pipeline.runlock import RunLock
-from voxhear.pipeline.sink import DatasetSink
+from voxhear.pipeline.shards import WrittenShard
+from voxhear.pipeline.sink import DatasetSink, shard_writer_for
 from voxhear.pipeline.stage import RunContext, Stage
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,15 @@ def _run_remote(config: RunConfig, staging: Path, show_progress: bool, started: 
         downloaded = remote.pull()  # the bucket is the truth: what it lacks was never committed
         if downloaded:
             log.info("staged %d files of %s in %s", downloaded, remote.url, staging)
-        summary = _run_locked(config, staging, show_progress, started, publish=remote.push)
+        summary = _run_locked(
+            config,
+            staging,
+            show_progress,
+            started,
+            publish=remote.push,
+            upload_url=remote.url,
+            on_committed_shards=remote.remember_uploaded,
+        )
     summary.run_url = remote.url
     return summary
 
@@ -177,8 +186,15 @@ def _run_locked(
     show_progress: bool,
     started: float,
     publish: Callable[[], object] = lambda: None,
+    upload_url: str = "",
+    on_committed_shards: Callable[[list[WrittenShard]], object] = lambda written: None,
 ) -> RunSummary:
-    """Run in `run_dir`, calling `publish` after each commit of the ledger and after the passes."""
+    """Run in `run_dir`, calling `publish` after each commit of the ledger and after the passes.
+
+    Args:
+        upload_url: the run directory on object storage that the shard writer uploads shards to.
+        on_committed_shards: called with the shards each commit published (their uploads recorded).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     check_resume_compatible(config, run_dir)
     save_config(config, run_dir / "config.yaml")
@@ -197,6 +213,8 @@ def _run_locked(
     log.info("%d inputs, %d to process", len(inputs), len(todo))
     # After recovery (which settles what is committed) and under the run lock.
     workarea.clean_at_start(context.work_dir, config.keep_work, [uri for uri in todo if is_remote(uri)])
+    executor = make_executor(config.runner, config.ray, show_progress=show_progress)
+    writer = shard_writer_for(config, ledger, state, upload_url)
     sink = DatasetSink(
         config,
         ledger,
@@ -205,8 +223,10 @@ def _run_locked(
         total_sources=len(todo),
         show_progress=show_progress,
         after_commit=publish,
+        # Placed by the executor (a Ray actor on a worker): nothing to write, nothing to place.
+        writer=executor.shard_writer(writer) if todo else writer,
+        on_committed_shards=on_committed_shards,
     )
-    executor = make_executor(config.runner, config.ray, show_progress=show_progress)
     try:
         executor.execute(stages, [SourceRecord(source_uri=uri) for uri in todo], sink)
         sink.finish()

@@ -1,8 +1,12 @@
-"""The dataset sink: receives final rows in any order, writes shards, commits the ledger.
+"""The dataset sink: receives final rows in any order, has their shards written, commits the ledger.
 
 A source is complete when the shares of its rows add up to one (see `records.Record`). Only
-complete sources are written, and shards are published only at source boundaries, so a commit
-never holds part of a source.
+complete sources are written, and a source is committed only once every shard holding its
+samples is (a source may span shards; `Ledger` explains the resume).
+
+The shards are written by a `ShardWriter` that the executor places (a Ray actor on a worker for
+the Ray runner): the sink sends it rows, never media, and commits what it closes with a rename and
+the sha256 the writer measured, so no sample's bytes pass through the driver.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from tqdm import tqdm
 from voxhear.manifests import Ledger, LedgerState, SourceManifestRow, clip_row_type
 from voxhear.pipeline.config import RunConfig
 from voxhear.pipeline.records import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, Record, ShotRecord, clip_span
-from voxhear.pipeline.shards import ShardWriter
+from voxhear.pipeline.shards import ShardWriter, ShardWriterLike, WrittenShard, commit_written
 from voxhear.pipeline.workarea import remove_input_work, work_dir
 
 if TYPE_CHECKING:
@@ -55,19 +59,18 @@ class DatasetSink:
         total_sources: int,
         show_progress: bool = True,
         after_commit: Callable[[], object] = lambda: None,
+        writer: ShardWriterLike | None = None,
+        on_committed_shards: Callable[[list[WrittenShard]], object] = lambda written: None,
     ) -> None:
         self.config = config
         # Called after every ledger commit: publishes it when the run directory is on object storage.
         self.after_commit = after_commit
+        # Called with the shards a commit published, before after_commit (records the writer's uploads).
+        self.on_committed_shards = on_committed_shards
         self.clip_type = clip_row_type(final_type)
         self.ledger = ledger
         self.state = state
-        self.writer = ShardWriter(
-            ledger.shards_dir,
-            config.shards.max_samples,
-            int(config.shards.max_megabytes * 1e6),
-            next_number=state.next_shard,
-        )
+        self.writer = writer or shard_writer_for(config, ledger, state)
         self.commit_seq = state.next_commit
         self.work = work_dir(ledger.run_dir)
         self.incomplete: dict[str, _Pending] = {}
@@ -118,14 +121,19 @@ class DatasetSink:
         elif source.status == STATUS_OK:
             self.state.source_ids[source.source_id] = source.source_uri
         waiting = _Waiting(source=source)
+        to_write = []
         for row in sorted((r for r in rows if r.shot_index >= 0), key=lambda r: r.key):
-            clip = self.clip_type.from_parent(row)
             if row.status != STATUS_OK:
-                waiting.clips.append(clip)
+                waiting.clips.append(self.clip_type.from_parent(row))
             elif row.key not in self.state.published_keys:  # else an earlier attempt published it
-                clip.shard = self.writer.add(row.key, row.shard_members())
-                self.clips_by_shard.setdefault(clip.shard, []).append(clip)
-                waiting.shards.add(clip.shard)
+                to_write.append(row)
+        # The writer reads the samples' media where it runs; only the rows travel to it.
+        names, has_closed = self.writer.add_samples(to_write) if to_write else ([], False)
+        for row, name in zip(to_write, names):
+            clip = self.clip_type.from_parent(row)
+            clip.shard = name
+            self.clips_by_shard.setdefault(name, []).append(clip)
+            waiting.shards.add(name)
         self.waiting.append(waiting)
         self.completed += 1
         self.failed += source.status == STATUS_FAILED
@@ -136,7 +144,7 @@ class DatasetSink:
         length = f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
         self.progress.set_postfix_str(f"clips {self.clips_kept} ({length}), failed {self.failed}", refresh=False)
         due = time.monotonic() - self.last_commit > self.config.shards.commit_every_s
-        if self.writer.has_closed or due:
+        if has_closed or due:
             self.commit(close_open=due)
         self._check_failure_rate()
 
@@ -148,7 +156,8 @@ class DatasetSink:
         """
         if close_open:
             self.writer.close_current()
-        published = self.writer.publish()
+        written = self.writer.take_closed()
+        published = commit_written(self.ledger.shards_dir, written)
         clips = [clip for name in published for clip in self.clips_by_shard.pop(name)]
         for name in published:
             for waiting in self.waiting:
@@ -159,11 +168,13 @@ class DatasetSink:
             return
         sources = [w.source for w in ready]
         clips += [clip for w in ready for clip in w.clips]
-        self.ledger.commit(self.commit_seq, sources, clips, self.clip_type, shards=published)
+        known = {shard.name: (shard.sha256, shard.bytes) for shard in written}
+        self.ledger.commit(self.commit_seq, sources, clips, self.clip_type, shards=published, known=known)
         for source in sources:
             self.state.status_by_uri[source.source_uri] = source.status
         self.state.published_keys.update(clip.key for clip in clips if clip.shard)
         self.commit_seq += 1
+        self.on_committed_shards(written)
         self.after_commit()
         self.last_commit = time.monotonic()
         if not self.config.keep_work:
@@ -186,6 +197,17 @@ class DatasetSink:
         self.progress.close()
         if self.incomplete:
             raise RuntimeError(f"{len(self.incomplete)} sources never completed: {sorted(self.incomplete)[:5]}")
+
+
+def shard_writer_for(config: RunConfig, ledger: Ledger, state: LedgerState, upload_url: str = "") -> ShardWriter:
+    """The run's shard writer as configured, numbering shards after what earlier attempts committed."""
+    return ShardWriter(
+        ledger.shards_dir,
+        config.shards.max_samples,
+        int(config.shards.max_megabytes * 1e6),
+        next_number=state.next_shard,
+        upload_url=upload_url,
+    )
 
 
 def summarize_source(rows: list[ShotRecord]) -> SourceManifestRow:

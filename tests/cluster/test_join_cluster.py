@@ -141,13 +141,17 @@ def local_run(videos, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, s3_server):
     """(address, env of a client that has the cluster's token where Ray looks for one)."""
     token = tmp_path_factory.mktemp("auth") / "auth_token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    # No draining on SIGTERM (Ray waits 30 s for it by default).
-    env = clean_env(RAY_AUTH_TOKEN_PATH=str(token), RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
+    # No draining on SIGTERM (Ray waits 30 s for it by default). Every node has the object store's
+    # credentials and endpoint, as deploy/kuberay gives every group: the shard writer, on a
+    # worker, uploads the shards of a run directory on S3 itself.
+    env = clean_env(
+        RAY_AUTH_TOKEN_PATH=str(token), RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0", **s3_server.env
+    )
     port = free_port()
     address = f"127.0.0.1:{port}"
     nodes: list[Node] = []

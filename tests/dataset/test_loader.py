@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import tarfile
 from dataclasses import dataclass
@@ -374,3 +375,47 @@ def test_audio_of_the_wrong_length_is_named(shards, tmp_path):
     broken = write_shard(tmp_path / "short.tar", [(clip.key, {**clip.members, "mix.flac": short_mix})])
     with pytest.raises(ValueError, match=rf"{clip.key}.*mix\.flac has {(clip.n_frames - 1) * SPF} samples"):
         list(VoxHearWindows(str(broken)))
+
+
+def test_format_2_shards_take_their_split_and_identity_from_the_run_index(shards, tmp_path):
+    """Shard format 2: the json has no split or identity; the loader reads them from the run's sample
+    index, found beside the shards (RUN/shards -> RUN/manifests/samples.parquet) or given."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from voxhear.manifests.sample_index import SAMPLES_SCHEMA, sample_spans
+
+    run = tmp_path / "run"
+    (run / "shards").mkdir(parents=True)
+    (run / "manifests").mkdir()
+    rows, paths = [], []
+    for number, group in enumerate(SHARD_PLAN):
+        samples = []
+        for i in group:
+            clip = list(shards.clips.values())[i]
+            meta = json.loads(clip.members["json"])
+            meta.pop("split"), meta.pop("identity_id")
+            samples.append((clip.key, {**clip.members, "json": json.dumps({**meta, "shard_format": 2}).encode()}))
+        path = write_shard(run / "shards" / f"{number:06d}.tar", samples)
+        paths.append(path)
+        # The index swaps the json's old labels, so that only the index can have given them.
+        for key, offset, length in sample_spans(path):
+            split = {"train": "val", "val": "test", "test": "train"}[shards.clips[key].split]
+            rows.append({"key": key, "shard": path.name, "split": split, "identity_id": f"from-index-{key}",
+                         "offset": offset, "length": length, "shard_sha256": ""})
+    index = run / "manifests" / "samples.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, SAMPLES_SCHEMA), index)
+    wanted = {r["key"] for r in rows if r["split"] == "val"}
+    for dataset in (VoxHearWindows(paths, window_frames=10, split="val"),
+                    VoxHearWindows(run / "shards", window_frames=10, split="val")):
+        items = list(dataset)
+        assert {item["key"] for item in items} == wanted
+        assert all(item["split"] == "val" and item["identity_id"] == f"from-index-{item['key']}" for item in items)
+    # Elsewhere, without an index: asking for a split is an error that says where splits are.
+    alone = tmp_path / "alone"
+    shutil.copytree(run / "shards", alone)
+    with pytest.raises(ValueError, match="samples.parquet"):
+        list(VoxHearWindows(alone, window_frames=10, split="val"))
+    assert {i["key"] for i in VoxHearWindows(alone, window_frames=10, split="val", index=index)} == wanted
+    # Without a split asked for, it reads everything, labels unknown.
+    assert {i["key"] for i in VoxHearWindows(alone, window_frames=10)} == set(shards.clips)

@@ -22,10 +22,11 @@ from voxhear.manifests import integrity
 from voxhear.manifests.integrity import ShardRewrite, shard_records, takedown_records
 from voxhear.manifests.takedown import TakedownError, takedown
 from voxhear.manifests.verify import verify_run
-from voxhear.passes.splits import rewrite_shard_metadata, write_splits
+from voxhear.passes.splits import write_splits
 from voxhear.pipeline.cli import main
 from voxhear.pipeline.config import load_config
 from voxhear.pipeline.io import sha256_file
+from voxhear.pipeline.shards import copy_members
 from voxhear.pipeline.records import ShotRecord
 from voxhear.pipeline.runner import run_pipeline
 from voxhear.stages.talk.tracks import split_tracks, write_int24
@@ -221,7 +222,7 @@ def test_a_track_that_does_not_sum_to_the_mix_is_caught(tmp_path):
 # ---------------------------------------------------------------- shard rewrites keep the ledger consistent
 
 
-def test_the_splits_pass_records_the_rewritten_shards_sha256(run_dir):
+def test_the_splits_pass_records_its_assignment_and_leaves_every_shard_as_it_is(run_dir):
     manifests = run_dir / "manifests"
     clips = pq.read_table(manifests / "clips.parquet")
     # The columns of the talk stage's clips that the pass reads.
@@ -233,22 +234,36 @@ def test_the_splits_pass_records_the_rewritten_shards_sha256(run_dir):
     pq.write_table(pa.table({"key": kept, "identity_id": [f"face-{i % 3}" for i in range(len(kept))]}),
                    manifests / "identities.parquet")
     before = shard_records(run_dir)
+    files = {p.name: sha256_file(p) for p in (run_dir / "shards").glob("*.tar")}
     assert write_splits(run_dir, 0.2, 0.2) is not None
-    after = shard_records(run_dir)
-    assert {r.cause for r in after.values()} == {"splits"} and after != before
-    with tarfile.open(run_dir / "shards" / samples(run_dir)[kept[0]]) as tar:
-        meta = json.loads(tar.extractfile(f"{kept[0]}.json").read())
-    assert (meta["identity_id"], meta["split"]) == ("face-0", ok_clips(run_dir)[kept[0]]["split"])
+    # Shards untouched (format 2: the labels are in the manifests), the assignment committed.
+    assert shard_records(run_dir) == before
+    assert {p.name: sha256_file(p) for p in (run_dir / "shards").glob("*.tar")} == files
+    assert integrity.committed_splits(run_dir) is not None
+    parts = sorted(p.name for p in (manifests / "_ledger").glob("*-splits.parquet"))
+    assert len(parts) == 1
+    index = {r["key"]: r for r in pq.read_table(manifests / "samples.parquet").to_pylist()}
+    assert (index[kept[0]]["identity_id"], index[kept[0]]["split"]) == ("face-0", ok_clips(run_dir)[kept[0]]["split"])
+    assert {r["split"] for r in index.values()} == {"train", "val", "test"}
     report = verify_run(run_dir)
     assert report.ok, report.problems
-    assert write_splits(run_dir, 0.2, 0.2) is not None and shard_records(run_dir) == after  # idempotent
+    # Idempotent: the same assignment is not committed again.
+    assert write_splits(run_dir, 0.2, 0.2) is not None
+    assert sorted(p.name for p in (manifests / "_ledger").glob("*-splits.parquet")) == parts
+    # The index disagreeing with the manifests (which the loader would trust) is reported.
+    table = pq.read_table(manifests / "samples.parquet")
+    splits = ["val" if k == kept[0] and s != "val" else ("test" if k == kept[0] else s)
+              for k, s in zip(table.column("key").to_pylist(), table.column("split").to_pylist())]
+    pq.write_table(table.set_column(table.schema.get_field_index("split"), "split", pa.array(splits)),
+                   manifests / "samples.parquet")
+    assert any("split/identity" in p.what and p.key == kept[0] for p in verify_run(run_dir).problems)
 
 
 def _stage_changed_json(run_dir: Path) -> ShardRewrite:
     rewrite = ShardRewrite(run_dir, cause="test")
     key = next(k for k, s in samples(run_dir).items() if s == "000000.tar")
-    assert rewrite_shard_metadata(run_dir / "shards" / "000000.tar", {key: {"identity_id": "x", "split": "val"}},
-                                  dest=rewrite.stage("000000.tar"))
+    with tarfile.open(run_dir / "shards" / "000000.tar") as tar, tarfile.open(rewrite.stage("000000.tar"), "w") as out:
+        copy_members(tar, out, replace={f"{key}.json": json.dumps({"key": key, "changed": True}).encode()})
     return rewrite
 
 

@@ -44,13 +44,30 @@ def local_run(inputs, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_ray_and_local_runners_write_identical_manifests(inputs, local_run, run_config):
+def test_ray_and_local_runners_write_identical_manifests(inputs, local_run, run_config, monkeypatch):
+    from tests.manifests.test_resume import shard_contents
+    from voxhear.pipeline.records import ShotRecord
+
+    def read_on_the_driver(self):
+        raise AssertionError("the driver read a sample's media: the shard writer must do it on a worker")
+
+    # Ray's workers are other processes, which this patch does not reach: the run works only if
+    # no sample's media is read (hence written into a shard) by the driver.
+    monkeypatch.setattr(ShotRecord, "shard_members", read_on_the_driver)
     config = run_config(inputs, runner="ray")
     try:
         summary = run_pipeline(config, show_progress=False)
     finally:
         ray.shutdown()
+    monkeypatch.undo()
     assert comparable(summary.run_dir) == comparable(local_run)
+    # The samples themselves, byte for byte (the json names its run's paths: the keys' members).
+    ray_digests, ray_keys = shard_contents(summary.run_dir)
+    local_digests, local_keys = shard_contents(local_run)
+    assert sorted(ray_keys) == sorted(local_keys)
+    assert {k: v for k, v in ray_digests.items() if not k.endswith(".json")} == {
+        k: v for k, v in local_digests.items() if not k.endswith(".json")
+    }
     sources = comparable(local_run)["sources"]
     assert sorted(s["status"] for s in sources) == ["failed", "ok", "ok"]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import tarfile
 import tempfile
 import traceback
 from collections.abc import Callable, Iterable
@@ -112,15 +111,10 @@ def assert_same_samples(run_dir: Path, reference: Path, media: bool = True) -> N
 
 
 def sample_labels(run_dir: Path) -> dict[str, tuple[str, str]]:
-    """key -> (identity_id, split) from the shards' json."""
-    out = {}
-    for shard in sorted((run_dir / "shards").glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            for info in tar.getmembers():
-                if info.name.endswith(".json"):
-                    meta = json.loads(tar.extractfile(info).read())
-                    out[meta["key"]] = (meta.get("identity_id", ""), meta.get("split", ""))
-    return out
+    """key -> (identity_id, split) as the loader gives them: from the sample index (shard format 2
+    keeps them out of the samples' json)."""
+    rows = pq.read_table(run_dir / "manifests" / "samples.parquet").to_pylist()
+    return {r["key"]: (r["identity_id"], r["split"]) for r in rows}
 
 
 def manifest_labels(run_dir: Path) -> dict[str, tuple[str, str]]:

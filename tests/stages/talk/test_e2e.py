@@ -55,6 +55,8 @@ def test_clips_in_the_shard_format_with_exact_mix_consistency(tmp_path, run_conf
     samples = _samples(summary.run_dir / "shards")
     assert set(samples) == {c["key"] for c in kept}
     splits = {r["key"]: r for r in pq.read_table(summary.run_dir / "manifests" / "splits.parquet").to_pylist()}
+    # Identity and split are the manifests' (shard format 2), and the sample index gives them the loader.
+    index = {r["key"]: r for r in pq.read_table(summary.run_dir / "manifests" / "samples.parquet").to_pylist()}
     for clip in kept:
         sample = samples[clip["key"]]
         assert list(sample) == MEMBERS and "." not in clip["key"]
@@ -73,8 +75,10 @@ def test_clips_in_the_shard_format_with_exact_mix_consistency(tmp_path, run_conf
         # The contract: self + other + background == mix, sample for sample.
         assert np.array_equal(tracks["self"] + tracks["other"] + tracks["background"], tracks["mix"])
         meta = json.loads(sample["json"])
-        assert meta["key"] == clip["key"] and meta["split"] in ("train", "val", "test")
-        assert meta["identity_id"] == splits[clip["key"]]["identity_id"] and meta["identity_id"].startswith("face-")
+        assert meta["key"] == clip["key"] and meta["shard_format"] == 2 and "split" not in meta
+        assert clip["split"] in ("train", "val", "test") and clip["identity_id"].startswith("face-")
+        assert (index[clip["key"]]["split"], index[clip["key"]]["identity_id"]) == (clip["split"], clip["identity_id"])
+        assert splits[clip["key"]]["identity_id"] == clip["identity_id"]
         assert meta["models"] and meta["config_hash"]
         # voxhear synth writes a licence sidecar beside each video; the samples carry it.
         sidecar = json.loads((synth / "videos" / "synth-0000.json").read_text())
