@@ -13,6 +13,9 @@ from the run's audio (mix and separated speech) first, into OUT/work/SOURCE/turn
 a diarization change is scored through the talk stage too (and by the eval's DER):
 
     python -m voxhear.benchmarks.talk_bench RUN TRUTH OUT diarization.input=mix diarization.threshold=0.8
+
+`--truth-turns` replaces every source's diarized turns by the truth's (TRUTH/VIDEO/turns.rttm):
+what the talk stage reaches with a perfect diarization, i.e. how much of the error is the turns'.
 """
 
 from __future__ import annotations
@@ -80,7 +83,24 @@ def rediarize(run_dir: Path, out: Path, config) -> dict[str, str]:
     return renamed
 
 
-def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str]) -> dict:
+def truth_turns(run_dir: Path, out: Path, truth_dir: Path) -> dict[str, str]:
+    """Give every source of `run_dir` the truth's turns (into `out`'s work area) and write `out`'s
+    sources.parquet with them; old turns file -> new one."""
+    renamed, rows = {}, []
+    for source in pq.read_table(run_dir / "manifests" / "sources.parquet").to_pylist():
+        row = SourceRecord.from_row(source)
+        if row.rttm_uri:
+            target = out / "work" / row.source_id / "turns.rttm"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(truth_dir / Path(row.source_uri).stem / "turns.rttm", target)
+            renamed[row.rttm_uri] = str(target)
+            row = dataclasses.replace(row, rttm_uri=str(target))
+        rows.append(row)
+    pq.write_table(SourceRecord.to_table(rows), out / "manifests" / "sources.parquet")
+    return renamed
+
+
+def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str], use_truth_turns: bool = False) -> dict:
     from voxhear.benchmarks.evaluation.cli import evaluate_run
     from voxhear.stages.talk.stage import TalkStage
 
@@ -89,7 +109,9 @@ def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str]) -> di
         shutil.rmtree(out)
     (out / "manifests").mkdir(parents=True)
     renamed = {}
-    if config.diarization != load_config(run_dir / "config.yaml").diarization:
+    if use_truth_turns:
+        renamed = truth_turns(run_dir, out, truth_dir)
+    elif config.diarization != load_config(run_dir / "config.yaml").diarization:
         renamed = rediarize(run_dir, out, config)
     else:
         shutil.copy(run_dir / "manifests" / "sources.parquet", out / "manifests" / "sources.parquet")
@@ -129,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("truth", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("overrides", nargs="*", help="config overrides such as talk.asd_threshold=1.5")
+    parser.add_argument("--truth-turns", action="store_true", help="use the truth's speaker turns (oracle diarization)")
     args = parser.parse_args(argv)
-    print(json.dumps(bench(args.run, args.truth, args.out, list(args.overrides)), indent=1))
+    print(json.dumps(bench(args.run, args.truth, args.out, list(args.overrides), args.truth_turns), indent=1))
     return 0
 
 

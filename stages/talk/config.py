@@ -41,6 +41,13 @@ class TalkConfig:
     # min_evidence_s of them) stays below this is someone else's speech: a voice cluster can hold
     # an off-screen voice too (attribution.unsaid_turns). None: whole clusters only.
     unsaid_turn_logit: float | None = 0.5
+    # Overlap diarization missed (stages/talk/overlap.py): runs of at least overlap_min_s where
+    # only other speakers have turns but this face's Light-ASD logit stays at or above
+    # overlap_talk_logit become this face's speech too (the `both` state; the audio tracks keep
+    # the diarized turns). None: overlap as diarization finds it. 2.5 chosen on the realistic
+    # tuning set (1.5-4 tried), checked held out and on GRID (README, "Real people").
+    overlap_talk_logit: float | None = 2.5
+    overlap_min_s: float = setting(0.2, gt=0)
     # Evidence needs at least this much of a speaker's solo speech inside the track.
     min_evidence_s: float = setting(0.4, gt=0)
     # Turns are widened by this much on each side before they become frame states and audio

@@ -44,6 +44,7 @@ from voxhear.stages.talk.attribution import NOT_THIS_FACE, Attribution, attribut
 from voxhear.stages.talk.config import TalkConfig
 from voxhear.stages.talk.frame_arrays import FrameArrays
 from voxhear.stages.talk.light_asd import light_asd_onnx, load_light_asd
+from voxhear.stages.talk.overlap import OVERLAP_SELF, overlap_turns
 from voxhear.stages.talk.tracks import background_leak_db, read_int24, split_tracks, write_int24
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,24 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
                 turns = checked
                 speakers = speakers_of(turns)
                 active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
+        # The tracks follow the diarized turns: in overlap the stage cannot split two voices, and
+        # the lips' overlap turns would move the other party's speech into the self track.
+        audio_turns, audio_selves = turns, selves
+        if self.config.overlap_talk_logit is not None:
+            extra = overlap_turns(
+                turns,
+                scores,
+                row.track_start_frame,
+                fps,
+                frozenset(selves),
+                self.config.overlap_talk_logit,
+                max(1, round(self.config.overlap_min_s * fps)),
+            )
+            if extra:
+                turns = sorted([*turns, *extra], key=lambda t: (t.start, t.end, t.speaker))
+                selves = selves | {OVERLAP_SELF}
+                speakers = speakers_of(turns)
+                active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
         is_self = np.array([s in selves for s in speakers], bool)
         self_active = active[is_self].any(axis=0)
         other_active = active[~is_self].any(axis=0)
@@ -242,7 +261,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             clip.embedding_spread = spread
             self._label(clip, states[a:b], fps)
             self._write_frames(clip, arrays, scores, states, a, b, out_dir)
-            self._write_audio(clip, row, turns, selves, self_active[a:b] | other_active[a:b], fps, out_dir)
+            self._write_audio(clip, row, audio_turns, audio_selves, self_active[a:b] | other_active[a:b], fps, out_dir)
             self._write_words(clip, words, selves, out_dir)
             self._measure_face(clip, arrays, a, b)
             self._filter(clip)

@@ -82,3 +82,28 @@ def test_talk_bench_rediarizes_the_runs_audio_into_its_own_folder(tmp_path):
     assert stale.read_text() == old_turns  # the run's own turns are left as they were
     [written] = pq.read_table(out / "manifests" / "sources.parquet").to_pylist()
     assert written["rttm_uri"] == new
+
+
+def test_talk_bench_truth_turns_replace_each_sources_turns_by_the_truths(tmp_path):
+    """`--truth-turns`: every source's turns become its video's truth turns.rttm (oracle diarization),
+    copied under OUT; the run's own file untouched."""
+    import pyarrow.parquet as pq
+
+    from voxhear.benchmarks.talk_bench import truth_turns
+    from voxhear.pipeline.records import SourceRecord
+
+    run, truth, out = tmp_path / "run", tmp_path / "truth", tmp_path / "out"
+    (run / "work" / "s0").mkdir(parents=True)
+    (truth / "synth-0003").mkdir(parents=True)
+    own = _rttm(run / "work" / "s0" / "turns.rttm", [(0.0, 1.0, "SPEAKER_00")])
+    true = _rttm(truth / "synth-0003" / "turns.rttm", [(0.5, 2.0, "A"), (1.5, 3.0, "B")])
+    row = SourceRecord(source_uri="/videos/synth-0003.mp4", source_id="s0", rttm_uri=str(own))
+    (run / "manifests").mkdir()
+    (out / "manifests").mkdir(parents=True)
+    pq.write_table(SourceRecord.to_table([row]), run / "manifests" / "sources.parquet")
+    renamed = truth_turns(run, out, truth)
+    assert renamed == {str(own): str(out / "work" / "s0" / "turns.rttm")}
+    assert Path(renamed[str(own)]).read_text() == true.read_text()
+    assert "SPEAKER_00" in own.read_text()
+    [written] = pq.read_table(out / "manifests" / "sources.parquet").to_pylist()
+    assert written["rttm_uri"] == renamed[str(own)]

@@ -1,0 +1,37 @@
+"""Overlap that diarization gave to the other party alone, found from the face's lips (overlap.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxhear.stages.audio.diarization import Turn
+from voxhear.stages.talk.overlap import OVERLAP_SELF, overlap_turns
+
+FPS = 25.0
+
+
+def spans(turns):
+    return [(round(t.start, 2), round(t.end, 2), t.speaker) for t in turns]
+
+
+def test_lips_that_move_during_another_speakers_turn_make_this_face_speak_too():
+    scores = np.full(150, -1.0)
+    scores[50:75] = 4.0  # 2-3 s: this face talks while B's turn goes on
+    scores[100:103] = 4.0  # 4-4.12 s: too short to count (a smile, a nod)
+    turns = [Turn(0.0, 6.0, "B")]
+    assert spans(overlap_turns(turns, scores, 0, FPS, frozenset({"A"}), 3.0, 5)) == [(2.0, 3.0, OVERLAP_SELF)]
+    # Below the logit asked for: nothing.
+    assert overlap_turns(turns, scores, 0, FPS, frozenset({"A"}), 4.5, 5) == []
+    # The track's frames are on the source's timeline: a track from frame 25 sees B's turn 1 s earlier.
+    assert spans(overlap_turns([Turn(1.0, 7.0, "B")], scores, 25, FPS, frozenset(), 3.0, 5)) == [
+        (3.0, 4.0, OVERLAP_SELF)
+    ]
+
+
+def test_its_own_turns_and_pauses_are_not_overlap():
+    scores = np.full(150, 4.0)
+    assert overlap_turns([Turn(0.0, 6.0, "A")], scores, 0, FPS, frozenset({"A"}), 3.0, 5) == []
+    assert overlap_turns([], scores, 0, FPS, frozenset({"A"}), 3.0, 5) == []
+    # Where its own turn and B's overlap already, diarization found the overlap: nothing added there.
+    turns = [Turn(0.0, 2.0, "A"), Turn(1.0, 4.0, "B")]
+    assert spans(overlap_turns(turns, scores, 0, FPS, frozenset({"A"}), 3.0, 5)) == [(2.0, 4.0, OVERLAP_SELF)]
