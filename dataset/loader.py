@@ -17,9 +17,11 @@ import glob
 import io
 import json
 import os
+import posixpath
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import fsspec
 import numpy as np
@@ -241,10 +243,25 @@ def sample_labels(index: str | os.PathLike, shards: Iterable[str] | None = None)
     return {k: (i, s) for k, i, s in zip(*(table.column(c).to_pylist() for c in ("key", "identity_id", "split")))}
 
 
+def shard_name(url: str) -> str:
+    """The file name of a shard given as a path, a URL (query string and all) or a `pipe:` command
+    (its first word ending in .tar), as the sample index names shards."""
+    if url.startswith("pipe:"):
+        words = [w for w in url[5:].split() if w.split("?")[0].endswith(".tar")]
+        url = words[0] if words else url
+    if "://" in url:
+        url = urlsplit(url).path
+    return posixpath.basename(url.replace(os.sep, "/"))
+
+
 def index_beside(shard_urls: Sequence[str]) -> str | None:
     """The sample index of the run the shards belong to (`RUN/shards/X.tar` -> `RUN/manifests/
     samples.parquet`), when they all lie in one run's shards folder and it exists; else None."""
-    folders = {url.rsplit("/", 1)[0] for url in shard_urls if not url.startswith("pipe:")}
+    folders = {
+        url.rsplit("/", 1)[0] if "://" in url else os.path.dirname(os.path.abspath(url))
+        for url in shard_urls
+        if not url.startswith("pipe:")
+    }
     if len(folders) != 1 or len(shard_urls) == 0:
         return None
     folder = folders.pop()
@@ -393,8 +410,12 @@ class VoxHearWindows(IterableDataset):
                 index = index_beside(self.urls)
         # key -> (identity_id, split); None: take them from each sample's json (format 1).
         # (Only those of the shards to read: an index of a large run holds millions of keys.)
-        names = {url.rsplit("/", 1)[-1] for url in self.urls}
-        self.labels = sample_labels(index, names) if index is not None else None
+        self.index = None if index is None else os.fspath(index)
+        self.labels = None
+        if self.index is not None:
+            self.labels = sample_labels(self.index, {shard_name(url) for url in self.urls})
+            if not self.labels:  # shards named otherwise than in the index (copied, renamed): all of it
+                self.labels = sample_labels(self.index)
         self.split = split
         self.window_frames = window_frames
         self.hop_frames = hop_frames
@@ -447,9 +468,17 @@ class VoxHearWindows(IterableDataset):
             yield from self.windows_of(sample)
 
     def _labels_of(self, raw: Mapping[str, Any]) -> tuple[str | None, str | None]:
-        """(identity_id, split) of a raw sample: the index's, else its json's (format 1)."""
+        """(identity_id, split) of a raw sample: the index's, else (no index) its json's (format 1)."""
         key = str(raw.get("__key__", ""))
-        if self.labels is not None and key in self.labels:
+        if self.labels is not None:
+            if key not in self.labels:
+                # Never the json instead: a format-1 json's labels are stale once a resumed run
+                # re-assigned the splits, and format 2 has none.
+                raise ValueError(
+                    f"sample {key!r} of {raw.get('__url__', 'a shard')} is not in the sample index {self.index}: "
+                    "the index is older than the shards (`voxhear verify --reindex RUN` rewrites it) or is "
+                    "another run's"
+                )
             return self.labels[key]
         meta = json.loads(raw["json"]) if "json" in raw else {}
         if self.split is not None and "split" not in meta:

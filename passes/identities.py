@@ -5,7 +5,7 @@ through insightface where the store has it). Identities need every track of the 
 stage sees: Ray hands each worker one shot at a time. So clustering is a post-pass over the
 consolidated `manifests/clips.parquet` (its `embedding` column), called by the runner after
 `consolidate`, writing `manifests/identities.parquet` (key -> identity_id). With the talk stage,
-voxhear.passes.splits then writes the ids and identity-disjoint splits into the shards' JSON.
+voxhear.passes.splits then records identity-disjoint splits in the ledger and the manifests.
 
 The clustering is agglomerative with average linkage on Euclidean distance and cannot-link
 constraints: two tracks visible at the same time in the same shot are two people, whatever

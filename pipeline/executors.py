@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -65,11 +66,19 @@ class _ActorShardWriter:
 
     def _answer(self, pending: Any) -> Any:
         import ray
+        import ray.exceptions
 
         try:
             return ray.get(pending)
-        except Exception as error:
-            fault = _worker_fault(error)  # the writer's own SystemFault, as one line (a full disk, no credentials)
+        except ray.exceptions.RayActorError as error:
+            raise SystemFault(
+                f"the shard writer (a Ray actor) died ({type(error).__name__}); what was committed is kept, "
+                "and a rerun resumes from there"
+            ) from error
+        except ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, OSError):
+                raise error.cause from error  # a full disk where it writes: the same one line as in-process
+            fault = _worker_fault(error)  # the writer's own SystemFault, as one line (no credentials, ...)
             if fault is None:
                 raise
             raise SystemFault(fault) from error
@@ -82,6 +91,24 @@ class _ActorShardWriter:
 
     def take_closed(self) -> list[WrittenShard]:
         return self._answer(self.actor.take_closed.remote())
+
+    def close(self) -> None:
+        """Kill the actor and wait until it is gone: an upload it still had under way must not land
+        after the run released the run directory (a resume may commit a shard of the same name)."""
+        import ray
+        import ray.exceptions
+
+        ray.kill(self.actor, no_restart=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self.actor.take_closed.remote(), timeout=5)
+            except ray.exceptions.RayActorError:
+                return  # gone
+            except ray.exceptions.GetTimeoutError:
+                continue  # still dying
+            time.sleep(0.1)
+        log.warning("the shard writer actor did not stop within 30 s of being killed")
 
 
 def _apply_to_table(table: pa.Table, stage: Stage) -> pa.Table:

@@ -230,10 +230,14 @@ def _run_locked(
     try:
         executor.execute(stages, [SourceRecord(source_uri=uri) for uri in todo], sink)
         sink.finish()
+        sink.writer.close()
     except BaseException:
         # What was committed is consolidated all the same, but failing to (a full disk, often the
         # very fault that stopped the run) must not replace the error the run stopped with.
         try:
+            # First: a writer on a worker must not upload anything once this run lets go of the
+            # run directory (a resume could be committing a shard of the same name by then).
+            sink.writer.close()
             consolidate(run_dir)
             publish()
         except Exception as error:

@@ -80,6 +80,10 @@ class ShardWriterLike(Protocol):
 
     def take_closed(self) -> list[WrittenShard]: ...
 
+    def close(self) -> None:
+        """Stop: nothing is written or uploaded after this returns (what was not taken is debris)."""
+        ...
+
 
 @dataclass
 class ShardWriter:
@@ -176,6 +180,12 @@ class ShardWriter:
         """The shards closed since the last call, for the driver to commit (`commit_written`)."""
         closed, self._closed = self._closed, []
         return closed
+
+    def close(self) -> None:
+        """Close the open shard's file, unpublished (its temp file is debris to the next recovery)."""
+        shard, self._current = self._current, None
+        if shard is not None:
+            shard.handle.close()
 
     def publish(self) -> list[str]:
         """Rename every closed shard to its final name; returns the names (the writer and the

@@ -377,7 +377,7 @@ def test_audio_of_the_wrong_length_is_named(shards, tmp_path):
         list(VoxHearWindows(str(broken)))
 
 
-def test_format_2_shards_take_their_split_and_identity_from_the_run_index(shards, tmp_path):
+def test_format_2_shards_take_their_split_and_identity_from_the_run_index(shards, tmp_path, monkeypatch):
     """Shard format 2: the json has no split or identity; the loader reads them from the run's sample
     index, found beside the shards (RUN/shards -> RUN/manifests/samples.parquet) or given."""
     import pyarrow as pa
@@ -419,3 +419,13 @@ def test_format_2_shards_take_their_split_and_identity_from_the_run_index(shards
     assert {i["key"] for i in VoxHearWindows(alone, window_frames=10, split="val", index=index)} == wanted
     # Without a split asked for, it reads everything, labels unknown.
     assert {i["key"] for i in VoxHearWindows(alone, window_frames=10)} == set(shards.clips)
+    # An index that lacks a sample of the shards (older than them, or another run's) is an error,
+    # never a silent fallback to the json.
+    stale = tmp_path / "stale.parquet"
+    pq.write_table(pa.Table.from_pylist(rows[1:], SAMPLES_SCHEMA), stale)
+    with pytest.raises(ValueError, match="not in the sample index"):
+        list(VoxHearWindows(alone, window_frames=10, index=stale))
+    # Shards named by relative paths find the index beside them too.
+    relative = [str(p.relative_to(tmp_path)) for p in paths]
+    monkeypatch.chdir(tmp_path)
+    assert {i["key"] for i in VoxHearWindows(relative, window_frames=10, split="val")} == wanted

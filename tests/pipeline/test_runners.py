@@ -179,3 +179,39 @@ def test_clip_hours_count_each_clip_window_once():
     assert sum(b - a for a, b in map(clip_span, windows)) == 220.0  # not 10 x the track's 220 s
     assert clip_span({**track, "clip_index": -1, "clip_start_s": 0.0, "clip_end_s": 0.0}) == (10.0, 230.0)
     assert clip_span({"start_s": 1.0, "end_s": 5.0, "track_index": -1}) == (1.0, 5.0)
+
+
+@pytest.mark.slow
+def test_the_ray_shard_writer_passes_errors_on_and_is_gone_once_closed(tmp_path):
+    """The writer actor: an OSError where it writes reaches the driver as that OSError (the CLI's
+    one line), its shards come back hashed, and after close() it is dead (no late upload)."""
+    import hashlib
+
+    from voxhear.pipeline.config import RayConfig
+    from voxhear.pipeline.executors import RayExecutor
+    from voxhear.pipeline.records import ShotRecord
+    from voxhear.pipeline.shards import ShardWriter, commit_written
+    from voxhear.pipeline.stage import SystemFault
+
+    (tmp_path / "v.mp4").write_bytes(b"video")
+    (tmp_path / "a.flac").write_bytes(b"audio")
+    row = ShotRecord(source_uri="v", key="k0", segment_video_uri=str(tmp_path / "v.mp4"),
+                     segment_audio_uri=str(tmp_path / "a.flac"))
+    (tmp_path / "not-a-folder").write_text("")
+    executor = RayExecutor(RayConfig(num_cpus=2), show_progress=False)
+    try:
+        broken = executor.shard_writer(ShardWriter(tmp_path / "not-a-folder" / "shards", 10, 10**9))
+        with pytest.raises(OSError):
+            broken.add_samples([row])
+        writer = executor.shard_writer(ShardWriter(tmp_path / "shards", 1, 10**9))
+        names, closed = writer.add_samples([row])
+        assert names == ["000000.tar"] and closed
+        [written] = writer.take_closed()
+        commit_written(tmp_path / "shards", [written])
+        data = (tmp_path / "shards" / "000000.tar").read_bytes()
+        assert (written.sha256, written.bytes) == (hashlib.sha256(data).hexdigest(), len(data))
+        writer.close()
+        with pytest.raises(SystemFault, match="died"):
+            writer.take_closed()
+    finally:
+        ray.shutdown()
