@@ -48,6 +48,10 @@ class TalkConfig:
     # tuning set (1.5-4 tried), checked held out and on GRID (README, "Real people").
     overlap_talk_logit: float | None = 2.5
     overlap_min_s: float = setting(0.2, gt=0)
+    # The same seen from a face on screen with this one: where only this face's speakers have
+    # turns but the other face's logit stays at or above this, the other party talks too. None:
+    # off. 2.5 as above (tuning set: both-state F1 +0.03; held out +0.015; GRID unchanged).
+    rival_overlap_logit: float | None = 2.5
     # Evidence needs at least this much of a speaker's solo speech inside the track.
     min_evidence_s: float = setting(0.4, gt=0)
     # Turns are widened by this much on each side before they become frame states and audio

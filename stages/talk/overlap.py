@@ -20,8 +20,10 @@ import numpy as np
 
 from voxhear.stages.audio.diarization import Turn
 
-# The label of the added turns (the stage counts it among the face's own speakers).
+# The labels of the added turns: this face's (the stage counts it among its own speakers), and a
+# face on screen with it (the other party).
 OVERLAP_SELF = "~overlap-self"
+OVERLAP_OTHER = "~overlap-other"
 
 
 def overlap_turns(
@@ -36,20 +38,54 @@ def overlap_turns(
     """Turns of this face (OVERLAP_SELF) for every run of at least `min_frames` frames of the track
     (`scores`: its smoothed Light-ASD logits; frame 0 is `start_frame` of the source) during which
     only speakers outside `self_speakers` have turns and the logit stays at or above `talk_logit`."""
-    n = len(scores)
-    centers = (start_frame + np.arange(n) + 0.5) / fps
-    by_other = np.zeros(n, bool)
-    by_self = np.zeros(n, bool)
-    for t in turns:
-        first, last = int(np.searchsorted(centers, t.start, "left")), int(np.searchsorted(centers, t.end, "left"))
-        (by_self if t.speaker in self_speakers else by_other)[first:last] = True
+    by_self, by_other = _covered(turns, start_frame, len(scores), fps, self_speakers)
     return [
         Turn(float(start_frame + a) / fps, float(start_frame + b) / fps, OVERLAP_SELF)
         for a, b in _runs(by_other & ~by_self & (scores >= talk_logit), min_frames)
     ]
 
 
+def _covered(
+    turns: list[Turn], start_frame: int, n_frames: int, fps: float, self_speakers: frozenset[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(frames with a turn of `self_speakers`, frames with a turn of anyone else) of a track of
+    `n_frames` frames from source frame `start_frame` (a frame counts when a turn covers its centre)."""
+    centers = (start_frame + np.arange(n_frames) + 0.5) / fps
+    by_self = np.zeros(n_frames, bool)
+    by_other = np.zeros(n_frames, bool)
+    for t in turns:
+        first, last = int(np.searchsorted(centers, t.start, "left")), int(np.searchsorted(centers, t.end, "left"))
+        (by_self if t.speaker in self_speakers else by_other)[first:last] = True
+    return by_self, by_other
+
+
 def _runs(mask: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
     """[a, b) of every run of True in `mask` at least `min_frames` long."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a >= min_frames]
+
+
+def rival_overlap_turns(
+    turns: list[Turn],
+    start_frame: int,
+    n_frames: int,
+    fps: float,
+    self_speakers: frozenset[str],
+    rival_start: int,
+    rival_scores: np.ndarray,
+    talk_logit: float,
+    min_frames: int,
+) -> list[Turn]:
+    """Turns of the other party (OVERLAP_OTHER) for every run of at least `min_frames` frames of
+    this track where only this face's speakers have turns but a face on screen with it (its
+    smoothed logits `rival_scores` from source frame `rival_start`) talks too: the converse of
+    `overlap_turns`, seen from the listener's lips."""
+    by_self, by_other = _covered(turns, start_frame, n_frames, fps, self_speakers)
+    rival = np.full(n_frames, -np.inf)
+    a, b = max(rival_start, start_frame), min(rival_start + len(rival_scores), start_frame + n_frames)
+    if b > a:
+        rival[a - start_frame : b - start_frame] = rival_scores[a - rival_start : b - rival_start]
+    return [
+        Turn(float(start_frame + a) / fps, float(start_frame + b) / fps, OVERLAP_OTHER)
+        for a, b in _runs(by_self & ~by_other & (rival >= talk_logit), min_frames)
+    ]

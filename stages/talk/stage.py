@@ -44,7 +44,7 @@ from voxhear.stages.talk.attribution import NOT_THIS_FACE, Attribution, attribut
 from voxhear.stages.talk.config import TalkConfig
 from voxhear.stages.talk.frame_arrays import FrameArrays
 from voxhear.stages.talk.light_asd import light_asd_onnx, load_light_asd
-from voxhear.stages.talk.overlap import OVERLAP_SELF, overlap_turns
+from voxhear.stages.talk.overlap import OVERLAP_SELF, overlap_turns, rival_overlap_turns
 from voxhear.stages.talk.tracks import background_leak_db, read_int24, split_tracks, write_int24
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,24 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             if extra:
                 turns = sorted([*turns, *extra], key=lambda t: (t.start, t.end, t.speaker))
                 selves = selves | {OVERLAP_SELF}
+                speakers = speakers_of(turns)
+                active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
+        if self.config.rival_overlap_logit is not None:
+            extra = []
+            for _, rival_start, rival_scores in self._co_visible(row, arrays, fps):
+                extra += rival_overlap_turns(
+                    turns,
+                    row.track_start_frame,
+                    n,
+                    fps,
+                    frozenset(selves),
+                    rival_start,
+                    rival_scores,
+                    self.config.rival_overlap_logit,
+                    max(1, round(self.config.overlap_min_s * fps)),
+                )
+            if extra:
+                turns = sorted([*turns, *extra], key=lambda t: (t.start, t.end, t.speaker))
                 speakers = speakers_of(turns)
                 active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
         is_self = np.array([s in selves for s in speakers], bool)

@@ -35,3 +35,22 @@ def test_its_own_turns_and_pauses_are_not_overlap():
     # Where its own turn and B's overlap already, diarization found the overlap: nothing added there.
     turns = [Turn(0.0, 2.0, "A"), Turn(1.0, 4.0, "B")]
     assert spans(overlap_turns(turns, scores, 0, FPS, frozenset({"A"}), 3.0, 5)) == [(2.0, 4.0, OVERLAP_SELF)]
+
+
+def test_the_other_face_talking_during_this_faces_turn_is_the_other_party_talking_too():
+    from voxhear.stages.talk.overlap import OVERLAP_OTHER, rival_overlap_turns
+
+    # This track: source frames 25-174 (1-7 s), its own speaker A talks 1-7 s. The other face is on
+    # screen from source frame 50 (2 s); its frames 50-74 are source frames 100-124: it talks at 4-5 s.
+    rival = np.full(150, -1.0)
+    rival[50:75] = 4.0
+    turns = [Turn(1.0, 7.0, "A")]
+    found = rival_overlap_turns(turns, 25, 150, FPS, frozenset({"A"}), 50, rival, 3.0, 5)
+    assert spans(found) == [(4.0, 5.0, OVERLAP_OTHER)]
+    # During another speaker's turn (already listening), or with the other face quiet: nothing.
+    assert rival_overlap_turns([Turn(1.0, 7.0, "B")], 25, 150, FPS, frozenset({"A"}), 50, rival, 3.0, 5) == []
+    assert rival_overlap_turns(turns, 25, 150, FPS, frozenset({"A"}), 50, rival - 5, 3.0, 5) == []
+    # The other face's track may start before and end after this one: only the shared frames count.
+    assert spans(rival_overlap_turns(turns, 25, 150, FPS, frozenset({"A"}), 0, np.full(400, 4.0), 3.0, 5)) == [
+        (1.0, 7.0, OVERLAP_OTHER)
+    ]
