@@ -14,6 +14,7 @@ import json
 import re
 import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from voxhear.pipeline.stage import InputError, SystemFault
@@ -45,6 +46,30 @@ def h264_output(crf: int, preset: str) -> list[str]:
     """ffmpeg output options of every H.264 video the pipeline writes: libx264 at `crf` and
     `preset`, 4:2:0 (what every player and loader decodes)."""
     return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+
+
+def h264_cut(
+    source: str, start_s: float, n_frames: int, out: str | Path, crf: int, preset: str, threads: int | None = None
+) -> list[str]:
+    """ffmpeg command writing `n_frames` frames of `source`'s video from `start_s` to `out` as an
+    H.264 mp4 without audio. The seek comes before -i: decoding starts at the keyframe before
+    `start_s` and ffmpeg's accurate seek drops what precedes it, instead of decoding `source` from
+    its first frame (which made cutting a long input's pieces quadratic in its length)."""
+    return [
+        *FFMPEG,
+        "-ss",
+        f"{start_s:.6f}",
+        "-i",
+        source,
+        "-frames:v",
+        str(n_frames),
+        "-an",
+        *h264_output(crf, preset),
+        *(["-threads", str(threads)] if threads is not None else []),
+        "-f",
+        "mp4",
+        str(out),
+    ]
 
 
 # The time limit of one call: a base plus this many seconds per second of the media it reads.

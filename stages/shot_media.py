@@ -14,7 +14,7 @@ from voxhear.pipeline.io import atomic_path
 from voxhear.pipeline.records import ShotRecord
 from voxhear.pipeline.settings import setting
 from voxhear.pipeline.stage import Stage
-from voxhear.stages.media import FFMPEG, X264_PRESETS, h264_output, last_lines, run_tool, tool_timeout
+from voxhear.stages.media import X264_PRESETS, h264_cut, last_lines, run_tool, tool_timeout
 
 
 @dataclass
@@ -39,22 +39,9 @@ class ShotMediaStage(Stage[ShotRecord, ShotRecord]):
         video_out, audio_out = shot_dir / f"{row.key}.mp4", shot_dir / f"{row.key}.flac"
         n_frames = row.end_frame - row.start_frame
         with atomic_path(video_out) as tmp:
-            command = [
-                *FFMPEG,
-                "-ss",
-                f"{row.start_s:.6f}",
-                "-i",
-                row.video_uri,
-                "-frames:v",
-                str(n_frames),
-                *h264_output(self.config.video_crf, self.config.x264_preset),
-                "-an",
-                "-threads",
-                "1",
-                "-f",
-                "mp4",
-                str(tmp),
-            ]
+            command = h264_cut(
+                row.video_uri, row.start_s, n_frames, tmp, self.config.video_crf, self.config.x264_preset, threads=1
+            )
             result = run_tool(command, tool_timeout(row.end_s - row.start_s), row.source_uri)
             if result.returncode != 0:
                 raise RuntimeError(f"ffmpeg could not cut shot {row.key}: {last_lines(result.stderr)}")

@@ -37,7 +37,7 @@ from voxhear.pipeline.records import (
 )
 from voxhear.pipeline.stage import InputError, RejectReason, Stage
 from voxhear.stages.audio.diarization import Turn, read_rttm
-from voxhear.stages.media import FFMPEG, h264_output, run_tool, tool_timeout
+from voxhear.stages.media import FFMPEG, h264_cut, run_tool, tool_timeout
 from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
 from voxhear.stages.talk.asd import CropStream, crop_geometry, smooth, streamed_speaking_scores
 from voxhear.stages.talk.attribution import NOT_THIS_FACE, Attribution, attribute, lost_voices, unsaid_turns
@@ -212,8 +212,11 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         turns = read_rttm(row.rttm_uri)
         speakers = speakers_of(turns)
         active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
-        decision = self._decide(row, arrays, scores, active, turns, speakers, fps)
+        # Faces on screen with this one, read once: attribution and the overlap rules use them.
+        rivals = list(self._co_visible(row, arrays, fps))
+        decision = self._decide(row, scores, active, turns, speakers, fps, rivals)
         selves = set(decision.self_speakers)
+        diarized = turns
         if self.config.unsaid_turn_logit is not None and selves:
             min_frames = max(1, round(self.config.min_evidence_s * fps))
             checked = unsaid_turns(
@@ -221,44 +224,17 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             )
             if checked != turns:
                 turns = checked
-                speakers = speakers_of(turns)
-                active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
         # The tracks follow the diarized turns: in overlap the stage cannot split two voices, and
         # the lips' overlap turns would move the other party's speech into the self track.
         audio_turns, audio_selves = turns, selves
-        if self.config.overlap_talk_logit is not None:
-            extra = overlap_turns(
-                turns,
-                scores,
-                row.track_start_frame,
-                fps,
-                frozenset(selves),
-                self.config.overlap_talk_logit,
-                max(1, round(self.config.overlap_min_s * fps)),
-            )
-            if extra:
-                turns = sorted([*turns, *extra], key=lambda t: (t.start, t.end, t.speaker))
+        extra = self._lip_overlap_turns(row, turns, selves, scores, n, fps, rivals)
+        if extra:
+            turns = sorted([*turns, *extra], key=lambda t: (t.start, t.end, t.speaker))
+            if any(t.speaker == OVERLAP_SELF for t in extra):
                 selves = selves | {OVERLAP_SELF}
-                speakers = speakers_of(turns)
-                active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
-        if self.config.rival_overlap_logit is not None:
-            extra = []
-            for _, rival_start, rival_scores in self._co_visible(row, arrays, fps):
-                extra += rival_overlap_turns(
-                    turns,
-                    row.track_start_frame,
-                    n,
-                    fps,
-                    frozenset(selves),
-                    rival_start,
-                    rival_scores,
-                    self.config.rival_overlap_logit,
-                    max(1, round(self.config.overlap_min_s * fps)),
-                )
-            if extra:
-                turns = sorted([*turns, *extra], key=lambda t: (t.start, t.end, t.speaker))
-                speakers = speakers_of(turns)
-                active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
+        if turns is not diarized:
+            speakers = speakers_of(turns)
+            active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
         is_self = np.array([s in selves for s in speakers], bool)
         self_active = active[is_self].any(axis=0)
         other_active = active[~is_self].any(axis=0)
@@ -290,15 +266,49 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
 
     # ------------------------------------------------------------------------------------------
 
+    def _lip_overlap_turns(
+        self,
+        row: FaceTrackRecord,
+        turns: list[Turn],
+        selves: set[str],
+        scores: np.ndarray,
+        n: int,
+        fps: float,
+        rivals: list[tuple[str, int, np.ndarray]],
+    ) -> list[Turn]:
+        """Overlap diarization missed, from the lips (overlap.py): this face talking during another
+        speaker's turn, and a face on screen with it talking during this face's turn. Both read the
+        same turns: neither rule's new turns fall where the other looks."""
+        cfg = self.config
+        min_frames = max(1, round(cfg.overlap_min_s * fps))
+        own = frozenset(selves)
+        extra: list[Turn] = []
+        if cfg.overlap_talk_logit is not None:
+            extra += overlap_turns(turns, scores, row.track_start_frame, fps, own, cfg.overlap_talk_logit, min_frames)
+        if cfg.rival_overlap_logit is not None:
+            for _, rival_start, rival_scores in rivals:
+                extra += rival_overlap_turns(
+                    turns,
+                    row.track_start_frame,
+                    n,
+                    fps,
+                    own,
+                    rival_start,
+                    rival_scores,
+                    cfg.rival_overlap_logit,
+                    min_frames,
+                )
+        return extra
+
     def _decide(
         self,
         row: FaceTrackRecord,
-        arrays: FrameArrays,
         scores: np.ndarray,
         active: np.ndarray,
         turns: list[Turn],
         speakers: list[str],
         fps: float,
+        rivals: list[tuple[str, int, np.ndarray]],
     ) -> Attribution:
         """Attribute a speaker to this face (`active`: its frames' speaker activity), then give it
         up to a face on screen at the same time that claims the same speaker with stronger
@@ -324,7 +334,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         own_key = Path(row.frames_uri).stem
         decision = decide(scores, active)
         taken: set[str] = set()
-        for rival_key, rival_start, rival_scores in self._co_visible(row, arrays, fps):
+        for rival_key, rival_start, rival_scores in rivals:
             rival_active = frame_activity(turns, speakers, rival_start, len(rival_scores), fps)
             lost = lost_voices(decision, own_key, decide(rival_scores, rival_active), rival_key)
             if lost:
@@ -620,24 +630,8 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         return counted.returncode == 0 and counted.stdout.strip() == str(b - a)
 
     def _encode_cut(self, row: FaceTrackRecord, a: int, b: int, fps: float, out: Path) -> None:
-        # Seeking before -i starts decoding at the keyframe before frame a (ffmpeg's accurate
-        # seek then drops what precedes a), instead of decoding the track from its first frame
-        # for every clip: that made cutting a long track's clips quadratic in its length.
         # Half a frame early, so rounding never skips frame a.
-        command = [
-            *FFMPEG,
-            "-ss",
-            f"{max(a - 0.5, 0) / fps:.6f}",
-            "-i",
-            row.crop_video_uri,
-            "-frames:v",
-            str(b - a),
-            "-an",
-            *h264_output(20, "veryfast"),
-            "-f",
-            "mp4",
-            str(out),
-        ]
+        command = h264_cut(row.crop_video_uri, max(a - 0.5, 0) / fps, b - a, out, 20, "veryfast")
         # Reads the track's crop video up to frame b: limited by the track's length.
         result = run_tool(command, tool_timeout(row.track_end_s - row.track_start_s), row.source_uri)
         if result.returncode != 0:
