@@ -170,9 +170,9 @@ class RemoteRunDir:
         seen = self.record.get(relative)
         return seen is not None and (seen["size"], seen["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
 
-    def _remember(self, relative: str, info: dict[str, Any], stat: os.stat_result) -> None:
-        """Record that the staging file `relative` (as `stat` finds it) is the object `info` describes."""
-        self.record[relative] = {"etag": self._etag(info), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    def _remember(self, relative: str, etag: str, stat: os.stat_result) -> None:
+        """Record that the staging file `relative` (as `stat` finds it) is the object whose ETag is `etag`."""
+        self.record[relative] = {"etag": etag, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
     def _save_record(self) -> None:
         atomic_write_text(self.record_path, json.dumps(self.record, sort_keys=True))
@@ -200,7 +200,7 @@ class RemoteRunDir:
             partial = target.with_name(f".{target.name}.pull{TMP_SUFFIX}")
             self.fs.get_file(self._remote_path(relative), str(partial))
             os.replace(partial, target)
-            self._remember(relative, info, target.stat())
+            self._remember(relative, self._etag(info), target.stat())
             downloaded += 1
         for relative in sorted(set(local) - set(remote)):
             # Committed locally but never published: the bucket has no record of it, so neither do we.
@@ -271,8 +271,7 @@ class RemoteRunDir:
             if not shard.etag:
                 continue
             relative = f"shards/{shard.name}"
-            stat = (self.local / relative).stat()
-            self.record[relative] = {"etag": shard.etag, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            self._remember(relative, shard.etag, (self.local / relative).stat())
             changed = True
         if changed:
             self._save_record()
@@ -282,7 +281,7 @@ class RemoteRunDir:
     ) -> None:
         remote = self._remote_path(remote_relative or relative)
         self._put(relative, remote_relative or relative)
-        self._remember(relative, self.fs.info(remote), stat)
+        self._remember(relative, self._etag(self.fs.info(remote)), stat)
         report.uploaded += 1
         report.bytes += stat.st_size
 

@@ -187,11 +187,6 @@ class ShardWriter:
         if shard is not None:
             shard.handle.close()
 
-    def publish(self) -> list[str]:
-        """Rename every closed shard to its final name; returns the names (the writer and the
-        committer in one process: tests, tools)."""
-        return commit_written(self.shards_dir, self.take_closed())
-
 
 def commit_written(shards_dir: Path, written: Sequence[WrittenShard]) -> list[str]:
     """Rename closed shards onto their final names (the driver's part of publishing: no data is read)."""
