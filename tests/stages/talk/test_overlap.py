@@ -54,3 +54,30 @@ def test_the_other_face_talking_during_this_faces_turn_is_the_other_party_talkin
     assert spans(rival_overlap_turns(turns, 25, 150, FPS, frozenset({"A"}), 0, np.full(400, 4.0), 3.0, 5)) == [
         (1.0, 7.0, OVERLAP_OTHER)
     ]
+
+
+def test_the_stage_adds_both_rules_turns_as_configured(tmp_path):
+    """TalkStage._lip_overlap_turns: each rule on only when its setting is, both from the same turns."""
+    from voxhear.pipeline.models import ModelStore
+    from voxhear.pipeline.records import FaceTrackRecord
+    from voxhear.pipeline.stage import RunContext
+    from voxhear.stages.talk.config import TalkConfig
+    from voxhear.stages.talk.overlap import OVERLAP_OTHER
+    from voxhear.stages.talk.stage import TalkStage
+
+    row = FaceTrackRecord(source_uri="v.mp4", source_id="v", track_start_frame=0, track_end_frame=150)
+    turns = [Turn(0.0, 3.0, "A"), Turn(3.0, 6.0, "B")]
+    scores = np.full(150, -1.0)
+    scores[100:125] = 4.0  # this face talks at 4-5 s, during B's turn
+    rival = np.full(150, -1.0)
+    rival[25:50] = 4.0  # the other face talks at 1-2 s, during this face's turn
+    rivals = [("v-face1-00000000", 0, rival)]
+
+    def added(**settings):
+        stage = TalkStage(TalkConfig(**settings), RunContext(run_dir=tmp_path, model_store=ModelStore()))
+        return spans(stage._lip_overlap_turns(row, turns, {"A"}, scores, 150, FPS, rivals))
+
+    assert added(overlap_talk_logit=None, rival_overlap_logit=None) == []
+    assert added(overlap_talk_logit=2.5, rival_overlap_logit=None) == [(4.0, 5.0, OVERLAP_SELF)]
+    assert added(overlap_talk_logit=None, rival_overlap_logit=2.5) == [(1.0, 2.0, OVERLAP_OTHER)]
+    assert added() == [(4.0, 5.0, OVERLAP_SELF), (1.0, 2.0, OVERLAP_OTHER)]  # the defaults: both on
