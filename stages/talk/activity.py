@@ -37,6 +37,40 @@ def frame_states(self_active: np.ndarray, other_active: np.ndarray) -> np.ndarra
     return state
 
 
+def padded_states(
+    self_active: np.ndarray, other_active: np.ndarray, self_padded: np.ndarray, other_padded: np.ndarray
+) -> np.ndarray:
+    """`frame_states`, with the silent frames that a party's padded turns reach given to that party.
+
+    Diarization ends turns early and starts them late (it clips word onsets and soft endings), so
+    the turns are widened by the talk stage's pad, as the audio masks are. Padding widens speech
+    into silence only: a silent frame both parties' pads reach goes to the party whose speech is
+    nearer, so padding never makes `both` (two turns meeting would otherwise overlap by twice the pad).
+    """
+    states = frame_states(self_active, other_active)
+    silent = states == STATE_SILENCE
+    to_self = silent & self_padded & ~other_padded
+    to_other = silent & other_padded & ~self_padded
+    contested = silent & self_padded & other_padded
+    if contested.any():
+        nearer_self = _frames_to_nearest(self_active) <= _frames_to_nearest(other_active)
+        to_self |= contested & nearer_self
+        to_other |= contested & ~nearer_self
+    states[to_self] = STATE_TALK
+    states[to_other] = STATE_LISTEN
+    return states
+
+
+def _frames_to_nearest(active: np.ndarray) -> np.ndarray:
+    """Per frame, how many frames away the nearest active frame is (a large number if none is)."""
+    n = len(active)
+    index = np.arange(n)
+    far = 2 * n + 1
+    before = np.maximum.accumulate(np.where(active, index, -far))
+    after = np.minimum.accumulate(np.where(active, index, n + far)[::-1])[::-1]
+    return np.minimum(index - before, after - index)
+
+
 def sample_mask(
     turns: list[Turn], start_sample: int, n_samples: int, rate: int, pad_s: float, ramp_s: float
 ) -> np.ndarray:

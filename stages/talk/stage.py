@@ -38,7 +38,7 @@ from voxhear.pipeline.records import (
 from voxhear.pipeline.stage import InputError, RejectReason, Stage
 from voxhear.stages.audio.diarization import Turn, read_rttm
 from voxhear.stages.media import FFMPEG, h264_cut, run_tool, tool_timeout
-from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask, speakers_of
+from voxhear.stages.talk.activity import frame_activity, frame_states, padded_states, sample_mask, speakers_of
 from voxhear.stages.talk.asd import CropStream, crop_geometry, smooth, streamed_speaking_scores
 from voxhear.stages.talk.attribution import NOT_THIS_FACE, Attribution, attribute, lost_voices, unsaid_turns
 from voxhear.stages.talk.config import TalkConfig
@@ -239,6 +239,10 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         self_active = active[is_self].any(axis=0)
         other_active = active[~is_self].any(axis=0)
         states = frame_states(self_active, other_active)
+        if self.config.state_pad_s > 0:
+            # Opt-in: speech widened into the silent frames next to it (README, "Real people").
+            padded = frame_activity(turns, speakers, row.track_start_frame, n, fps, pad_s=self.config.state_pad_s)
+            states = padded_states(self_active, other_active, padded[is_self].any(axis=0), padded[~is_self].any(axis=0))
         words = _with_turn_speakers(_read_words(row.words_uri), turns)
         embeddings = arrays["embeddings"] if "embeddings" in arrays else arrays["embedding"][None]
         spread = float(max((np.linalg.norm(a - b) for a in embeddings for b in embeddings), default=0.0))

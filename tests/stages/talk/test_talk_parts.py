@@ -13,7 +13,7 @@ from voxhear.pipeline.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, ST
 from voxhear.stages.audio.deepfilternet_onnx import DeepFilterNetOnnxBackend
 from voxhear.stages.audio.diarization import Turn
 from voxhear.stages.audio.separation import estimate_speech, split_exact
-from voxhear.stages.talk.activity import frame_activity, frame_states, sample_mask
+from voxhear.stages.talk.activity import frame_activity, frame_states, padded_states, sample_mask
 from voxhear.stages.talk.attribution import NOT_THIS_FACE, attribute, lost_voices, unsaid_turns
 from voxhear.stages.talk.stage import clip_windows
 from voxhear.stages.talk.tracks import (
@@ -34,6 +34,21 @@ def test_frame_activity_and_states_follow_the_turns():
     states = frame_states(active[0], active[1])
     assert (states[:20] == STATE_TALK).all() and (states[20:25] == STATE_BOTH).all()
     assert (states[25:50] == STATE_LISTEN).all() and (states[50:] == STATE_SILENCE).all()
+
+
+def test_padding_widens_speech_into_silence_only_and_never_makes_both():
+    # Self talks 0-1 s, the other party 1.1-2 s and 2.6-3 s (25 fps); pads of 0.1 s.
+    turns = [Turn(0.0, 1.0, "A"), Turn(1.1, 2.0, "B"), Turn(2.6, 3.0, "B")]
+    active = frame_activity(turns, ["A", "B"], start_frame=0, n_frames=100, fps=25.0)
+    padded = frame_activity(turns, ["A", "B"], start_frame=0, n_frames=100, fps=25.0, pad_s=0.1)
+    states = padded_states(active[0], active[1], padded[0], padded[1])
+    assert STATE_BOTH not in states  # the 0.1 s gap is reached by both pads, yet no frame is both
+    assert (states[:26] == STATE_TALK).all()  # A's turn, then the gap's frame nearer to A's end
+    assert (states[26:50] == STATE_LISTEN).all()  # the frame nearer to B's start, then B's turn
+    assert (states[50:52] == STATE_LISTEN).all() and (states[52:62] == STATE_SILENCE).all()  # B's end padded
+    assert (states[62:77] == STATE_LISTEN).all() and (states[77:] == STATE_SILENCE).all()
+    # Without pads, the plain states.
+    assert (padded_states(active[0], active[1], active[0], active[1]) == frame_states(active[0], active[1])).all()
 
 
 def test_frame_activity_is_on_the_source_timeline():
