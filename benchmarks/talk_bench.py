@@ -14,6 +14,9 @@ a diarization change is scored through the talk stage too (and by the eval's DER
 
     python -m voxhear.benchmarks.talk_bench RUN TRUTH OUT diarization.input=mix diarization.threshold=0.8
 
+Runs made before the diarization stage looked for overlap in the mix (`diarization.mix_overlap`)
+get the mix's overlap regions found here, into OUT/work/SOURCE/overlap.rttm.
+
 `--truth-turns` replaces every source's diarized turns by the truth's (TRUTH/VIDEO/turns.rttm):
 what the talk stage reaches with a perfect diarization, i.e. how much of the error is the turns'.
 """
@@ -83,6 +86,30 @@ def rediarize(run_dir: Path, out: Path, config) -> dict[str, str]:
     return renamed
 
 
+def hear_overlap(run_dir: Path, out: Path, config) -> dict[str, str]:
+    """Overlap regions of the mix (`Diarizer.overlap_file`, as the diarization stage finds them
+    with `diarization.mix_overlap`) for the sources of `run_dir` that have none, into `out`'s work
+    area: so runs made before the stage looked for them can be scored with it. Source id -> file."""
+    from voxhear.stages.audio.diarization import OVERLAP_SPEAKER, Diarizer, Turn, rttm_text
+
+    found: dict[str, str] = {}
+    diarizer = None
+    for source in pq.read_table(out / "manifests" / "sources.parquet").to_pylist():
+        row = SourceRecord.from_row(source)
+        if row.overlap_uri or not row.rttm_uri or not row.audio_uri:
+            continue
+        if diarizer is None:
+            cfg = config.diarization
+            diarizer = Diarizer(ModelStore.from_config(config.models), pipeline=cfg.pipeline,
+                                segmentation_step=cfg.segmentation_step, threads=cfg.threads)
+        regions = diarizer.overlap_file(row.audio_uri, min_s=config.diarization.min_turn_s)
+        path = out / "work" / row.source_id / "overlap.rttm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rttm_text(row.source_id, [Turn(a, b, OVERLAP_SPEAKER) for a, b in regions]))
+        found[row.source_id] = str(path)
+    return found
+
+
 def truth_turns(run_dir: Path, out: Path, truth_dir: Path) -> dict[str, str]:
     """Give every source of `run_dir` the truth's turns (into `out`'s work area) and write `out`'s
     sources.parquet with them; old turns file -> new one."""
@@ -119,6 +146,9 @@ def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str], use_t
     stage.setup()
     tracks, earlier = tracks_of_run(run_dir)
     tracks = [dataclasses.replace(t, rttm_uri=renamed.get(t.rttm_uri, t.rttm_uri)) for t in tracks]
+    if config.diarization.mix_overlap:
+        heard = hear_overlap(run_dir, out, config)
+        tracks = [dataclasses.replace(t, overlap_uri=heard.get(t.source_id, t.overlap_uri)) for t in tracks]
     clips: list[ClipRecord] = []
     for track in tracks:
         try:

@@ -163,6 +163,8 @@ class SourceRecord(Record):
     background_uri: str = ""
     separation_backend: str = ""
     rttm_uri: str = ""
+    # Where the mix holds two or more voices at once (RTTM, speaker "overlap"); "" when not sought.
+    overlap_uri: str = ""
     n_speakers: int = 0
     speech_s: float = 0.0
     words_uri: str = ""

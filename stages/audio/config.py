@@ -77,6 +77,12 @@ class DiarizationConfig:
     # Known speaker count bounds (0: unknown).
     min_speakers: int = setting(0, ge=0)
     max_speakers: int = setting(0, ge=0)
+    # Also find where two or more voices talk at once in the mix (pyannote's segmentation and
+    # speaker count only, about 0.01 CPU s per audio s), whatever `input` is: on the separated
+    # speech diarization finds 16-28% of the overlapped time of the realistic sets, the mix's
+    # segmentation 38-57% (README, "Real people"). Written to overlap.rttm; the talk stage gives
+    # each region to the party its turns lack there (talk.heard_overlap_logit).
+    mix_overlap: bool = True
     # Turns shorter than this are dropped; sources with less speech than min_speech_s are filtered.
     min_turn_s: float = setting(0.1, ge=0)
     min_speech_s: float = setting(0.5, ge=0)

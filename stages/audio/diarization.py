@@ -171,6 +171,44 @@ class Diarizer:
 
                 return self._diarize(read_both, handle.frames, handle.samplerate), handle.frames / handle.samplerate
 
+    def overlap_file(self, path: str | Path, min_s: float = 0.1) -> list[tuple[float, float]]:
+        """[start, end) seconds where pyannote's segmentation hears two or more voices at once in
+        an audio file (channels averaged), regions shorter than `min_s` dropped. Segmentation
+        only, no embeddings; read `OVERLAP_WINDOW_S` at a time, so memory does not grow with the
+        file's length (a window's edges lose nothing a 10 s chunk at the seam would give)."""
+        regions: list[tuple[float, float]] = []
+        with sf.SoundFile(str(path)) as handle:
+            read, rate, n = _file_reader(handle), handle.samplerate, handle.frames
+            step = int(OVERLAP_WINDOW_S * rate)
+            for a in range(0, n, step):
+                offset = a / rate
+                regions += [(s + offset, e + offset) for s, e in self._overlap_window(read(a, min(n, a + step)), rate)]
+        joined: list[tuple[float, float]] = []
+        for s, e in regions:  # a region cut by a window edge is one region again
+            if joined and s - joined[-1][1] < 1e-3:
+                joined[-1] = (joined[-1][0], e)
+            else:
+                joined.append((s, e))
+        return [(round(s, 3), round(e, 3)) for s, e in joined if e - s >= min_s]
+
+    def _overlap_window(self, audio: np.ndarray, rate: int) -> list[tuple[float, float]]:
+        """Regions of one window with an instantaneous speaker count of at least 2, as pyannote's
+        diarization counts them (its chunks' binarized local speakers, aggregated per frame)."""
+        pipeline = self.pipeline
+        if len(audio) < rate // 10 or not hasattr(pipeline, "get_segmentations"):
+            return []
+        waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+        segmentations = pipeline.get_segmentations({"waveform": waveform, "sample_rate": rate})
+        count = pipeline.speaker_count(segmentations, pipeline._segmentation.model.receptive_field, warm_up=(0.0, 0.0))
+        frames = count.sliding_window
+        many = np.asarray(count.data).reshape(-1) >= 2
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], many.astype(np.int8), [0]])))
+        duration = len(audio) / rate
+        return [
+            (max(0.0, frames[int(i)].middle), min(duration, frames[int(j) - 1].middle + frames.step))
+            for i, j in zip(edges[::2], edges[1::2])
+        ]
+
     def _diarize(self, read: Callable[[int, int], Piece], n: int, rate: int) -> list[Turn]:
         """Whole input in one pyannote call when it is short; else windows joined by speaker.
 
@@ -344,6 +382,12 @@ def _turn_pieces(
                 keep[max(int(other.start * rate) - a, 0) : max(int(other.end * rate) - a, 0)] = False
         yield i, waveform[a:b], keep
 
+
+# The speaker label of the regions `Diarizer.overlap_file` finds, in overlap.rttm.
+OVERLAP_SPEAKER = "overlap"
+# Overlap detection reads this much audio at a time (its memory: the window's samples and its
+# chunks' segmentations).
+OVERLAP_WINDOW_S = 300.0
 
 # Each window boundary moves to the quietest 100 ms within this many seconds of where it falls,
 # so that a cut rarely splits a word (a split turn is joined again only if both halves link).

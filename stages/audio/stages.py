@@ -184,7 +184,7 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         )
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
-        from voxhear.stages.audio.diarization import rttm_text, speech_seconds
+        from voxhear.stages.audio.diarization import OVERLAP_SPEAKER, Turn, rttm_text, speech_seconds
 
         if self.diarizer is None:
             self.setup()
@@ -209,6 +209,11 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         path = self.context.source_work_dir(row.source_id) / "turns.rttm"
         atomic_write_text(path, rttm_text(row.source_id, turns))
         row.rttm_uri = str(path)
+        if self.config.mix_overlap and row.audio_uri:
+            regions = diarizer.overlap_file(row.audio_uri, min_s=self.config.min_turn_s)
+            overlap = path.with_name("overlap.rttm")
+            atomic_write_text(overlap, rttm_text(row.source_id, [Turn(a, b, OVERLAP_SPEAKER) for a, b in regions]))
+            row.overlap_uri = str(overlap)
         return [row]
 
 

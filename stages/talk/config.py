@@ -52,6 +52,14 @@ class TalkConfig:
     # turns but the other face's logit stays at or above this, the other party talks too. None:
     # off. 2.5 as above (tuning set: both-state F1 +0.03; held out +0.015; GRID unchanged).
     rival_overlap_logit: float | None = 2.5
+    # Overlap heard in the mix (diarization.mix_overlap; stages/talk/overlap.heard_overlap_turns):
+    # in a region where two voices are heard but the turns have one party only, the other party
+    # talks too when the turns are this face's, and this face talks too when the turns are
+    # another's and its Light-ASD logit is at least this (else the second voice may be a third
+    # person's). None: off. 0 is Light-ASD's own boundary; on the realistic tuning set 1.5, 0.5,
+    # 0, -0.5 and -10 gave both-state F1 0.48, 0.52, 0.53, 0.54, 0.56 and attribution 0.761,
+    # 0.765, 0.767, 0.768, 0.762 (README, "Real people").
+    heard_overlap_logit: float | None = 0.0
     # Evidence needs at least this much of a speaker's solo speech inside the track.
     min_evidence_s: float = setting(0.4, gt=0)
     # Turns are widened by this much on each side before they become the audio masks of the self

@@ -89,3 +89,35 @@ def rival_overlap_turns(
         Turn(float(start_frame + a) / fps, float(start_frame + b) / fps, OVERLAP_OTHER)
         for a, b in _runs(by_self & ~by_other & (rival >= talk_logit), min_frames)
     ]
+
+
+def heard_overlap_turns(
+    turns: list[Turn],
+    regions: list[tuple[float, float]],
+    scores: np.ndarray,
+    start_frame: int,
+    fps: float,
+    self_speakers: frozenset[str],
+    self_logit: float,
+    min_frames: int,
+) -> list[Turn]:
+    """Overlap that the mix's segmentation hears (`regions`: seconds with two or more voices,
+    `Diarizer.overlap_file`) where the diarized turns have one party only: during this face's
+    turns the other party talks too (OVERLAP_OTHER); during only other speakers' turns this face
+    is the second voice when its smoothed logit is at least `self_logit` (OVERLAP_SELF), since the
+    second voice may also be a third person. Runs shorter than `min_frames` are left alone."""
+    n = len(scores)
+    by_self, by_other = _covered(turns, start_frame, n, fps, self_speakers)
+    heard = np.zeros(n, bool)
+    centers = (start_frame + np.arange(n) + 0.5) / fps
+    for a, b in regions:
+        heard[int(np.searchsorted(centers, a, "left")) : int(np.searchsorted(centers, b, "left"))] = True
+
+    def spans(mask: np.ndarray, label: str) -> list[Turn]:
+        return [
+            Turn(float(start_frame + a) / fps, float(start_frame + b) / fps, label) for a, b in _runs(mask, min_frames)
+        ]
+
+    return spans(heard & by_self & ~by_other, OVERLAP_OTHER) + spans(
+        heard & by_other & ~by_self & (scores >= self_logit), OVERLAP_SELF
+    )

@@ -44,7 +44,7 @@ from voxhear.stages.talk.attribution import NOT_THIS_FACE, Attribution, attribut
 from voxhear.stages.talk.config import TalkConfig
 from voxhear.stages.talk.frame_arrays import FrameArrays
 from voxhear.stages.talk.light_asd import light_asd_onnx, load_light_asd
-from voxhear.stages.talk.overlap import OVERLAP_SELF, overlap_turns, rival_overlap_turns
+from voxhear.stages.talk.overlap import OVERLAP_SELF, heard_overlap_turns, overlap_turns, rival_overlap_turns
 from voxhear.stages.talk.tracks import background_leak_db, read_int24, split_tracks, write_int24
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         # The tracks follow the diarized turns: in overlap the stage cannot split two voices, and
         # the lips' overlap turns would move the other party's speech into the self track.
         audio_turns, audio_selves = turns, selves
-        extra = self._lip_overlap_turns(row, turns, selves, scores, n, fps, rivals)
+        extra = self._overlap_turns(row, turns, selves, scores, n, fps, rivals)
         if extra:
             turns = sorted([*turns, *extra], key=lambda t: (t.start, t.end, t.speaker))
             if any(t.speaker == OVERLAP_SELF for t in extra):
@@ -270,7 +270,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
 
     # ------------------------------------------------------------------------------------------
 
-    def _lip_overlap_turns(
+    def _overlap_turns(
         self,
         row: FaceTrackRecord,
         turns: list[Turn],
@@ -280,9 +280,10 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         fps: float,
         rivals: list[tuple[str, int, np.ndarray]],
     ) -> list[Turn]:
-        """Overlap diarization missed, from the lips (overlap.py): this face talking during another
-        speaker's turn, and a face on screen with it talking during this face's turn. Both read the
-        same turns: neither rule's new turns fall where the other looks."""
+        """Overlap diarization missed (overlap.py): from the lips, this face talking during another
+        speaker's turn and a face on screen with it talking during this face's turn (both read the
+        same turns: neither rule's new turns fall where the other looks); then from the mix, the
+        regions where two voices are heard that the turns give to one party only."""
         cfg = self.config
         min_frames = max(1, round(cfg.overlap_min_s * fps))
         own = frozenset(selves)
@@ -302,6 +303,20 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
                     cfg.rival_overlap_logit,
                     min_frames,
                 )
+        if cfg.heard_overlap_logit is not None and row.overlap_uri:
+            # After the lip rules: a region they already made `both` is left as it is.
+            regions = [(t.start, t.end) for t in read_rttm(row.overlap_uri)]
+            covered = sorted([*turns, *extra], key=lambda t: (t.start, t.end, t.speaker))
+            extra += heard_overlap_turns(
+                covered,
+                regions,
+                scores,
+                row.track_start_frame,
+                fps,
+                own | {OVERLAP_SELF},
+                cfg.heard_overlap_logit,
+                min_frames,
+            )
         return extra
 
     def _decide(

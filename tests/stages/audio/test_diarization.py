@@ -141,11 +141,34 @@ def test_diarization_input_chooses_the_mix_or_the_separated_speech(tmp_path):
         return [Turn(0.0, 1.0, "SPEAKER_00")], 1.0
 
     for choice, expected in (("speech", "speech.flac"), ("mix", "mix.wav"), ("both", ("mix.wav", "speech.flac"))):
-        stage = DiarizationStage(DiarizationConfig(input=choice), RunContext(tmp_path, model_store=None))
+        stage = DiarizationStage(DiarizationConfig(input=choice, mix_overlap=False), RunContext(tmp_path, model_store=None))
         stage.diarizer = SimpleNamespace(diarize_file=fake_diarize_file)  # type: ignore[assignment]
         row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri="mix.wav", speech_uri="speech.flac")
         stage.process(row)
         assert read[-1] == expected
+
+
+def test_the_stage_writes_the_overlap_heard_in_the_mix_whatever_it_diarizes(tmp_path):
+    from types import SimpleNamespace
+
+    heard_in = []
+
+    def overlap_file(path, min_s=0.1):
+        heard_in.append(path)
+        return [(1.0, 1.5)]
+
+    fake = SimpleNamespace(diarize_file=lambda path, voices_path=None: ([Turn(0.0, 2.0, "SPEAKER_00")], 2.0),
+                           overlap_file=overlap_file)
+    for mix_overlap in (True, False):
+        stage = DiarizationStage(DiarizationConfig(mix_overlap=mix_overlap), RunContext(tmp_path, model_store=None))
+        stage.diarizer = fake  # type: ignore[assignment]
+        row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri="mix.wav", speech_uri="speech.flac")
+        out = stage.process(row)[0]
+        if mix_overlap:
+            assert heard_in == ["mix.wav"]  # the mix, though the turns come from the separated speech
+            assert [(t.start, t.end) for t in read_rttm(out.overlap_uri)] == [(1.0, 1.5)]
+        else:
+            assert out.overlap_uri == "" and heard_in == ["mix.wav"]
 
 
 def test_turn_pieces_mask_what_a_whole_recording_mask_would():
@@ -231,3 +254,32 @@ def test_a_long_input_diarized_in_windows_keeps_its_two_speakers(store):
     windowed = Diarizer(store, window_s=30.0, merge_threshold=0.4)(audio, RATE)
     assert len({t.speaker for t in windowed}) == 2
     assert der(truth, windowed) < 0.15
+
+
+def test_overlap_is_heard_where_two_real_voices_talk_at_once(diarizer, tmp_path, monkeypatch):
+    """`Diarizer.overlap_file`: two recorded voices, the second starting inside the first; the
+    overlap found lies in their shared time, none where one voice talks alone, and reading the file
+    in windows that cut through the overlap gives it whole."""
+    from voxhear.stages.audio import diarization
+
+    first, second = load_speech(arctic("aew")[0].name), load_speech(arctic("axb")[1].name)
+    start = int(1.0 * RATE) + len(first) // 2
+    mix = np.zeros(start + len(second) + RATE, np.float32)
+    mix[RATE : RATE + len(first)] += first
+    mix[start : start + len(second)] += second
+    path = tmp_path / "two.wav"
+    write_wav16(path, mix)
+    # Where each voice has sound (its own quiet lead-in and tail are not speech).
+    shared_from, shared_to = start / RATE, (RATE + len(first)) / RATE
+    found = diarizer.overlap_file(path)
+    assert found, "no overlap heard"
+    assert sum(e - s for s, e in found) >= 0.4 * (shared_to - shared_from)
+    assert all(shared_from - 0.3 <= s and e <= shared_to + 0.3 for s, e in found)
+    # Solo speech alone: no overlap.
+    write_wav16(tmp_path / "one.wav", np.concatenate([np.zeros(RATE, np.float32), first, np.zeros(RATE, np.float32)]))
+    assert diarizer.overlap_file(tmp_path / "one.wav") == []
+    # Windows that cut the overlap in two give the same regions, joined again at the cut.
+    monkeypatch.setattr(diarization, "OVERLAP_WINDOW_S", (shared_from + shared_to) / 2)
+    windowed = diarizer.overlap_file(path)
+    assert sum(e - s for s, e in windowed) >= 0.4 * (shared_to - shared_from)
+    assert all(shared_from - 0.3 <= s and e <= shared_to + 0.3 for s, e in windowed)

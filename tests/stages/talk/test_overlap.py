@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from voxhear.stages.audio.diarization import Turn
+from voxhear.stages.audio.diarization import Turn, rttm_text
 from voxhear.stages.talk.overlap import OVERLAP_SELF, overlap_turns
 
 FPS = 25.0
@@ -57,7 +59,7 @@ def test_the_other_face_talking_during_this_faces_turn_is_the_other_party_talkin
 
 
 def test_the_stage_adds_both_rules_turns_as_configured(tmp_path):
-    """TalkStage._lip_overlap_turns: each rule on only when its setting is, both from the same turns."""
+    """TalkStage._overlap_turns: each rule on only when its setting is, both from the same turns."""
     from voxhear.pipeline.models import ModelStore
     from voxhear.pipeline.records import FaceTrackRecord
     from voxhear.pipeline.stage import RunContext
@@ -73,11 +75,43 @@ def test_the_stage_adds_both_rules_turns_as_configured(tmp_path):
     rival[25:50] = 4.0  # the other face talks at 1-2 s, during this face's turn
     rivals = [("v-face1-00000000", 0, rival)]
 
-    def added(**settings):
-        stage = TalkStage(TalkConfig(**settings), RunContext(run_dir=tmp_path, model_store=ModelStore()))
-        return spans(stage._lip_overlap_turns(row, turns, {"A"}, scores, 150, FPS, rivals))
+    # The mix hears two voices at 1-2 s (the lips' rival rule finds it too) and at 2.2-2.6 s.
+    heard = tmp_path / "overlap.rttm"
+    heard.write_text(rttm_text("v", [Turn(1.0, 2.0, "overlap"), Turn(2.2, 2.6, "overlap")]))
 
-    assert added(overlap_talk_logit=None, rival_overlap_logit=None) == []
+    def added(overlap_uri="", **settings):
+        stage = TalkStage(TalkConfig(**settings), RunContext(run_dir=tmp_path, model_store=ModelStore()))
+        track = dataclasses.replace(row, overlap_uri=overlap_uri)
+        return spans(stage._overlap_turns(track, turns, {"A"}, scores, 150, FPS, rivals))
+
+    lips_off = {"overlap_talk_logit": None, "rival_overlap_logit": None}
+    assert added(**lips_off) == []
     assert added(overlap_talk_logit=2.5, rival_overlap_logit=None) == [(4.0, 5.0, OVERLAP_SELF)]
     assert added(overlap_talk_logit=None, rival_overlap_logit=2.5) == [(1.0, 2.0, OVERLAP_OTHER)]
-    assert added() == [(4.0, 5.0, OVERLAP_SELF), (1.0, 2.0, OVERLAP_OTHER)]  # the defaults: both on
+    assert added() == [(4.0, 5.0, OVERLAP_SELF), (1.0, 2.0, OVERLAP_OTHER)]  # no overlap file: the lips only
+    # The heard regions add what the lips did not find, and nothing when the setting is off.
+    assert added(str(heard), **lips_off) == [(1.0, 2.0, OVERLAP_OTHER), (2.2, 2.6, OVERLAP_OTHER)]
+    assert added(str(heard)) == [(4.0, 5.0, OVERLAP_SELF), (1.0, 2.0, OVERLAP_OTHER), (2.2, 2.6, OVERLAP_OTHER)]
+    assert added(str(heard), heard_overlap_logit=None) == added()
+
+
+def test_overlap_heard_in_the_mix_goes_to_the_party_the_turns_lack():
+    from voxhear.stages.talk.overlap import OVERLAP_OTHER, heard_overlap_turns
+
+    # A (this face) talks 0-3 s, B 3-6 s; the mix hears two voices at 1-2 s, 4-5 s and 5.5-5.6 s.
+    turns = [Turn(0.0, 3.0, "A"), Turn(3.0, 6.0, "B")]
+    regions = [(1.0, 2.0), (4.0, 5.0), (5.5, 5.6)]
+    scores = np.full(150, -1.0)
+    scores[100:125] = 1.0  # the lips move at 4-5 s, under the lip rule's 2.5 but over 0.5
+
+    def heard(logit, lips=scores, min_frames=5):
+        return spans(heard_overlap_turns(turns, regions, lips, 0, FPS, frozenset({"A"}), logit, min_frames))
+
+    # During A's turn the second voice is the other party's; during B's, this face's lips decide.
+    assert heard(0.5) == [(1.0, 2.0, OVERLAP_OTHER), (4.0, 5.0, OVERLAP_SELF)]
+    assert heard(1.5) == [(1.0, 2.0, OVERLAP_OTHER)]  # lips below the setting: a third voice perhaps
+    assert heard(0.5, min_frames=2) == [(1.0, 2.0, OVERLAP_OTHER), (4.0, 5.0, OVERLAP_SELF)]  # 5.5-5.6: lips still
+    # Where both parties already have turns, or nobody has, nothing is added.
+    both = [Turn(0.0, 3.0, "A"), Turn(0.5, 2.5, "B")]
+    assert spans(heard_overlap_turns(both, [(1.0, 2.0)], scores, 0, FPS, frozenset({"A"}), 0.5, 5)) == []
+    assert spans(heard_overlap_turns([], regions, scores, 0, FPS, frozenset({"A"}), 0.5, 5)) == []
