@@ -124,12 +124,7 @@ def unsaid_turns(
     label: too little to judge.
     """
     n = len(scores)
-    centers = (start_frame + np.arange(n) + 0.5) / fps
-    # Each turn's frames [a, b) of the track (those whose centre it covers), as index ranges: a
-    # long source has thousands of turns, most of them outside this track.
-    spans = [
-        (int(np.searchsorted(centers, t.start, "left")), int(np.searchsorted(centers, t.end, "left"))) for t in turns
-    ]
+    spans = _frame_spans(turns, start_frame, n, fps)
     edges = np.zeros(n + 1, np.int32)
     for a, b in spans:
         edges[a] += 1
@@ -143,3 +138,50 @@ def unsaid_turns(
                 t = Turn(t.start, t.end, t.speaker + NOT_THIS_FACE)
         out.append(t)
     return out
+
+
+def still_runs(
+    turns: list[Turn],
+    self_speakers: set[str],
+    scores: np.ndarray,
+    start_frame: int,
+    fps: float,
+    min_frames: int,
+    below: float,
+) -> list[Turn]:
+    """`turns` with every run of at least `min_frames` frames inside a self speaker's turn during
+    which this face's smoothed logit stays below `below` cut out of the turn and relabelled as
+    someone else's (label + NOT_THIS_FACE): `unsaid_turns` for the part of a turn, where a voice
+    cluster took the other party's reply into this person's turn."""
+    out: list[Turn] = []
+    for t, (a, b) in zip(turns, _frame_spans(turns, start_frame, len(scores), fps), strict=True):
+        if t.speaker not in self_speakers or b - a < min_frames:
+            out.append(t)
+            continue
+        still = scores[a:b] < below
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], still.astype(np.int8), [0]])))
+        runs = [(int(x), int(y)) for x, y in zip(edges[::2], edges[1::2]) if y - x >= min_frames]
+        if not runs:
+            out.append(t)
+            continue
+        cursor = t.start
+        for x, y in runs:
+            lo = t.start if x == 0 else (start_frame + a + x) / fps
+            hi = t.end if a + y >= b else (start_frame + a + y) / fps
+            if lo > cursor:
+                out.append(Turn(cursor, lo, t.speaker))
+            out.append(Turn(lo, hi, t.speaker + NOT_THIS_FACE))
+            cursor = hi
+        if cursor < t.end:
+            out.append(Turn(cursor, t.end, t.speaker))
+    return out
+
+
+def _frame_spans(turns: list[Turn], start_frame: int, n: int, fps: float) -> list[tuple[int, int]]:
+    """Each turn's frames [a, b) of a track of `n` frames from source frame `start_frame` (those
+    whose centre it covers), as index ranges: a long source has thousands of turns, most of them
+    outside the track."""
+    centers = (start_frame + np.arange(n) + 0.5) / fps
+    return [
+        (int(np.searchsorted(centers, t.start, "left")), int(np.searchsorted(centers, t.end, "left"))) for t in turns
+    ]

@@ -41,6 +41,13 @@ class TalkConfig:
     # min_evidence_s of them) stays below this is someone else's speech: a voice cluster can hold
     # an off-screen voice too (attribution.unsaid_turns). None: whole clusters only.
     unsaid_turn_logit: float | None = 0.5
+    # The same for part of a turn (attribution.still_runs): a run of at least still_run_s inside a
+    # self speaker's turn during which the face's smoothed logit stays below still_run_logit is
+    # someone else's speech (a voice cluster that took the other party's reply into this
+    # person's turn). None: off. Tuning set: (0, 0.5 s) and (0, 0.3 s) attribution 0.767 -> 0.772,
+    # (-1, 0.5 s) 0.770, (0.5, 0.5 s) 0.770, (0, 1 s) no change; held out 0.763 -> 0.765, GRID unchanged.
+    still_run_logit: float | None = 0.0
+    still_run_s: float = setting(0.5, gt=0)
     # Overlap diarization missed (stages/talk/overlap.py): runs of at least overlap_min_s where
     # only other speakers have turns but this face's Light-ASD logit stays at or above
     # overlap_talk_logit become this face's speech too (the `both` state; the audio tracks keep

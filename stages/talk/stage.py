@@ -40,7 +40,14 @@ from voxhear.stages.audio.diarization import Turn, read_rttm
 from voxhear.stages.media import FFMPEG, h264_cut, run_tool, tool_timeout
 from voxhear.stages.talk.activity import frame_activity, frame_states, padded_states, sample_mask, speakers_of
 from voxhear.stages.talk.asd import CropStream, crop_geometry, smooth, streamed_speaking_scores
-from voxhear.stages.talk.attribution import NOT_THIS_FACE, Attribution, attribute, lost_voices, unsaid_turns
+from voxhear.stages.talk.attribution import (
+    NOT_THIS_FACE,
+    Attribution,
+    attribute,
+    lost_voices,
+    still_runs,
+    unsaid_turns,
+)
 from voxhear.stages.talk.config import TalkConfig
 from voxhear.stages.talk.frame_arrays import FrameArrays
 from voxhear.stages.talk.light_asd import light_asd_onnx, load_light_asd
@@ -224,6 +231,9 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             )
             if checked != turns:
                 turns = checked
+        if self.config.still_run_logit is not None and selves:
+            min_run = max(1, round(self.config.still_run_s * fps))
+            turns = still_runs(turns, selves, scores, row.track_start_frame, fps, min_run, self.config.still_run_logit)
         # The tracks follow the diarized turns: in overlap the stage cannot split two voices, and
         # the lips' overlap turns would move the other party's speech into the self track.
         audio_turns, audio_selves = turns, selves

@@ -285,3 +285,25 @@ def test_words_heard_in_an_unsaid_turn_follow_it_to_the_other_party():
     out = _with_turn_speakers(words, turns)
     assert [w["speaker"] for w in out] == ["A", "A" + NOT_THIS_FACE, "B"]
     assert _with_turn_speakers(words, turns[:1]) is words
+
+
+def test_still_lips_inside_a_self_turn_cut_that_part_out_for_someone_else():
+    from voxhear.stages.talk.attribution import still_runs
+
+    # A's turn 0-4 s holds a reply with this face's lips still at 1.6-2.4 s (25 fps), and a short
+    # still moment (a pause, 0.2 s) at 3.0-3.2 s; B's turn is someone else's already.
+    turns = [Turn(0.0, 4.0, "A"), Turn(4.0, 5.0, "B")]
+    scores = np.full(125, 3.0, np.float32)
+    scores[40:60] = -1.0
+    scores[75:80] = -1.0
+    scores[100:] = -1.0
+    out = still_runs(turns, {"A"}, scores, 0, 25.0, min_frames=12, below=0.0)
+    assert [(t.start, t.end, t.speaker) for t in out] == [
+        (0.0, 1.6, "A"), (1.6, 2.4, "A" + NOT_THIS_FACE), (2.4, 4.0, "A"), (4.0, 5.0, "B")
+    ]
+    # A run reaching the turn's end takes the end; talking lips throughout leave the turns alone.
+    scores[60:100] = -1.0
+    assert [(t.start, t.end, t.speaker) for t in still_runs(turns, {"A"}, scores, 0, 25.0, 12, 0.0)][1:3] == [
+        (1.6, 4.0, "A" + NOT_THIS_FACE), (4.0, 5.0, "B")
+    ]
+    assert still_runs(turns, {"A"}, np.full(125, 3.0, np.float32), 0, 25.0, 12, 0.0) == turns
