@@ -86,27 +86,20 @@ def rediarize(run_dir: Path, out: Path, config) -> dict[str, str]:
     return renamed
 
 
-def hear_overlap(run_dir: Path, out: Path, config) -> dict[str, str]:
-    """Overlap regions of the mix (`Diarizer.overlap_file`, as the diarization stage finds them
-    with `diarization.mix_overlap`) for the sources of `run_dir` that have none, into `out`'s work
-    area: so runs made before the stage looked for them can be scored with it. Source id -> file."""
-    from voxhear.stages.audio.diarization import OVERLAP_SPEAKER, Diarizer, Turn, rttm_text
+def hear_overlap(out: Path, config) -> dict[str, str]:
+    """Overlap regions of the mix, as the diarization stage finds them with
+    `diarization.mix_overlap`, for the sources of `out`'s sources.parquet that have none, into
+    `out`'s work area: so runs made before the stage looked for them can be scored with it.
+    Source id -> file."""
+    from voxhear.stages.audio.stages import DiarizationStage
 
+    stage = DiarizationStage(config.diarization, RunContext(out, ModelStore.from_config(config.models)))
     found: dict[str, str] = {}
-    diarizer = None
     for source in pq.read_table(out / "manifests" / "sources.parquet").to_pylist():
         row = SourceRecord.from_row(source)
-        if row.overlap_uri or not row.rttm_uri or not row.audio_uri:
-            continue
-        if diarizer is None:
-            cfg = config.diarization
-            diarizer = Diarizer(ModelStore.from_config(config.models), pipeline=cfg.pipeline,
-                                segmentation_step=cfg.segmentation_step, threads=cfg.threads)
-        regions = diarizer.overlap_file(row.audio_uri, min_s=config.diarization.min_turn_s)
-        path = out / "work" / row.source_id / "overlap.rttm"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(rttm_text(row.source_id, [Turn(a, b, OVERLAP_SPEAKER) for a, b in regions]))
-        found[row.source_id] = str(path)
+        if not row.overlap_uri and row.rttm_uri and row.audio_uri:
+            stage.hear_overlap(row)
+            found[row.source_id] = row.overlap_uri
     return found
 
 
@@ -147,7 +140,7 @@ def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str], use_t
     tracks, earlier = tracks_of_run(run_dir)
     tracks = [dataclasses.replace(t, rttm_uri=renamed.get(t.rttm_uri, t.rttm_uri)) for t in tracks]
     if config.diarization.mix_overlap:
-        heard = hear_overlap(run_dir, out, config)
+        heard = hear_overlap(out, config)
         tracks = [dataclasses.replace(t, overlap_uri=heard.get(t.source_id, t.overlap_uri)) for t in tracks]
     clips: list[ClipRecord] = []
     for track in tracks:

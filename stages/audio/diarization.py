@@ -195,7 +195,7 @@ class Diarizer:
         """Regions of one window with an instantaneous speaker count of at least 2, as pyannote's
         diarization counts them (its chunks' binarized local speakers, aggregated per frame)."""
         pipeline = self.pipeline
-        if len(audio) < rate // 10 or not hasattr(pipeline, "get_segmentations"):
+        if len(audio) < rate // 10:
             return []
         waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
         segmentations = pipeline.get_segmentations({"waveform": waveform, "sample_rate": rate})

@@ -184,7 +184,7 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         )
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
-        from voxhear.stages.audio.diarization import OVERLAP_SPEAKER, Turn, rttm_text, speech_seconds
+        from voxhear.stages.audio.diarization import rttm_text, speech_seconds
 
         if self.diarizer is None:
             self.setup()
@@ -210,11 +210,21 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         atomic_write_text(path, rttm_text(row.source_id, turns))
         row.rttm_uri = str(path)
         if self.config.mix_overlap and row.audio_uri:
-            regions = diarizer.overlap_file(row.audio_uri, min_s=self.config.min_turn_s)
-            overlap = path.with_name("overlap.rttm")
-            atomic_write_text(overlap, rttm_text(row.source_id, [Turn(a, b, OVERLAP_SPEAKER) for a, b in regions]))
-            row.overlap_uri = str(overlap)
+            self.hear_overlap(row)
         return [row]
+
+    def hear_overlap(self, row: SourceRecord) -> None:
+        """Write where the row's mix holds two or more voices at once to the source's
+        overlap.rttm and point `row.overlap_uri` at it (`diarization.mix_overlap`)."""
+        from voxhear.stages.audio.diarization import OVERLAP_SPEAKER, Turn, rttm_text
+
+        if self.diarizer is None:
+            self.setup()
+        assert self.diarizer is not None, "setup() loads the diarizer"
+        regions = self.diarizer.overlap_file(row.audio_uri, min_s=self.config.min_turn_s)
+        path = self.context.source_work_dir(row.source_id) / "overlap.rttm"
+        atomic_write_text(path, rttm_text(row.source_id, [Turn(a, b, OVERLAP_SPEAKER) for a, b in regions]))
+        row.overlap_uri = str(path)
 
 
 class AsrStage(Stage[SourceRecord, SourceRecord]):

@@ -5,6 +5,8 @@ Everything here is on the source's normalized timeline: frame f covers [f/fps, (
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from voxhear.pipeline.records import STATE_BOTH, STATE_LISTEN, STATE_SILENCE, STATE_TALK
@@ -26,6 +28,22 @@ def frame_activity(
         if t.speaker in index:
             active[index[t.speaker]] |= (centers >= t.start - pad_s) & (centers < t.end + pad_s)
     return active
+
+
+def frame_spans(
+    spans: Iterable[tuple[float, float]], start_frame: int, n_frames: int, fps: float
+) -> list[tuple[int, int]]:
+    """Each (start, end) span in seconds as the frames [a, b) of a track of `n_frames` frames from
+    source frame `start_frame` whose centre it covers (the rule of `frame_activity`), as index
+    ranges: a long source has thousands of turns, most of them outside any one track."""
+    centers = (start_frame + np.arange(n_frames) + 0.5) / fps
+    return [(int(np.searchsorted(centers, a, "left")), int(np.searchsorted(centers, b, "left"))) for a, b in spans]
+
+
+def runs_of(mask: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
+    """[a, b) of every run of True in `mask` at least `min_frames` long."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a >= min_frames]
 
 
 def frame_states(self_active: np.ndarray, other_active: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voxhear.stages.audio.diarization import Turn
+from voxhear.stages.talk.activity import frame_spans, runs_of
 
 PAUSE = "<pause>"
 
@@ -124,7 +125,7 @@ def unsaid_turns(
     label: too little to judge.
     """
     n = len(scores)
-    spans = _frame_spans(turns, start_frame, n, fps)
+    spans = frame_spans(((t.start, t.end) for t in turns), start_frame, n, fps)
     edges = np.zeros(n + 1, np.int32)
     for a, b in spans:
         edges[a] += 1
@@ -154,13 +155,12 @@ def still_runs(
     someone else's (label + NOT_THIS_FACE): `unsaid_turns` for the part of a turn, where a voice
     cluster took the other party's reply into this person's turn."""
     out: list[Turn] = []
-    for t, (a, b) in zip(turns, _frame_spans(turns, start_frame, len(scores), fps), strict=True):
+    spans = frame_spans(((t.start, t.end) for t in turns), start_frame, len(scores), fps)
+    for t, (a, b) in zip(turns, spans, strict=True):
         if t.speaker not in self_speakers or b - a < min_frames:
             out.append(t)
             continue
-        still = scores[a:b] < below
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], still.astype(np.int8), [0]])))
-        runs = [(int(x), int(y)) for x, y in zip(edges[::2], edges[1::2]) if y - x >= min_frames]
+        runs = runs_of(scores[a:b] < below, min_frames)
         if not runs:
             out.append(t)
             continue
@@ -175,13 +175,3 @@ def still_runs(
         if cursor < t.end:
             out.append(Turn(cursor, t.end, t.speaker))
     return out
-
-
-def _frame_spans(turns: list[Turn], start_frame: int, n: int, fps: float) -> list[tuple[int, int]]:
-    """Each turn's frames [a, b) of a track of `n` frames from source frame `start_frame` (those
-    whose centre it covers), as index ranges: a long source has thousands of turns, most of them
-    outside the track."""
-    centers = (start_frame + np.arange(n) + 0.5) / fps
-    return [
-        (int(np.searchsorted(centers, t.start, "left")), int(np.searchsorted(centers, t.end, "left"))) for t in turns
-    ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from voxhear.stages.audio.diarization import Turn
+from voxhear.stages.talk.activity import frame_spans, runs_of
 
 # The labels of the added turns: this face's (the stage counts it among its own speakers), and a
 # face on screen with it (the other party).
@@ -41,7 +42,7 @@ def overlap_turns(
     by_self, by_other = _covered(turns, start_frame, len(scores), fps, self_speakers)
     return [
         Turn(float(start_frame + a) / fps, float(start_frame + b) / fps, OVERLAP_SELF)
-        for a, b in _runs(by_other & ~by_self & (scores >= talk_logit), min_frames)
+        for a, b in runs_of(by_other & ~by_self & (scores >= talk_logit), min_frames)
     ]
 
 
@@ -50,19 +51,13 @@ def _covered(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(frames with a turn of `self_speakers`, frames with a turn of anyone else) of a track of
     `n_frames` frames from source frame `start_frame` (a frame counts when a turn covers its centre)."""
-    centers = (start_frame + np.arange(n_frames) + 0.5) / fps
     by_self = np.zeros(n_frames, bool)
     by_other = np.zeros(n_frames, bool)
-    for t in turns:
-        first, last = int(np.searchsorted(centers, t.start, "left")), int(np.searchsorted(centers, t.end, "left"))
+    for t, (first, last) in zip(
+        turns, frame_spans(((t.start, t.end) for t in turns), start_frame, n_frames, fps), strict=True
+    ):
         (by_self if t.speaker in self_speakers else by_other)[first:last] = True
     return by_self, by_other
-
-
-def _runs(mask: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
-    """[a, b) of every run of True in `mask` at least `min_frames` long."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a >= min_frames]
 
 
 def rival_overlap_turns(
@@ -87,7 +82,7 @@ def rival_overlap_turns(
         rival[a - start_frame : b - start_frame] = rival_scores[a - rival_start : b - rival_start]
     return [
         Turn(float(start_frame + a) / fps, float(start_frame + b) / fps, OVERLAP_OTHER)
-        for a, b in _runs(by_self & ~by_other & (rival >= talk_logit), min_frames)
+        for a, b in runs_of(by_self & ~by_other & (rival >= talk_logit), min_frames)
     ]
 
 
@@ -109,13 +104,13 @@ def heard_overlap_turns(
     n = len(scores)
     by_self, by_other = _covered(turns, start_frame, n, fps, self_speakers)
     heard = np.zeros(n, bool)
-    centers = (start_frame + np.arange(n) + 0.5) / fps
-    for a, b in regions:
-        heard[int(np.searchsorted(centers, a, "left")) : int(np.searchsorted(centers, b, "left"))] = True
+    for a, b in frame_spans(regions, start_frame, n, fps):
+        heard[a:b] = True
 
     def spans(mask: np.ndarray, label: str) -> list[Turn]:
         return [
-            Turn(float(start_frame + a) / fps, float(start_frame + b) / fps, label) for a, b in _runs(mask, min_frames)
+            Turn(float(start_frame + a) / fps, float(start_frame + b) / fps, label)
+            for a, b in runs_of(mask, min_frames)
         ]
 
     return spans(heard & by_self & ~by_other, OVERLAP_OTHER) + spans(
