@@ -224,16 +224,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         decision = self._decide(row, scores, active, turns, speakers, fps, rivals)
         selves = set(decision.self_speakers)
         diarized = turns
-        if self.config.unsaid_turn_logit is not None and selves:
-            min_frames = max(1, round(self.config.min_evidence_s * fps))
-            checked = unsaid_turns(
-                turns, selves, scores, row.track_start_frame, fps, min_frames, self.config.unsaid_turn_logit
-            )
-            if checked != turns:
-                turns = checked
-        if self.config.still_run_logit is not None and selves:
-            min_run = max(1, round(self.config.still_run_s * fps))
-            turns = still_runs(turns, selves, scores, row.track_start_frame, fps, min_run, self.config.still_run_logit)
+        turns = self._lip_checked_turns(row, turns, selves, scores, fps)
         # The tracks follow the diarized turns: in overlap the stage cannot split two voices, and
         # the lips' overlap turns would move the other party's speech into the self track.
         audio_turns, audio_selves = turns, selves
@@ -245,14 +236,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         if turns is not diarized:
             speakers = speakers_of(turns)
             active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
-        is_self = np.array([s in selves for s in speakers], bool)
-        self_active = active[is_self].any(axis=0)
-        other_active = active[~is_self].any(axis=0)
-        states = frame_states(self_active, other_active)
-        if self.config.state_pad_s > 0:
-            # Opt-in: speech widened into the silent frames next to it (README, "Real people").
-            padded = frame_activity(turns, speakers, row.track_start_frame, n, fps, pad_s=self.config.state_pad_s)
-            states = padded_states(self_active, other_active, padded[is_self].any(axis=0), padded[~is_self].any(axis=0))
+        states, self_active, other_active = self._frame_states(row, turns, speakers, active, selves, n, fps)
         words = _with_turn_speakers(_read_words(row.words_uri), turns)
         embeddings = arrays["embeddings"] if "embeddings" in arrays else arrays["embedding"][None]
         spread = float(max((np.linalg.norm(a - b) for a in embeddings for b in embeddings), default=0.0))
@@ -279,6 +263,47 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         return clips
 
     # ------------------------------------------------------------------------------------------
+
+    def _lip_checked_turns(
+        self, row: FaceTrackRecord, turns: list[Turn], selves: set[str], scores: np.ndarray, fps: float
+    ) -> list[Turn]:
+        """The self speakers' turns checked against this face's lips: a whole turn
+        (attribution.unsaid_turns), then runs inside one (attribution.still_runs), each as
+        configured. `turns` itself when neither changes anything."""
+        cfg = self.config
+        checked = turns
+        if cfg.unsaid_turn_logit is not None and selves:
+            min_frames = max(1, round(cfg.min_evidence_s * fps))
+            checked = unsaid_turns(
+                checked, selves, scores, row.track_start_frame, fps, min_frames, cfg.unsaid_turn_logit
+            )
+        if cfg.still_run_logit is not None and selves:
+            min_run = max(1, round(cfg.still_run_s * fps))
+            checked = still_runs(checked, selves, scores, row.track_start_frame, fps, min_run, cfg.still_run_logit)
+        return turns if checked == turns else checked
+
+    def _frame_states(
+        self,
+        row: FaceTrackRecord,
+        turns: list[Turn],
+        speakers: list[str],
+        active: np.ndarray,
+        selves: set[str],
+        n: int,
+        fps: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(per-frame states, frames this face's speakers talk, frames others talk) of the track
+        from `active` (`frame_activity` of `turns` over `speakers`); with `talk.state_pad_s`, the
+        states widened into the silent frames next to speech (activity.padded_states)."""
+        is_self = np.array([s in selves for s in speakers], bool)
+        self_active = active[is_self].any(axis=0)
+        other_active = active[~is_self].any(axis=0)
+        states = frame_states(self_active, other_active)
+        if self.config.state_pad_s > 0:
+            # Opt-in: speech widened into the silent frames next to it (README, "Real people").
+            padded = frame_activity(turns, speakers, row.track_start_frame, n, fps, pad_s=self.config.state_pad_s)
+            states = padded_states(self_active, other_active, padded[is_self].any(axis=0), padded[~is_self].any(axis=0))
+        return states, self_active, other_active
 
     def _overlap_turns(
         self,

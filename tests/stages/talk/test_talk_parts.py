@@ -307,3 +307,44 @@ def test_still_lips_inside_a_self_turn_cut_that_part_out_for_someone_else():
         (1.6, 4.0, "A" + NOT_THIS_FACE), (4.0, 5.0, "B")
     ]
     assert still_runs(turns, {"A"}, np.full(125, 3.0, np.float32), 0, 25.0, 12, 0.0) == turns
+
+
+def _talk_stage(tmp_path, **settings):
+    from voxhear.pipeline.stage import RunContext
+    from voxhear.stages.talk.config import TalkConfig
+    from voxhear.stages.talk.stage import TalkStage
+
+    return TalkStage(TalkConfig(**settings), RunContext(run_dir=tmp_path, model_store=ModelStore()))
+
+
+def test_the_stage_checks_self_turns_against_the_lips_as_configured(tmp_path):
+    """TalkStage._lip_checked_turns: the still-run check cuts out a still stretch only when on,
+    and the turns come back as the same list when nothing changes (their activity is not redone)."""
+    from voxhear.pipeline.records import FaceTrackRecord
+
+    row = FaceTrackRecord(source_uri="v.mp4", source_id="v", track_start_frame=0, track_end_frame=125)
+    turns = [Turn(0.0, 4.0, "A"), Turn(4.0, 5.0, "B")]
+    scores = np.full(125, 3.0, np.float32)
+    scores[40:60] = -1.0  # still lips at 1.6-2.4 s inside A's turn
+    cut = _talk_stage(tmp_path)._lip_checked_turns(row, turns, {"A"}, scores, 25.0)
+    assert [(t.start, t.end, t.speaker) for t in cut][:3] == [
+        (0.0, 1.6, "A"), (1.6, 2.4, "A" + NOT_THIS_FACE), (2.4, 4.0, "A")
+    ]
+    assert _talk_stage(tmp_path, still_run_logit=None)._lip_checked_turns(row, turns, {"A"}, scores, 25.0) is turns
+    talking = np.full(125, 3.0, np.float32)
+    assert _talk_stage(tmp_path)._lip_checked_turns(row, turns, {"A"}, talking, 25.0) is turns
+
+
+def test_the_stage_pads_frame_states_only_when_told(tmp_path):
+    """TalkStage._frame_states: plain states by default; with talk.state_pad_s, padded ones."""
+    from voxhear.pipeline.records import FaceTrackRecord
+
+    row = FaceTrackRecord(source_uri="v.mp4", source_id="v", track_start_frame=0, track_end_frame=100)
+    turns = [Turn(0.0, 1.0, "A"), Turn(2.0, 3.0, "B")]
+    active = frame_activity(turns, ["A", "B"], 0, 100, 25.0)
+    plain, self_active, other_active = _talk_stage(tmp_path)._frame_states(row, turns, ["A", "B"], active, {"A"}, 100, 25.0)
+    assert (plain == frame_states(active[0], active[1])).all()
+    assert (self_active == active[0]).all() and (other_active == active[1]).all()
+    padded, *_ = _talk_stage(tmp_path, state_pad_s=0.1)._frame_states(row, turns, ["A", "B"], active, {"A"}, 100, 25.0)
+    assert (padded[25:27] == STATE_TALK).all() and (plain[25:27] == STATE_SILENCE).all()  # after A's end
+    assert (padded[47:50] == STATE_LISTEN).all() and (plain[47:50] == STATE_SILENCE).all()  # before B's start
