@@ -23,10 +23,13 @@ def frame_activity(
     """(n_speakers, n_frames) bool: the speaker talks over at least half of the frame."""
     active = np.zeros((len(speakers), n_frames), bool)
     index = {s: i for i, s in enumerate(speakers)}
-    centers = (start_frame + np.arange(n_frames) + 0.5) / fps
-    for t in turns:
-        if t.speaker in index:
-            active[index[t.speaker]] |= (centers >= t.start - pad_s) & (centers < t.end + pad_s)
+    mine = [t for t in turns if t.speaker in index]
+    # By index ranges, not a comparison of every frame with every turn: a long source has
+    # thousands of turns, and this runs per track.
+    for t, (a, b) in zip(
+        mine, frame_spans(((t.start - pad_s, t.end + pad_s) for t in mine), start_frame, n_frames, fps), strict=True
+    ):
+        active[index[t.speaker], a:b] = True
     return active
 
 
@@ -34,7 +37,7 @@ def frame_spans(
     spans: Iterable[tuple[float, float]], start_frame: int, n_frames: int, fps: float
 ) -> list[tuple[int, int]]:
     """Each (start, end) span in seconds as the frames [a, b) of a track of `n_frames` frames from
-    source frame `start_frame` whose centre it covers (the rule of `frame_activity`), as index
+    source frame `start_frame` whose centre it covers (a frame centre in [start, end)), as index
     ranges: a long source has thousands of turns, most of them outside any one track."""
     centers = (start_frame + np.arange(n_frames) + 0.5) / fps
     return [(int(np.searchsorted(centers, a, "left")), int(np.searchsorted(centers, b, "left"))) for a, b in spans]
