@@ -155,3 +155,28 @@ def asd_model():
     from voxhear.stages.talk.light_asd import load_light_asd
 
     return load_light_asd(CHECKPOINT)
+
+
+@needs_shared(CHECKPOINT, "the shared Light-ASD checkpoint")
+@pytest.mark.parametrize("frames", [25, 60, 137])
+def test_windowed_logits_batch_the_windows_of_one_length(monkeypatch, frames):
+    """The backend restarted every `step` frames gives each window's own logits, with every whole
+    window in one call and the shorter last one in another."""
+    torch.set_num_threads(1)
+    model = asd_model()
+    fused = torch.from_numpy(np.random.default_rng(frames).standard_normal((frames, 128)).astype(np.float32))
+    step = 25
+    with torch.no_grad():
+        one_by_one = torch.cat([model.classify(fused[s : s + step][None])[0] for s in range(0, frames, step)])
+        calls = []
+        classify = model.classify
+
+        def counting(x):
+            calls.append(tuple(x.shape))
+            return classify(x)
+
+        monkeypatch.setattr(model, "classify", counting)
+        batched = asd.windowed_logits(model, fused, step)
+    np.testing.assert_allclose(batched.numpy(), one_by_one.numpy(), rtol=1e-4, atol=5e-5)  # float rounding
+    assert calls[0] == (frames // step, step, 128)
+    assert len(calls) == (1 if frames % step == 0 else 2)
