@@ -139,8 +139,8 @@ def streamed_speaking_scores(
         audio_t = torch.from_numpy(np.ascontiguousarray(audio)).float().to(device)
         video_t = torch.from_numpy(np.ascontiguousarray(read_crops(lo, hi))).to(device)
         fused[a:b] = model.encode(audio_t[None], video_t[None])[0][a - lo : b - lo]
-    scores = torch.stack([windowed_logits(model, fused, seconds * FPS) for seconds in WINDOW_SECONDS]).mean(0)
-    scores = scores.cpu().numpy()
+    logits = torch.stack([windowed_logits(model, fused, seconds * FPS) for seconds in WINDOW_SECONDS]).mean(0)
+    scores = logits.cpu().numpy()
     # Frames past the end of the audio (a track can outlast it by a frame) repeat the last score.
     if frames < n_frames:
         scores = np.concatenate([scores, np.full(n_frames - frames, scores[-1], np.float32)])
