@@ -107,3 +107,53 @@ def test_talk_bench_truth_turns_replace_each_sources_turns_by_the_truths(tmp_pat
     assert "SPEAKER_00" in own.read_text()
     [written] = pq.read_table(out / "manifests" / "sources.parquet").to_pylist()
     assert written["rttm_uri"] == renamed[str(own)]
+
+
+@needs_store
+@needs_media
+def test_asr_bench_transcribes_each_source_again_and_scores_the_new_words(tmp_path):
+    """asr_bench reruns the ASR stage with the overrides into OUT (the run's words untouched), points
+    OUT's sources manifest at the new words and scores them as the eval's `asr` metric does."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.stages.audio.conftest import arctic, load_speech, write_wav16
+    from voxhear.benchmarks.asr_bench import bench
+    from voxhear.benchmarks.evaluation.audio import normalize_words, word_errors
+    from voxhear.pipeline.config import load_config, save_config
+    from voxhear.pipeline.records import SourceRecord
+
+    run, truth, out = tmp_path / "run", tmp_path / "truth", tmp_path / "out"
+    speech = load_speech(arctic("aew")[0].name)
+    audio = write_wav16(run / "work" / "s0" / "audio16k.wav", np.concatenate([np.zeros(4000, np.float32), speech]))
+    seconds = 0.25 + len(speech) / 16000
+    rttm = _rttm(run / "work" / "s0" / "turns.rttm", [(0.25, seconds, "SPEAKER_00")])
+    own_words = run / "work" / "s0" / "words.parquet"
+    own_words.write_bytes(b"the run's own words")
+    row = SourceRecord(source_uri="/videos/synth-0000.mp4", source_id="s0", audio_uri=str(audio),
+                       speech_uri=str(audio), rttm_uri=str(rttm), words_uri=str(own_words))
+    (run / "manifests").mkdir(parents=True)
+    pq.write_table(SourceRecord.to_table([row]), run / "manifests" / "sources.parquet")
+    save_config(load_config(None, ["inputs=[/tmp]"]), run / "config.yaml")
+    (truth / "synth-0000").mkdir(parents=True)
+    (truth / "synth-0000" / "meta.json").write_text("{}")
+    _rttm(truth / "synth-0000" / "turns.rttm", [(0.25, seconds, "A")])
+    reference = ["author", "of", "the", "danger", "trail"]
+    pq.write_table(pa.Table.from_pylist([
+        {"person_id": "A", "utterance_index": 0, "word_index": i, "word": w, "segment_start_s": 0.0}
+        for i, w in enumerate(reference)]), truth / "synth-0000" / "words.parquet")
+
+    summary = bench(run, truth, out, ["asr.piece_s=10"])
+
+    [written] = pq.read_table(out / "manifests" / "sources.parquet").to_pylist()
+    assert written["words_uri"] == str(out / "work" / "s0" / "words.parquet")
+    assert own_words.read_bytes() == b"the run's own words"
+    words = [w["word"] for w in pq.read_table(written["words_uri"]).to_pylist()]
+    assert len(words) >= 3  # a real sentence of real speech
+    errors, n_ref = word_errors(normalize_words(reference), normalize_words(words))
+    assert summary["wer"] == round(errors / n_ref, 4) and summary["ref_words"] == n_ref == 5
+    assert summary["settings"] == ["asr.piece_s=10"] and 0 < summary["cpu_s_per_audio_s"] < 5
+    assert json.loads((out / "asr.json").read_text())["summary"] == summary

@@ -1,0 +1,89 @@
+"""Rerun only the ASR stage on the sources of a finished run, then score its words.
+
+    python -m voxhear.benchmarks.asr_bench RUN TRUTH OUT [asr.KEY=VALUE ...]
+
+RUN is a finished `voxhear run` (its separated speech and diarized turns are reused), TRUTH the
+`voxhear synth` folder, OUT a new folder that receives manifests/sources.parquet, the words under
+work/, and asr.json: word error rate (the eval's `asr` metric: pooled, interval over videos, worst
+video) and the stage's CPU seconds per second of audio. Lets an ASR setting (`asr.piece_s`,
+`asr.beam_size`, ...) be weighed for accuracy and cost without the other stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from voxhear.pipeline.config import load_config
+from voxhear.pipeline.models import ModelStore
+from voxhear.pipeline.records import SourceRecord
+from voxhear.pipeline.stage import RunContext
+
+
+def _cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str]) -> dict:
+    from voxhear.benchmarks.evaluation.audio import WordErrorMetric
+    from voxhear.benchmarks.evaluation.base import EvalSettings
+    from voxhear.benchmarks.evaluation.data import RunView, TruthSet
+    from voxhear.stages.audio.asr import SpeechFile
+    from voxhear.stages.audio.stages import AsrStage
+
+    config = load_config(run_dir / "config.yaml", overrides)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "manifests").mkdir(parents=True)
+    stage = AsrStage(config.asr, RunContext(out, ModelStore.from_config(config.models)))
+    stage.setup()
+    rows, cpu_s, audio_s = [], 0.0, 0.0
+    for source in pq.read_table(run_dir / "manifests" / "sources.parquet").to_pylist():
+        row = SourceRecord.from_row(source)
+        if row.words_uri and row.rttm_uri:
+            started = _cpu_s()
+            row = stage.process(dataclasses.replace(row))[0]
+            cpu_s += _cpu_s() - started
+            audio_s += SpeechFile(row.speech_uri or row.audio_uri).duration
+        rows.append(row)
+    pq.write_table(SourceRecord.to_table(rows), out / "manifests" / "sources.parquet")
+    truth = TruthSet.open(truth_dir)
+    result = WordErrorMetric(EvalSettings()).evaluate(RunView.open(out, truth), truth).to_json()
+    figures = result.get("figures", {}).get("wer", {})
+    summary = {
+        "settings": overrides,
+        "wer": figures.get("pooled", result["summary"].get("wer")),
+        "interval": figures.get("interval"),
+        "worst": figures.get("worst"),
+        "ref_words": result["summary"]["ref_words"],
+        "cpu_s_per_audio_s": round(cpu_s / audio_s, 4) if audio_s else None,
+    }
+    (out / "asr.json").write_text(json.dumps({"summary": summary, "metric": result}, indent=1))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m voxhear.benchmarks.asr_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", type=Path)
+    parser.add_argument("truth", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("overrides", nargs="*", help="config overrides such as asr.piece_s=15")
+    args = parser.parse_args(argv)
+    print(json.dumps(bench(args.run, args.truth, args.out, list(args.overrides))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
