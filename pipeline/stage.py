@@ -120,7 +120,8 @@ class Stage(Generic[In, Out]):
     resources: Resources
     # Stages that load models run as Ray actor pools so setup() happens once per worker.
     uses_models: ClassVar[bool] = False
-    batch_size: ClassVar[int] = 1
+    # Rows per call of process_batch on Ray (map_batches); a stage may set it from its config.
+    batch_size: int = 1
 
     def __init__(self, config: Any, context: RunContext) -> None:
         self.config = config

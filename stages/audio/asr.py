@@ -14,7 +14,9 @@ features, never the whole signal's.
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +106,36 @@ def _span_audio(speech: Speech) -> np.ndarray:
     return audio
 
 
+class _JoinedSpeech:
+    """Several `Speech`es read as one: each starts on a whole second (so that shifting its times
+    by its start is exact in seconds), with a second of silence or more before the next. A span
+    gets each part's samples where it covers one and zeros in the gaps."""
+
+    def __init__(self, parts: list[Speech]) -> None:
+        self.parts = parts
+        self.starts: list[int] = []
+        at = 0
+        for part in parts:
+            self.starts.append(at)
+            at += (math.ceil(part.length / SAMPLE_RATE) + 1) * SAMPLE_RATE
+        self.starts_s = [start / SAMPLE_RATE for start in self.starts]
+        self.length = self.starts[-1] + parts[-1].length if parts else 0
+
+    def part_at(self, seconds: float) -> int:
+        """The part whose time `seconds` (on the joined clock) falls in or after."""
+        return max(0, bisect.bisect_right(self.starts_s, seconds + 1e-6) - 1)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if len(self.parts) == 1:
+            return self.parts[0].read(start, stop)
+        out = np.zeros(max(0, stop - start), np.float32)
+        for part, offset in zip(self.parts, self.starts):
+            a, b = max(start, offset), min(stop, offset + part.length)
+            if b > a:
+                out[a - start : b - start] = part.read(a - offset, b - offset)
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class _Segment:
     # The shape whisperx's merge_chunks expects of a VAD segment.
@@ -159,15 +191,44 @@ class Transcriber:
     def __call__(self, audio: np.ndarray | Speech, turns: list[Turn]) -> tuple[list[Word], str]:
         """Words of `audio` (mono 16 kHz: an array, or `Speech` read a piece at a time) inside the
         speech of `turns`, with speakers; and the text."""
+        return self.transcribe_many([(audio, turns)])[0]
+
+    def transcribe_many(self, items: list[tuple[np.ndarray | Speech, list[Turn]]]) -> list[tuple[list[Word], str]]:
+        """`__call__` of several sources, their pieces decoded in shared batches.
+
+        The sources are read as one signal (`_JoinedSpeech`: each from a whole second, a second of
+        silence or more between them), so that whisper's batches fill across them: on a GPU a
+        batch of `batch_size` pieces costs about what one piece does, and short sources alone
+        leave most of it empty. Each source's words come back on its own clock. What can differ
+        from one source at a time: faster-whisper's word timing carries the last speech time from
+        piece to piece, so the first word of a later source may be trimmed differently after a
+        pause; and the batch around a piece changes its numbers by float rounding."""
+        speeches = [_ArraySpeech(audio) if isinstance(audio, np.ndarray) else audio for audio, _ in items]
+        joined = _JoinedSpeech(speeches)
+        clips: list[dict] = []
+        for speech, (_, turns), start in zip(speeches, items, joined.starts_s):
+            clips += [
+                {"start": c["start"] + start, "end": c["end"] + start}
+                for c in self.clips(turns, speech.length / SAMPLE_RATE)
+            ]
+        per_source: list[list[dict]] = [[] for _ in items]
+        for seg in self._segments(joined, clips) if clips else []:
+            i = joined.part_at(seg["start"])
+            per_source[i].append(_shifted(seg, -joined.starts_s[i]))
+        return [
+            self._words(speech, turns, segments) for speech, (_, turns), segments in zip(speeches, items, per_source)
+        ]
+
+    def _words(self, speech: Speech, turns: list[Turn], segments: list[dict]) -> tuple[list[Word], str]:
+        """One source's decoded segments -> its words (aligned where the model is there, each
+        given the speaker whose turn it overlaps most) and its text."""
         import whisperx
 
-        speech = _ArraySpeech(audio) if isinstance(audio, np.ndarray) else audio
-        clips = self.clips(turns, speech.length / SAMPLE_RATE)
-        if not clips:
+        if not segments:
             return [], ""
-        result: dict[str, Any] = {"segments": self._segments(speech, clips), "language": "en"}
-        if self.align_model is not None and result["segments"]:
-            result = self._align(speech, result["segments"])
+        result: dict[str, Any] = {"segments": segments, "language": "en"}
+        if self.align_model is not None:
+            result = self._align(speech, segments)
         result = whisperx.assign_word_speakers(_turns_frame(turns), result)
         words: list[Word] = []
         for seg in result["segments"]:
@@ -296,7 +357,8 @@ def _shifted(segment: dict, seconds: float) -> dict:
     """An aligned segment with its times (and its words' and characters') later by `seconds`."""
 
     def later(item: dict) -> dict:
-        return {k: v + seconds if k in ("start", "end") and v is not None else v for k, v in item.items()}
+        # Rounded to the microsecond: whole-second shifts must not leave float noise (2.9999999).
+        return {k: round(v + seconds, 6) if k in ("start", "end") and v is not None else v for k, v in item.items()}
 
     out = later(segment)
     for key in ("words", "chars"):

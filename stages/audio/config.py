@@ -123,6 +123,10 @@ class AsrConfig:
     # "auto": whisperx forced alignment when its model is cached locally, else faster-whisper's word
     # timings; "off": always faster-whisper's.
     align: str = setting("auto", choices=("auto", "off"))
+    # Sources per call of the stage (Ray's batch of rows); their pieces share whisper's batches of
+    # `batch_size`. Worth more than 1 on a GPU, where a batch costs about what one piece does and a
+    # short source alone leaves most of it empty; on CPU the cost is per piece either way.
+    rows_per_call: int = setting(1, ge=1)
     threads: int = setting(1, ge=1)
     gpus: float = setting(0.0, ge=0)
     # Memory one worker of this stage holds, declared to Ray so that a node gets no more workers than

@@ -242,6 +242,8 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
     def __init__(self, config: AsrConfig, context) -> None:
         super().__init__(config, context)
         self.transcriber: Transcriber | None = None
+        # Ray hands the stage this many sources per call; their pieces share whisper's batches.
+        self.batch_size = config.rows_per_call
 
     @classmethod
     def models(cls, config: AsrConfig) -> list[str]:
@@ -264,6 +266,9 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
         )
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
+        return self.process_batch([row])[0]
+
+    def process_batch(self, rows: list[SourceRecord]) -> list[list[SourceRecord]]:
         from voxhear.stages.audio.asr import SpeechFile
         from voxhear.stages.audio.diarization import read_rttm
 
@@ -273,23 +278,27 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
         assert transcriber is not None, "setup() loads the transcriber"
         started = time.perf_counter()
         # Read a piece at a time (16 kHz, resampled per piece otherwise): memory does not grow with the input.
-        speech = SpeechFile(row.speech_uri or row.audio_uri)
-        turns = read_rttm(row.rttm_uri) if row.rttm_uri else []
-        words, _ = transcriber(speech, turns)
-        table = pa.Table.from_pylist(
-            [
-                {"word": w.word, "start_s": w.start, "end_s": w.end, "speaker": w.speaker, "probability": w.probability}
-                for w in words
-            ],
-            schema=WORDS_SCHEMA,
-        )
-        path = self.context.source_work_dir(row.source_id) / "words.parquet"
-        atomic_write_table(path, table)
-        row.words_uri = str(path)
-        row.n_words = len(words)
-        row.asr_word_timing = transcriber.word_timing
-        row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, speech.duration)}
-        return [row]
+        speeches = [SpeechFile(row.speech_uri or row.audio_uri) for row in rows]
+        turns = [read_rttm(row.rttm_uri) if row.rttm_uri else [] for row in rows]
+        results = transcriber.transcribe_many(list(zip(speeches, turns)))
+        # The batch's time is shared out by audio length (each row's real-time factor is the batch's).
+        rtf = _rtf(started, sum(speech.duration for speech in speeches))
+        for row, (words, _) in zip(rows, results):
+            columns = {
+                "word": [w.word for w in words],
+                "start_s": [w.start for w in words],
+                "end_s": [w.end for w in words],
+                "speaker": [w.speaker for w in words],
+                "probability": [w.probability for w in words],
+            }
+            table = pa.Table.from_pydict(columns, schema=WORDS_SCHEMA)
+            path = self.context.source_work_dir(row.source_id) / "words.parquet"
+            atomic_write_table(path, table)
+            row.words_uri = str(path)
+            row.n_words = len(words)
+            row.asr_word_timing = transcriber.word_timing
+            row.audio_rtf = {**row.audio_rtf, self.name: rtf}
+        return [[row] for row in rows]
 
 
 def _rtf(started: float, seconds: float) -> float:

@@ -202,3 +202,49 @@ def test_alignment_reads_each_segment_span(stage, monkeypatch):
     for g, w in zip(got["word_segments"], want["word_segments"], strict=True):
         assert (g["start"], g["end"]) == pytest.approx((w["start"], w["end"]), abs=1e-9)
         assert g["score"] == pytest.approx(w["score"], rel=1e-3)
+
+
+def test_sources_batched_together_get_their_own_words_on_their_own_clocks(store, tmp_path):
+    """`asr.rows_per_call` sources in one call (their pieces in shared whisper batches): each gets
+    the words it gets alone, on its own clock, with its own speakers; a source without turns gets
+    none. Three real recordings: JFK, and two CMU Arctic speakers."""
+    from tests.stages.audio.conftest import arctic
+
+    cfg = AsrConfig(rows_per_call=4, batch_size=4)
+    stage = AsrStage(cfg, RunContext(run_dir=tmp_path / "run", model_store=store))
+    assert stage.batch_size == 4  # what Ray's map_batches is given
+    stage.setup()
+    recordings = {"jfk": load_speech("jfk.flac"), "aew": load_speech(arctic("aew")[0].name),
+                  "axb": load_speech(arctic("axb")[1].name), "quiet": np.zeros(3 * RATE, np.float32)}
+    rows = []
+    for name, audio in recordings.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        seconds = len(audio) / RATE
+        turns = [] if name == "quiet" else [Turn(0.1, seconds / 2, f"{name}_A"), Turn(seconds / 2, seconds - 0.05, f"{name}_B")]
+        rows.append(_row(folder, write_wav16(folder / "speech.wav", audio), turns, name))
+    calls = []
+    segments = stage.transcriber._segments
+
+    def counting(speech, clips):
+        calls.append(len(clips))
+        return segments(speech, clips)
+
+    stage.transcriber._segments = counting
+    batched = stage.process_batch([SourceRecord.from_row(r.to_row()) for r in rows])
+    assert len(calls) == 1 and calls[0] >= 4  # the pieces of every source with speech, in one call
+    stage.transcriber._segments = segments
+    for [row], alone_row in zip(batched, rows):
+        [alone] = stage.process(SourceRecord.from_row(alone_row.to_row()))
+        together, by_itself = _words(row.words_uri), _words(alone.words_uri)
+        assert [w["word"] for w in together] == [w["word"] for w in by_itself]
+        assert [w["speaker"] for w in together] == [w["speaker"] for w in by_itself]
+        # Same times, but for float rounding and faster-whisper's trim of a first word after a pause.
+        assert all(abs(a["start_s"] - b["start_s"]) <= 0.05 and abs(a["end_s"] - b["end_s"]) <= 0.05
+                   for a, b in zip(together, by_itself))
+        seconds = len(recordings[row.source_id]) / RATE
+        assert all(0 <= w["start_s"] <= w["end_s"] <= seconds + 0.5 for w in together)
+        assert (row.n_words == 0) == (row.source_id == "quiet")
+    jfk = [w["word"] for w in _words(batched[0][0].words_uri)]
+    errors, n = word_errors(JFK.split(), normalize_words(jfk))
+    assert errors / n <= 0.1
