@@ -13,6 +13,8 @@ diarization splits one voice into two or three speakers, and lips that move with
 say they are one person. A clear winner keeps the track alone, as without merging (on the
 composed GRID sets a face can move with a second voice, 1-2 logits below its own). A face on screen at the
 same time that claims one of them with stronger evidence still takes it (`lost_voices`).
+With a face on screen beside it, a voice with which this face talks confidently while the other
+face stays silent is merged even below the margin (`silent_for_rivals`).
 """
 
 from __future__ import annotations
@@ -53,11 +55,16 @@ def attribute(
     runner_up_margin: float,
     exclude: frozenset[str] = frozenset(),
     merge_voices: bool = False,
+    rival_silent: frozenset[str] = frozenset(),
 ) -> Attribution:
     """Decide the on-screen speaker(s) from per-frame ASD `scores` (T,) and speaker `active` (S, T).
 
     Speakers in `exclude` (taken by another face on screen at the same time) keep their evidence
-    but cannot be chosen, nor count as the runner-up.
+    but cannot be chosen, nor count as the runner-up. Speakers in `rival_silent` are voices with
+    which every other face on screen stays silent (`silent_for_rivals`): with `merge_voices`, one
+    that makes this face talk confidently is this face's voice too, however far below the best,
+    if this face's own lips rest in the pauses (mean logit there below `threshold`, or too few
+    pause frames to say).
     """
     solo = active & (active.sum(axis=0) == 1)
     evidence: dict[str, float] = {}
@@ -77,13 +84,37 @@ def attribute(
     # A runner-up too close to the best to call is, when the face also talks confidently with it,
     # the same person's voice split in two rather than a reason to give up on the track. A clear
     # winner keeps the track to itself, as without merging.
-    split = [s for v, s in heard[1:] if merge_voices and v >= threshold + band and best_value - v < runner_up_margin]
+    # Beyond the margin only with the other face's silence for it, and only from a face whose lips
+    # rest when nobody speaks: lips that move all the time say nothing about whose voice it is.
+    lips_rest = evidence.get(PAUSE, float("-inf")) < threshold
+    split = [
+        s
+        for v, s in heard[1:]
+        if merge_voices
+        and v >= threshold + band
+        and (best_value - v < runner_up_margin or (s in rival_silent and lips_rest))
+    ]
     selves = [best, *split]
     margin = min(abs(evidence[s] - threshold) - band for s in selves)
     rest = [v for v, s in heard if s not in selves]
     if rest:
         margin = min(margin, best_value - rest[0] - runner_up_margin)
     return Attribution(tuple(selves), evidence, margin=margin)
+
+
+def silent_for_rivals(rivals: list[Attribution], threshold: float) -> frozenset[str]:
+    """The speakers during whose solo speech every face on screen with this one was measured and
+    stays below `threshold` (none without such faces).
+
+    In a two-shot this is what tells a split of this face's own voice from the other person's
+    voice when the face's lips also move with the second one, 1-2 logits below its best (as on
+    GRID, where a clear winner otherwise keeps the track alone): the other person's lips move with
+    their own voice, and lips still on the other face leave this one as the speaker.
+    """
+    if not rivals:
+        return frozenset()
+    heard = [{s for s, v in r.evidence.items() if s != PAUSE and v < threshold} for r in rivals]
+    return frozenset(set.intersection(*heard))
 
 
 def lost_voices(own: Attribution, own_key: str, rival: Attribution, rival_key: str) -> set[str]:

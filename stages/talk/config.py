@@ -37,6 +37,11 @@ class TalkConfig:
     # asd_threshold + asd_band is this face's voice too (one person split into several speakers
     # by diarization), not a reason to reject the track as ambiguous.
     merge_split_voices: bool = True
+    # With a face on screen beside this one: a voice that makes this face talk confidently (at
+    # least asd_threshold + asd_band) while every other face on screen stays below asd_threshold
+    # is this face's voice too, however far below its best, unless this face's lips also move in
+    # the pauses (attribution.silent_for_rivals).
+    merge_rival_silent_voices: bool = True
     # A self speaker's turn during which the face's mean Light-ASD logit (solo frames, at least
     # min_evidence_s of them) stays below this is someone else's speech: a voice cluster can hold
     # an off-screen voice too (attribution.unsaid_turns). None: whole clusters only.

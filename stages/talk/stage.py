@@ -45,6 +45,7 @@ from voxhear.stages.talk.attribution import (
     Attribution,
     attribute,
     lost_voices,
+    silent_for_rivals,
     still_runs,
     unsaid_turns,
 )
@@ -371,7 +372,10 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         min_frames = max(1, round(cfg.min_evidence_s * fps))
 
         def decide(
-            face_scores: np.ndarray, face_active: np.ndarray, exclude: frozenset[str] = frozenset()
+            face_scores: np.ndarray,
+            face_active: np.ndarray,
+            exclude: frozenset[str] = frozenset(),
+            rival_silent: frozenset[str] = frozenset(),
         ) -> Attribution:
             return attribute(
                 face_scores,
@@ -383,17 +387,26 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
                 cfg.asd_runner_up_margin,
                 exclude,
                 merge_voices=cfg.merge_split_voices,
+                rival_silent=rival_silent,
             )
 
         own_key = Path(row.frames_uri).stem
-        decision = decide(scores, active)
+        others = [
+            (rival_key, decide(rival_scores, frame_activity(turns, speakers, rival_start, len(rival_scores), fps)))
+            for rival_key, rival_start, rival_scores in rivals
+        ]
+        silent = (
+            silent_for_rivals([r for _, r in others], cfg.asd_threshold)
+            if cfg.merge_rival_silent_voices
+            else frozenset()
+        )
+        decision = decide(scores, active, rival_silent=silent)
         taken: set[str] = set()
-        for rival_key, rival_start, rival_scores in rivals:
-            rival_active = frame_activity(turns, speakers, rival_start, len(rival_scores), fps)
-            lost = lost_voices(decision, own_key, decide(rival_scores, rival_active), rival_key)
+        for rival_key, rival in others:
+            lost = lost_voices(decision, own_key, rival, rival_key)
             if lost:
                 taken |= lost
-                decision = decide(scores, active, frozenset(taken))
+                decision = decide(scores, active, frozenset(taken), silent)
         return decision
 
     def _co_visible(

@@ -14,7 +14,7 @@ from voxhear.stages.audio.deepfilternet_onnx import DeepFilterNetOnnxBackend
 from voxhear.stages.audio.diarization import Turn
 from voxhear.stages.audio.separation import estimate_speech, split_exact
 from voxhear.stages.talk.activity import frame_activity, frame_states, padded_states, sample_mask
-from voxhear.stages.talk.attribution import NOT_THIS_FACE, attribute, lost_voices, unsaid_turns
+from voxhear.stages.talk.attribution import NOT_THIS_FACE, attribute, lost_voices, silent_for_rivals, unsaid_turns
 from voxhear.stages.talk.stage import clip_windows
 from voxhear.stages.talk.tracks import (
     LIMIT,
@@ -118,6 +118,35 @@ def test_a_voice_split_by_diarization_is_one_person_when_the_face_talks_with_bot
     # A rival face that talks with S2 more strongly takes just that part.
     rival = attribute(_scores(active[2], 4.5, -0.5), active, speakers, 10, 1.5, 0.75, 1.0, merge_voices=True)
     assert lost_voices(merged, "v-face1-0", rival, "v-face0-0") == {"S2"}
+
+
+def test_in_a_two_shot_a_voice_the_other_face_is_silent_for_is_this_faces_split_voice():
+    """S0 and S2 are this face's voice split in two, S2 (2.5) 1.8 logits below S0 (past the runner-up
+    margin, so a clear winner without the other face); S1 is the other face's. The other face stays
+    silent for S0 and S2 and talks with S1: S2 is merged. Without a face beside it, or where that
+    face also talks with S2, or where this face's lips are only inside the band, S2 is not merged."""
+    turns = [Turn(0, 2, "S0"), Turn(2, 4, "S1"), Turn(4, 6, "S2")]
+    speakers = ["S0", "S1", "S2"]
+    active = frame_activity(turns, speakers, 0, 150, 25.0)
+    args = (active, speakers, 10, 1.5, 0.75, 1.0)
+    own = _scores(active[0], 4.3, -0.5) + _scores(active[2], 3.0, 0.0)
+    beside = attribute(_scores(active[1], 4.0, -0.5), *args)
+    silent = silent_for_rivals([beside], 1.5)
+    assert silent == {"S0", "S2"}
+    merged = attribute(own, *args, merge_voices=True, rival_silent=silent)
+    assert merged.self_speakers == ("S0", "S2") and merged.margin > 0
+    assert attribute(own, *args, merge_voices=True).self_speakers == ("S0",)  # nobody beside it
+    assert attribute(own, *args, rival_silent=silent).self_speakers == ("S0",)  # merging off
+    talking_too = attribute(_scores(active[1] | active[2], 4.0, -0.5), *args)
+    assert silent_for_rivals([beside, talking_too], 1.5) == {"S0"}
+    unsure = _scores(active[0], 4.3, -0.5) + _scores(active[2], 2.4, 0.0)  # S2 at 1.9: inside the band
+    assert attribute(unsure, *args, merge_voices=True, rival_silent=silent).self_speakers == ("S0",)
+    assert silent_for_rivals([], 1.5) == frozenset()
+    # Lips that also move when nobody speaks (a pause at 4.0) are no evidence beyond the margin.
+    longer = frame_activity(turns, speakers, 0, 175, 25.0)  # the track runs on 1 s after the turns
+    restless = np.concatenate([own, np.full(25, 4.0, np.float32)])
+    moving = attribute(restless, longer, speakers, 10, 1.5, 0.75, 1.0, merge_voices=True, rival_silent=silent)
+    assert moving.evidence["<pause>"] == pytest.approx(4.0) and moving.self_speakers == ("S0",)
 
 
 def test_a_self_turn_the_face_does_not_say_goes_to_someone_else():
