@@ -49,6 +49,10 @@ class DiarizationConfig:
     # composed GRID and real-people sets in the README ("Real people"): speech is best on GRID,
     # mix on real people, both in between on each.
     input: str = setting("speech", choices=("speech", "mix", "both"))
+    # With input mix or both: each turn keeps only its runs where the separated speech's power is
+    # within this many dB of the mix's (stages/audio/speech_gate.py: music read as speech is
+    # dropped, soft speech the separator only weakens is kept). None: off.
+    speech_gate_db: float | None = None
     # Step between 10 s segmentation windows, as a share of the window.
     segmentation_step: float = setting(0.5, gt=0, le=1)
     # Agglomerative clustering (centroid linkage, cosine distance) of the CAM++ embeddings.
@@ -103,6 +107,12 @@ class DiarizationConfig:
         )
         # Shorter windows than a few of pyannote's 10 s chunks leave too little audio to cluster.
         require(self.window_s == 0 or self.window_s >= 30, "diarization.window_s", "must be 0 (off) or at least 30")
+        # The separated speech is at most about as loud as the mix: a positive bound drops all speech.
+        require(
+            self.speech_gate_db is None or self.speech_gate_db <= 0,
+            "diarization.speech_gate_db",
+            "must be null (off) or at most 0 (dB of the mix's power)",
+        )
 
 
 @dataclass

@@ -196,6 +196,12 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         else:
             source = row.audio_uri if self.config.input != "speech" else (row.speech_uri or row.audio_uri)
             turns, seconds = diarizer.diarize_file(source)
+        if self.config.speech_gate_db is not None and self.config.input != "speech" and row.speech_uri:
+            from voxhear.stages.audio.asr import SpeechFile
+            from voxhear.stages.audio.speech_gate import gate_turns, speech_share_db
+
+            share = speech_share_db(SpeechFile(row.speech_uri), SpeechFile(row.audio_uri))
+            turns = gate_turns(turns, share, self.config.speech_gate_db)
         turns = [t for t in turns if t.end - t.start >= self.config.min_turn_s]
         row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, seconds)}
         row.speech_s = round(speech_seconds(turns), 3)

@@ -283,3 +283,63 @@ def test_overlap_is_heard_where_two_real_voices_talk_at_once(diarizer, tmp_path,
     windowed = diarizer.overlap_file(path)
     assert sum(e - s for s, e in windowed) >= 0.4 * (shared_to - shared_from)
     assert all(shared_from - 0.3 <= s and e <= shared_to + 0.3 for s, e in windowed)
+
+
+def _speech_over_music(tmp_path):
+    """Real speech (CMU Arctic) for its own length, then 4 s of real music alone; music at -20 dB
+    under the speech all along. The separated speech here is the clean recording itself."""
+    from tests.stages.audio.conftest import MEDIA, RATE, arctic, load_speech, write_wav16
+    from voxhear.stages.audio.separation import read_mono, resample
+
+    speech = load_speech(arctic("aew")[0].name)
+    music, rate = read_mono(MEDIA / "background" / "Kevin_MacLeod_-_Vibe_Ace.hq.ogg")
+    music = resample(music[: rate * 30], rate, RATE)
+    n = len(speech) + 4 * RATE
+    voice = np.concatenate([speech, np.zeros(4 * RATE, np.float32)])
+    bed = music[:n] * (np.sqrt(np.mean(speech**2)) / np.sqrt(np.mean(music[:n] ** 2))) * 10 ** (-20 / 20)
+    bed[len(speech) :] *= 10  # the music alone comes up to the speech's level
+    return (write_wav16(tmp_path / "speech.wav", voice), write_wav16(tmp_path / "mix.wav", voice + bed),
+            len(speech) / RATE, n / RATE)
+
+
+@needs_media
+def test_the_speech_gate_drops_music_read_as_speech_and_keeps_speech_under_music(tmp_path):
+    from voxhear.stages.audio.asr import SpeechFile
+    from voxhear.stages.audio.speech_gate import gate_turns, speech_share_db
+
+    speech_path, mix_path, speech_s, total_s = _speech_over_music(tmp_path)
+    share = speech_share_db(SpeechFile(speech_path), SpeechFile(mix_path))
+    assert len(share) == int(total_s * 100)
+    # The mix's diarization heard one speaker all through, music included.
+    [kept] = gate_turns([Turn(0.0, total_s, "SPEAKER_00")], share, -30.0)
+    assert kept.speaker == "SPEAKER_00" and kept.start < 0.5 and abs(kept.end - speech_s) < 0.3
+    # A looser bound keeps the music too; a stricter one still keeps the speech, not the music.
+    assert gate_turns([Turn(0.0, total_s, "S")], share, -80.0)[-1].end > total_s - 0.2
+    assert all(t.end < speech_s + 0.3 for t in gate_turns([Turn(0.0, total_s, "S")], share, -10.0))
+    # Runs shorter than 0.1 s are dropped, and nothing past the signal's end is kept.
+    assert gate_turns([Turn(0.0, 0.05, "S"), Turn(total_s + 1, total_s + 2, "S")], share, -30.0) == []
+
+
+@needs_media
+def test_the_stage_gates_only_turns_found_in_the_mix(tmp_path):
+    from types import SimpleNamespace
+
+    speech_path, mix_path, speech_s, total_s = _speech_over_music(tmp_path)
+    whole = [Turn(0.0, total_s, "SPEAKER_00")]
+    for choice, gate, gated in (("mix", -30.0, True), ("both", -30.0, True), ("speech", -30.0, False),
+                                ("mix", None, False)):
+        config = DiarizationConfig(input=choice, speech_gate_db=gate, mix_overlap=False)
+        stage = DiarizationStage(config, RunContext(tmp_path / choice, model_store=None))
+        stage.diarizer = SimpleNamespace(diarize_file=lambda path, voices_path=None: (whole, total_s))  # type: ignore[assignment]
+        row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri=str(mix_path), speech_uri=str(speech_path))
+        [turn] = read_rttm(stage.process(row)[0].rttm_uri)
+        assert (abs(turn.end - speech_s) < 0.3) if gated else turn.end == pytest.approx(total_s, abs=1e-3)
+
+
+def test_the_speech_gate_bound_is_checked():
+    from voxhear.pipeline.config import load_config
+    from voxhear.pipeline.settings import ConfigError
+
+    assert load_config(None, ["diarization.speech_gate_db=-30"]).diarization.speech_gate_db == -30.0
+    with pytest.raises(ConfigError, match="speech_gate_db"):
+        load_config(None, ["diarization.speech_gate_db=5"])
