@@ -107,8 +107,8 @@ def _span_audio(speech: Speech) -> np.ndarray:
 
 
 class _JoinedSpeech:
-    """Several `Speech`es read as one: each starts on a whole second (so that shifting its times
-    by its start is exact in seconds), with a second of silence or more before the next. A span
+    """Several `Speech`es read as one: each starts on a whole second (its times are shifted by
+    a whole number of seconds), with a second of silence or more before the next. A span
     gets each part's samples where it covers one and zeros in the gaps."""
 
     def __init__(self, parts: list[Speech]) -> None:
@@ -200,9 +200,12 @@ class Transcriber:
         silence or more between them), so that whisper's batches fill across them: on a GPU a
         batch of `batch_size` pieces costs about what one piece does, and short sources alone
         leave most of it empty. Each source's words come back on its own clock. What can differ
-        from one source at a time: faster-whisper's word timing carries the last speech time from
-        piece to piece, so the first word of a later source may be trimmed differently after a
-        pause; and the batch around a piece changes its numbers by float rounding."""
+        from one source at a time, by small amounts: faster-whisper cuts a piece at
+        int(start * 16000) and offsets its times by whole 10 ms frames, and on the joined clock
+        those round down differently for some starts (a sample of audio, 10 ms of time); its word
+        timing carries the last speech time from piece to piece, so the first word of a later
+        source may be trimmed differently after a pause; and the batch around a piece changes its
+        numbers by float rounding. One source per call is exactly the old path."""
         speeches = [_ArraySpeech(audio) if isinstance(audio, np.ndarray) else audio for audio, _ in items]
         joined = _JoinedSpeech(speeches)
         clips: list[dict] = []

@@ -107,7 +107,7 @@ class DiarizationConfig:
         )
         # Shorter windows than a few of pyannote's 10 s chunks leave too little audio to cluster.
         require(self.window_s == 0 or self.window_s >= 30, "diarization.window_s", "must be 0 (off) or at least 30")
-        # The separated speech is at most about as loud as the mix: a positive bound drops all speech.
+        # The separated speech is rarely louder than the mix: a positive bound would drop nearly all speech.
         require(
             self.speech_gate_db is None or self.speech_gate_db <= 0,
             "diarization.speech_gate_db",
@@ -133,9 +133,11 @@ class AsrConfig:
     # "auto": whisperx forced alignment when its model is cached locally, else faster-whisper's word
     # timings; "off": always faster-whisper's.
     align: str = setting("auto", choices=("auto", "off"))
-    # Sources per call of the stage (Ray's batch of rows); their pieces share whisper's batches of
-    # `batch_size`. Worth more than 1 on a GPU, where a batch costs about what one piece does and a
-    # short source alone leaves most of it empty; on CPU the cost is per piece either way.
+    # Sources per call of the stage on the Ray runner (its batch of rows; the in-process runner
+    # takes one source at a time); their pieces share whisper's batches of `batch_size`. Worth
+    # more than 1 on a GPU, where a batch costs about what one piece does and a short source alone
+    # leaves most of it empty; on CPU the cost is per piece either way. Each call holds its
+    # sources on one worker until all are done, so keep it near the sources a worker should share.
     rows_per_call: int = setting(1, ge=1)
     threads: int = setting(1, ge=1)
     gpus: float = setting(0.0, ge=0)

@@ -31,6 +31,8 @@ def speech_share_db(speech: Speech, mix: Speech) -> np.ndarray:
     """Per 10 ms frame: the separated speech's power over the mix's, in dB, each summed over
     the `SMOOTH_FRAMES` frames around it (both 16 kHz, read a block at a time)."""
     frames = min(speech.length, mix.length) // FRAME
+    if frames == 0:
+        return np.empty(0)
     power = {"speech": np.empty(frames), "mix": np.empty(frames)}
     for start in range(0, frames, BLOCK_FRAMES):
         stop = min(frames, start + BLOCK_FRAMES)
@@ -38,9 +40,15 @@ def speech_share_db(speech: Speech, mix: Speech) -> np.ndarray:
             block = signal.read(start * FRAME, stop * FRAME).astype(np.float64).reshape(-1, FRAME)
             power[name][start:stop] = np.square(block).sum(axis=1)
     kernel = np.ones(SMOOTH_FRAMES)
-    tiny = 1e-10 * FRAME * SMOOTH_FRAMES  # -100 dBFS: digital silence in both counts as no speech
-    smoothed = {name: np.convolve(p, kernel, mode="same") for name, p in power.items()}
-    return 10 * np.log10((smoothed["speech"] + tiny) / (smoothed["mix"] + tiny))
+    # Centred sums over SMOOTH_FRAMES frames, as long as the signal even when it is shorter.
+    half = SMOOTH_FRAMES // 2
+    speech_power, mix_power = (np.convolve(p, kernel)[half : half + frames] for p in power.values())
+    # A mix below -100 dBFS is digital silence: no speech there, whatever the ratio.
+    share = np.full(frames, -np.inf)
+    sound = mix_power > 1e-10 * FRAME * SMOOTH_FRAMES
+    with np.errstate(divide="ignore"):
+        share[sound] = 10 * np.log10(speech_power[sound] / mix_power[sound])
+    return share
 
 
 def gate_turns(turns: list[Turn], share_db: np.ndarray, threshold_db: float) -> list[Turn]:

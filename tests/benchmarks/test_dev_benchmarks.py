@@ -157,3 +157,6 @@ def test_asr_bench_transcribes_each_source_again_and_scores_the_new_words(tmp_pa
     assert summary["wer"] == round(errors / n_ref, 4) and summary["ref_words"] == n_ref == 5
     assert summary["settings"] == ["asr.piece_s=10"] and 0 < summary["cpu_s_per_audio_s"] < 5
     assert json.loads((out / "asr.json").read_text())["summary"] == summary
+    with pytest.raises(SystemExit, match="must not be the run"):
+        bench(run, truth, tmp_path, [])  # OUT is emptied first: never the run or above it
+    assert (run / "manifests" / "sources.parquet").is_file()

@@ -207,15 +207,16 @@ def test_alignment_reads_each_segment_span(stage, monkeypatch):
 def test_sources_batched_together_get_their_own_words_on_their_own_clocks(store, tmp_path):
     """`asr.rows_per_call` sources in one call (their pieces in shared whisper batches): each gets
     the words it gets alone, on its own clock, with its own speakers; a source without turns gets
-    none. Three real recordings: JFK, and two CMU Arctic speakers."""
+    none, and the sources after it are not moved by it. Three real recordings: JFK, and two CMU
+    Arctic speakers, with the silent source between them."""
     from tests.stages.audio.conftest import arctic
 
     cfg = AsrConfig(rows_per_call=4, batch_size=4)
     stage = AsrStage(cfg, RunContext(run_dir=tmp_path / "run", model_store=store))
     assert stage.batch_size == 4  # what Ray's map_batches is given
     stage.setup()
-    recordings = {"jfk": load_speech("jfk.flac"), "aew": load_speech(arctic("aew")[0].name),
-                  "axb": load_speech(arctic("axb")[1].name), "quiet": np.zeros(3 * RATE, np.float32)}
+    recordings = {"jfk": load_speech("jfk.flac"), "quiet": np.zeros(3 * RATE, np.float32),
+                  "aew": load_speech(arctic("aew")[0].name), "axb": load_speech(arctic("axb")[1].name)}
     rows = []
     for name, audio in recordings.items():
         folder = tmp_path / name

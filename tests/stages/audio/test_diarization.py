@@ -287,7 +287,8 @@ def test_overlap_is_heard_where_two_real_voices_talk_at_once(diarizer, tmp_path,
 
 def _speech_over_music(tmp_path):
     """Real speech (CMU Arctic) for its own length, then 4 s of real music alone; music at -20 dB
-    under the speech all along. The separated speech here is the clean recording itself."""
+    under the speech all along. The separated speech here is the clean recording itself, over a
+    faint noise floor."""
     from tests.stages.audio.conftest import MEDIA, RATE, arctic, load_speech, write_wav16
     from voxhear.stages.audio.separation import read_mono, resample
 
@@ -295,10 +296,12 @@ def _speech_over_music(tmp_path):
     music, rate = read_mono(MEDIA / "background" / "Kevin_MacLeod_-_Vibe_Ace.hq.ogg")
     music = resample(music[: rate * 30], rate, RATE)
     n = len(speech) + 4 * RATE
-    voice = np.concatenate([speech, np.zeros(4 * RATE, np.float32)])
+    # A separator's output is never digital silence: a -80 dBFS floor under the voice.
+    floor = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 1e-4
+    voice = np.concatenate([speech, np.zeros(4 * RATE, np.float32)]) + floor
     bed = music[:n] * (np.sqrt(np.mean(speech**2)) / np.sqrt(np.mean(music[:n] ** 2))) * 10 ** (-20 / 20)
     bed[len(speech) :] *= 10  # the music alone comes up to the speech's level
-    return (write_wav16(tmp_path / "speech.wav", voice), write_wav16(tmp_path / "mix.wav", voice + bed),
+    return (write_wav16(tmp_path / "speech.wav", voice), write_wav16(tmp_path / "mix.wav", voice - floor + bed),
             len(speech) / RATE, n / RATE)
 
 
@@ -318,6 +321,19 @@ def test_the_speech_gate_drops_music_read_as_speech_and_keeps_speech_under_music
     assert all(t.end < speech_s + 0.3 for t in gate_turns([Turn(0.0, total_s, "S")], share, -10.0))
     # Runs shorter than 0.1 s are dropped, and nothing past the signal's end is kept.
     assert gate_turns([Turn(0.0, 0.05, "S"), Turn(total_s + 1, total_s + 2, "S")], share, -30.0) == []
+
+
+def test_the_speech_gate_on_signals_shorter_than_its_window_and_on_digital_silence():
+    from voxhear.stages.audio.asr import _ArraySpeech
+    from voxhear.stages.audio.speech_gate import gate_turns, speech_share_db
+
+    tone = np.sin(np.arange(480) / 5).astype(np.float32) * 0.1  # 30 ms: 3 frames, fewer than 5
+    assert np.allclose(speech_share_db(_ArraySpeech(tone), _ArraySpeech(tone)), 0.0)
+    assert speech_share_db(_ArraySpeech(tone[:100]), _ArraySpeech(tone[:100])).size == 0  # under a frame
+    silence = np.zeros(16000, np.float32)
+    share = speech_share_db(_ArraySpeech(silence), _ArraySpeech(silence))
+    assert len(share) == 100 and np.isneginf(share).all()  # digital silence is no speech
+    assert gate_turns([Turn(0.0, 1.0, "S")], share, -80.0) == []
 
 
 @needs_media
