@@ -364,6 +364,27 @@ def test_the_stage_checks_self_turns_against_the_lips_as_configured(tmp_path):
     assert _talk_stage(tmp_path)._lip_checked_turns(row, turns, {"A"}, talking, 25.0) is turns
 
 
+def test_the_stage_merges_a_voice_the_face_beside_it_is_silent_for_only_when_told(tmp_path):
+    """TalkStage._decide with a face on screen beside this one: S2, this face's voice split off
+    1.8 logits below its best, is merged when the other face stays silent for it
+    (talk.merge_rival_silent_voices), and left to the other party when the setting is off."""
+    from voxhear.pipeline.records import FaceTrackRecord
+
+    turns = [Turn(0, 2, "S0"), Turn(2, 4, "S1"), Turn(4, 6, "S2")]
+    speakers = ["S0", "S1", "S2"]
+    active = frame_activity(turns, speakers, 0, 150, 25.0)
+    own = _scores(active[0], 4.3, -0.5) + _scores(active[2], 3.0, 0.0)
+    beside = ("v-face1-0", 0, _scores(active[1], 4.0, -0.5))
+    row = FaceTrackRecord(source_uri="v.mp4", source_id="v", track_start_frame=0, track_end_frame=150,
+                          frames_uri=str(tmp_path / "v-face0-0.npz"))
+    decided = _talk_stage(tmp_path)._decide(row, own, active, turns, speakers, 25.0, [beside])
+    assert decided.self_speakers == ("S0", "S2")
+    off_stage = _talk_stage(tmp_path, merge_rival_silent_voices=False)
+    off = off_stage._decide(row, own, active, turns, speakers, 25.0, [beside])
+    assert off.self_speakers == ("S0",)
+    assert _talk_stage(tmp_path)._decide(row, own, active, turns, speakers, 25.0, []).self_speakers == ("S0",)
+
+
 def test_the_stage_pads_frame_states_only_when_told(tmp_path):
     """TalkStage._frame_states: plain states by default; with talk.state_pad_s, padded ones."""
     from voxhear.pipeline.records import FaceTrackRecord
