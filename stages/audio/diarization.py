@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from voxhear.pipeline.models import ModelStore, ModelStoreError
 from voxhear.stages.audio.campplus import EMBED_DIM, SAMPLE_RATE, campplus_onnx, fbank, load_campplus
+from voxhear.stages.runs import runs_of
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +203,9 @@ class Diarizer:
         count = pipeline.speaker_count(segmentations, pipeline._segmentation.model.receptive_field, warm_up=(0.0, 0.0))
         frames = count.sliding_window
         many = np.asarray(count.data).reshape(-1) >= 2
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], many.astype(np.int8), [0]])))
         duration = len(audio) / rate
         return [
-            (max(0.0, frames[int(i)].middle), min(duration, frames[int(j) - 1].middle + frames.step))
-            for i, j in zip(edges[::2], edges[1::2])
+            (max(0.0, frames[i].middle), min(duration, frames[j - 1].middle + frames.step)) for i, j in runs_of(many)
         ]
 
     def _diarize(self, read: Callable[[int, int], Piece], n: int, rate: int) -> list[Turn]:

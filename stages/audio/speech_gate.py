@@ -16,6 +16,7 @@ import numpy as np
 
 from voxhear.stages.audio.asr import SAMPLE_RATE, Speech
 from voxhear.stages.audio.diarization import Turn
+from voxhear.stages.runs import runs_of
 
 FRAME_S = 0.01
 FRAME = round(FRAME_S * SAMPLE_RATE)
@@ -54,17 +55,13 @@ def speech_share_db(speech: Speech, mix: Speech) -> np.ndarray:
 def gate_turns(turns: list[Turn], share_db: np.ndarray, threshold_db: float) -> list[Turn]:
     """The runs (at least `MIN_RUN_S`) of each turn where `share_db` reaches `threshold_db`;
     past the end of `share_db` nothing is kept."""
-    carried = np.concatenate([share_db >= threshold_db, [False]])
+    carried = share_db >= threshold_db
     min_frames = round(MIN_RUN_S / FRAME_S)
     out: list[Turn] = []
     for turn in turns:
         first = max(0, int(np.floor(turn.start / FRAME_S)))
         last = min(len(share_db), int(np.ceil(turn.end / FRAME_S)))
-        if last <= first:
-            continue
-        edges = np.flatnonzero(np.diff(np.concatenate([[False], carried[first:last], [False]]).astype(np.int8)))
-        for a, b in zip(edges[::2], edges[1::2]):
-            if b - a >= min_frames:
-                start, end = max(turn.start, (first + a) * FRAME_S), min(turn.end, (first + b) * FRAME_S)
-                out.append(Turn(round(start, 3), round(end, 3), turn.speaker))
+        for a, b in runs_of(carried[first:last], min_frames):
+            start, end = max(turn.start, (first + a) * FRAME_S), min(turn.end, (first + b) * FRAME_S)
+            out.append(Turn(round(start, 3), round(end, 3), turn.speaker))
     return out

@@ -43,12 +43,6 @@ def frame_spans(
     return [(int(np.searchsorted(centers, a, "left")), int(np.searchsorted(centers, b, "left"))) for a, b in spans]
 
 
-def runs_of(mask: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
-    """[a, b) of every run of True in `mask` at least `min_frames` long."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a >= min_frames]
-
-
 def frame_states(self_active: np.ndarray, other_active: np.ndarray) -> np.ndarray:
     """Per-frame state codes of the on-screen person from who is talking."""
     state = np.full(self_active.shape, STATE_SILENCE, np.uint8)

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voxhear.stages.audio.diarization import Turn
-from voxhear.stages.talk.activity import frame_spans, runs_of
+from voxhear.stages.runs import runs_of
+from voxhear.stages.talk.activity import frame_spans
 
 PAUSE = "<pause>"
 

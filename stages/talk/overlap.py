@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from voxhear.stages.audio.diarization import Turn
-from voxhear.stages.talk.activity import frame_spans, runs_of
+from voxhear.stages.runs import runs_of
+from voxhear.stages.talk.activity import frame_spans
 
 # The labels of the added turns: this face's (the stage counts it among its own speakers), and a
 # face on screen with it (the other party).
