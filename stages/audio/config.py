@@ -26,6 +26,11 @@ class SeparationConfig:
     demucs_model: str = "htdemucs"
     demucs_overlap: float = setting(0.25, ge=0, lt=1)
     demucs_segment_s: float = setting(0.0, ge=0)
+    # The separator's residue returned to the speech (stages/audio/residue.py): the part of the
+    # background that the speech's current and residue_taps - 1 earlier STFT frames (16 ms apart)
+    # predict, by least squares with a ridge of residue_ridge. 0: off (the separator's speech as it is).
+    residue_taps: int = setting(16, ge=0)
+    residue_ridge: float = setting(1e-3, gt=0)
     # Threads per worker (torch for Demucs, onnxruntime for deepfilternet_onnx; more than the
     # worker's CPUs thrash); GPUs per worker on a cluster (Demucs only; 0: CPU).
     threads: int = setting(1, ge=1)

@@ -22,9 +22,11 @@ from voxhear.pipeline.stage import Bound, FilteredError, InputError, RejectReaso
 from voxhear.stages.audio.config import AsrConfig, DiarizationConfig, SeparationConfig
 
 if TYPE_CHECKING:  # the models' modules are imported by setup(), on the workers
+    from pathlib import Path
+
     from voxhear.stages.audio.asr import Transcriber
     from voxhear.stages.audio.diarization import Diarizer
-    from voxhear.stages.audio.separation import SeparationBackend
+    from voxhear.stages.audio.separation import FileSignal, SeparationBackend
 
 WORDS_SCHEMA = pa.schema(
     [
@@ -120,12 +122,30 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
         speech = speech_signal(backend, source, source.rate, mix.rate)
         work = self.context.source_work_dir(row.source_id)
         piece = max(1, round(SEPARATION_PIECE_S * mix.rate))
-        write_exact_stems(mix, speech, mix.rate, work / "speech.flac", work / "background.flac", piece)
-        row.speech_uri = str(work / "speech.flac")
-        row.background_uri = str(work / "background.flac")
+        speech_path, background_path = work / "speech.flac", work / "background.flac"
+        write_exact_stems(mix, speech, mix.rate, speech_path, background_path, piece)
+        if self.config.residue_taps:
+            self._return_residue(mix, speech_path, background_path, piece)
+        row.speech_uri = str(speech_path)
+        row.background_uri = str(background_path)
         row.separation_backend = backend.name
         row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, mix.length / mix.rate)}
         return [row]
+
+    def _return_residue(self, mix: FileSignal, speech_path: Path, background_path: Path, piece: int) -> None:
+        """Rewrite the stems with the separator's residue moved from the background back to the
+        speech (stages/audio/residue.py): one pass over the written speech to fit, one to apply."""
+        from voxhear.stages.audio.residue import ResidueReturned, fit_residue_gains
+        from voxhear.stages.audio.separation import FileSignal, write_exact_stems
+
+        cfg = self.config
+        # The written speech: the separator made it front to back once and is not run again.
+        separated = FileSignal(speech_path)
+        gains = fit_residue_gains(separated, mix, mix.rate, cfg.residue_taps, cfg.residue_ridge)
+        returned = ResidueReturned(separated, mix.rate, gains)
+        # Each stem is written beside its file and renamed over it at the end, so the old speech
+        # stays readable while the new one is made.
+        write_exact_stems(mix, returned, mix.rate, speech_path, background_path, piece)
 
 
 class DiarizationStage(Stage[SourceRecord, SourceRecord]):
