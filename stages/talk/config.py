@@ -97,6 +97,12 @@ class TalkConfig:
     min_listen_s: float = 1.0
     max_overlap_share: float = setting(0.3, ge=0, le=1)  # overlap_too_high: overlapped share of speech frames
     max_background_leak_db: float = -10.0  # separation_leakage: see ClipRecord.background_leak_db
+    # A clip window that max_overlap_share would reject is cut around its overlapped stretches of at
+    # least overlap_split_s (runs of the both state less than overlap_bridge_s apart count as one;
+    # never shorter than min_clip_s): each stretch becomes a clip of its own, filtered as it was,
+    # and the spans between them can still be kept (stages/talk/windows.py). None: off.
+    overlap_split_s: float | None = 2.0
+    overlap_bridge_s: float = setting(0.5, ge=0)
     max_embedding_spread: float = 0.6  # identity_switch: largest distance between embeddings
     # Light-ASD's encoders on CPU: "onnx" (exported once into the model cache and checked against
     # torch at setup; 2.2x cheaper, same features to 1e-5) or "torch". A GPU always uses torch.

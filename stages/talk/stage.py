@@ -10,7 +10,6 @@ stem is split by the turns into self and other, the background is the rest of th
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import json
 import logging
@@ -54,50 +53,9 @@ from voxhear.stages.talk.frame_arrays import FrameArrays
 from voxhear.stages.talk.light_asd import light_asd_onnx, load_light_asd
 from voxhear.stages.talk.overlap import OVERLAP_SELF, heard_overlap_turns, overlap_turns, rival_overlap_turns
 from voxhear.stages.talk.tracks import background_leak_db, read_int24, split_tracks, write_int24
+from voxhear.stages.talk.windows import clip_windows, keyframe_windows, overlap_split_windows
 
 log = logging.getLogger(__name__)
-
-
-def clip_windows(n_frames: int, fps: float, min_s: float, max_s: float) -> list[tuple[int, int]]:
-    """Track-relative [start, end) windows: none below min_s, else equal parts of at most max_s."""
-    if n_frames < round(min_s * fps):
-        return []
-    parts = int(np.ceil(n_frames / (max_s * fps)))
-    edges = np.linspace(0, n_frames, parts + 1).round().astype(int)
-    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
-
-
-def keyframe_windows(
-    n_frames: int, fps: float, min_s: float, max_s: float, keyframes: list[int]
-) -> list[tuple[int, int]]:
-    """`clip_windows` with every cut moved onto a neighbouring keyframe of the crop video (the
-    nearer one unless that breaks the length range), so that clips are cut from the crop without
-    re-encoding; the plain windows when that is not possible. As many windows as plain, within
-    [min_s, max_s]; a track that makes one window is never cut."""
-    windows = clip_windows(n_frames, fps, min_s, max_s)
-    if len(windows) < 2 or len(keyframes) < 2:
-        return windows
-    keyframes = sorted(keyframes)
-    spacing = max(b - a for a, b in zip(keyframes, keyframes[1:], strict=False))
-    if spacing > max_s * fps / 4:  # too sparse to move cuts onto without reshaping the windows
-        return windows
-    shortest, longest = round(min_s * fps), round(max_s * fps)
-    cuts: list[int] = []
-    for i, (_, edge) in enumerate(windows[:-1]):
-        at = bisect.bisect_right(keyframes, edge)
-        around = {k for k in keyframes[max(at - 1, 0) : at + 1] if abs(k - edge) <= spacing}
-        left = len(windows) - i - 1  # windows after this cut
-        previous = cuts[-1] if cuts else 0
-        fitting = [
-            k
-            for k in sorted(around, key=lambda k: (abs(k - edge), k))
-            if shortest <= k - previous <= longest and left * shortest <= n_frames - k <= left * longest
-        ]
-        if not fitting:
-            return windows
-        cuts.append(fitting[0])
-    edges = [0, *cuts, n_frames]
-    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 def crop_keyframes(path: str, fps: float, uri: str) -> list[int]:
@@ -238,6 +196,19 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             speakers = speakers_of(turns)
             active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
         states, self_active, other_active = self._frame_states(row, turns, speakers, active, selves, n, fps)
+        cfg = self.config
+        if cfg.overlap_split_s is not None:
+            # The windows the overlap filter would reject, cut around their overlapped stretches.
+            windows = overlap_split_windows(
+                windows,
+                states,
+                fps,
+                cfg.min_clip_s,
+                cfg.max_clip_s,
+                cfg.max_overlap_share,
+                max(cfg.overlap_split_s, cfg.min_clip_s),
+                cfg.overlap_bridge_s,
+            )
         words = _with_turn_speakers(_read_words(row.words_uri), turns)
         embeddings = arrays["embeddings"] if "embeddings" in arrays else arrays["embedding"][None]
         spread = float(max((np.linalg.norm(a - b) for a in embeddings for b in embeddings), default=0.0))
