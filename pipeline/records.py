@@ -161,6 +161,9 @@ class SourceRecord(Record):
     # end_s, speaker, probability); audio_rtf: wall seconds per audio second of each audio stage.
     speech_uri: str = ""
     background_uri: str = ""
+    # The separator's own speech before its residue was returned to the stems
+    # (separation.residue_taps; speech_uri itself when that is off): what diarization reads.
+    separated_uri: str = ""
     separation_backend: str = ""
     rttm_uri: str = ""
     # Where the mix holds two or more voices at once (RTTM, speaker "overlap"); "" when not sought.

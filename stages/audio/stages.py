@@ -123,28 +123,35 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
         work = self.context.source_work_dir(row.source_id)
         piece = max(1, round(SEPARATION_PIECE_S * mix.rate))
         speech_path, background_path = work / "speech.flac", work / "background.flac"
-        write_exact_stems(mix, speech, mix.rate, speech_path, background_path, piece)
         if self.config.residue_taps:
-            self._return_residue(mix, speech_path, background_path, piece)
+            # The separator's own speech stays for diarization (SourceRecord.separated_uri); the
+            # stems get its residue back.
+            separated_path = work / "separated.flac"
+            write_exact_stems(mix, speech, mix.rate, separated_path, background_path, piece)
+            self._return_residue(mix, separated_path, speech_path, background_path, piece)
+            row.separated_uri = str(separated_path)
+        else:
+            write_exact_stems(mix, speech, mix.rate, speech_path, background_path, piece)
+            row.separated_uri = str(speech_path)
         row.speech_uri = str(speech_path)
         row.background_uri = str(background_path)
         row.separation_backend = backend.name
         row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, mix.length / mix.rate)}
         return [row]
 
-    def _return_residue(self, mix: FileSignal, speech_path: Path, background_path: Path, piece: int) -> None:
-        """Rewrite the stems with the separator's residue moved from the background back to the
-        speech (stages/audio/residue.py): one pass over the written speech to fit, one to apply."""
+    def _return_residue(
+        self, mix: FileSignal, separated_path: Path, speech_path: Path, background_path: Path, piece: int
+    ) -> None:
+        """The stems with the separator's residue moved from the background back to the speech
+        (stages/audio/residue.py), from the separator's written speech: one pass to fit, one to
+        apply (the separator made its speech front to back once and is not run again)."""
         from voxhear.stages.audio.residue import ResidueReturned, fit_residue_gains
         from voxhear.stages.audio.separation import FileSignal, write_exact_stems
 
         cfg = self.config
-        # The written speech: the separator made it front to back once and is not run again.
-        separated = FileSignal(speech_path)
+        separated = FileSignal(separated_path)
         gains = fit_residue_gains(separated, mix, mix.rate, cfg.residue_taps, cfg.residue_ridge)
         returned = ResidueReturned(separated, mix.rate, gains)
-        # Each stem is written beside its file and renamed over it at the end, so the old speech
-        # stays readable while the new one is made.
         write_exact_stems(mix, returned, mix.rate, speech_path, background_path, piece)
 
 
@@ -211,16 +218,20 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         diarizer = self.diarizer
         assert diarizer is not None, "setup() loads the diarizer"
         started = time.perf_counter()
-        if self.config.input == "both" and row.speech_uri:
-            turns, seconds = diarizer.diarize_file(row.audio_uri, voices_path=row.speech_uri)
+        # The separator's own speech, without the residue the stems get back: the room that
+        # residue holds splits one voice into several speakers (a real recording went from one
+        # diarized speaker to three).
+        separated = row.separated_uri or row.speech_uri
+        if self.config.input == "both" and separated:
+            turns, seconds = diarizer.diarize_file(row.audio_uri, voices_path=separated)
         else:
-            source = row.audio_uri if self.config.input != "speech" else (row.speech_uri or row.audio_uri)
+            source = row.audio_uri if self.config.input != "speech" else (separated or row.audio_uri)
             turns, seconds = diarizer.diarize_file(source)
-        if self.config.speech_gate_db is not None and self.config.input != "speech" and row.speech_uri:
+        if self.config.speech_gate_db is not None and self.config.input != "speech" and separated:
             from voxhear.stages.audio.asr import SpeechFile
             from voxhear.stages.audio.speech_gate import gate_turns, speech_share_db
 
-            share = speech_share_db(SpeechFile(row.speech_uri), SpeechFile(row.audio_uri))
+            share = speech_share_db(SpeechFile(separated), SpeechFile(row.audio_uri))
             turns = gate_turns(turns, share, self.config.speech_gate_db)
         turns = [t for t in turns if t.end - t.start >= self.config.min_turn_s]
         row.audio_rtf = {**row.audio_rtf, self.name: _rtf(started, seconds)}

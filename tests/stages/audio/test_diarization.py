@@ -146,6 +146,12 @@ def test_diarization_input_chooses_the_mix_or_the_separated_speech(tmp_path):
         row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri="mix.wav", speech_uri="speech.flac")
         stage.process(row)
         assert read[-1] == expected
+        # With the separator's residue returned to the stems, its own speech is what is diarized.
+        row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri="mix.wav", speech_uri="speech.flac",
+                           separated_uri="separated.flac")
+        stage.process(row)
+        assert read[-1] == (expected.replace("speech", "separated") if isinstance(expected, str)
+                            else (expected[0], "separated.flac"))
 
 
 def test_the_stage_writes_the_overlap_heard_in_the_mix_whatever_it_diarizes(tmp_path):

@@ -96,6 +96,17 @@ def test_separation_stage_writes_stems_that_add_up_to_the_mix(tmp_path, store):
     [out] = stage.process(row)
     _check_stems(out)
     assert out.separation_backend == "deepfilternet" and out.audio_rtf["separation"] > 0
+    # The stems hold the separator's residue returned to the speech (separation.residue_taps); its
+    # own speech is kept apart for diarization, and is what the stage writes with the residue off.
+    returned, _ = sf.read(out.speech_uri, dtype="float64")
+    separated, _ = sf.read(out.separated_uri, dtype="float64")
+    assert out.separated_uri != out.speech_uri and not np.array_equal(returned, separated)
+    off = SeparationStage(SeparationConfig(backend="deepfilternet", residue_taps=0), context)
+    off.backend = stage.backend
+    [plain] = off.process(_row(tmp_path, 0.5 * speech + 0.1 * music))
+    _check_stems(plain)
+    assert plain.separated_uri == plain.speech_uri
+    np.testing.assert_array_equal(sf.read(plain.speech_uri, dtype="float64")[0], separated)
 
 
 def _random_weight_htdemucs():
