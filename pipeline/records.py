@@ -162,7 +162,7 @@ class SourceRecord(Record):
     speech_uri: str = ""
     background_uri: str = ""
     # The separator's own speech before its residue was returned to the stems
-    # (separation.residue_taps; speech_uri itself when that is off): what diarization reads.
+    # (separation.residue_taps; speech_uri itself when that is off): what diarization and ASR read.
     separated_uri: str = ""
     separation_backend: str = ""
     rttm_uri: str = ""

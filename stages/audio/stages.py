@@ -315,7 +315,9 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
         assert transcriber is not None, "setup() loads the transcriber"
         started = time.perf_counter()
         # Read a piece at a time (16 kHz, resampled per piece otherwise): memory does not grow with the input.
-        speeches = [SpeechFile(row.speech_uri or row.audio_uri) for row in rows]
+        # The separator's own speech, as diarization reads it: the residue the stems get back
+        # raised GRID's WER 0.198 -> 0.241 (README, "Real people").
+        speeches = [SpeechFile(row.separated_uri or row.speech_uri or row.audio_uri) for row in rows]
         turns = [read_rttm(row.rttm_uri) if row.rttm_uri else [] for row in rows]
         results = transcriber.transcribe_many(list(zip(speeches, turns)))
         # The batch's time is shared out by audio length (each row's real-time factor is the batch's).

@@ -38,7 +38,10 @@ def test_words_with_times_and_speakers(stage, tmp_path):
     # Two made-up turns split at 6.5 s (between "for you" and "ask what"): words take the turn they fall in.
     turns = [Turn(0.2, 6.5, "SPEAKER_00"), Turn(6.5, len(audio) / RATE - 0.1, "SPEAKER_01")]
     (tmp_path / "turns.rttm").write_text(rttm_text("jfk", turns))
-    row = SourceRecord(source_uri="jfk.mp4", source_id="jfk", speech_uri=str(speech),
+    # The separator's own speech is what is transcribed when the stems hold its residue besides
+    # (separated_uri): here the stem is silence, so every word comes from separated_uri.
+    silence = write_wav16(tmp_path / "stem.wav", np.zeros_like(audio))
+    row = SourceRecord(source_uri="jfk.mp4", source_id="jfk", speech_uri=str(silence), separated_uri=str(speech),
                        rttm_uri=str(tmp_path / "turns.rttm"), duration_s=len(audio) / RATE)
     [row] = stage.process(row)
     words = pq.read_table(row.words_uri).to_pylist()
