@@ -207,3 +207,66 @@ def still_runs(
         if cursor < t.end:
             out.append(Turn(cursor, t.end, t.speaker))
     return out
+
+
+# Joins a speaker's label and the key of the face that says its turns when one voice cluster is
+# split between two faces on screen together (`split_between_faces`).
+SAID_BY = "@"
+
+
+def split_between_faces(
+    turns: list[Turn],
+    faces: list[tuple[str, int, np.ndarray]],
+    fps: float,
+    min_frames: int,
+    talk_logit: float,
+    margin: float,
+) -> list[Turn]:
+    """`turns` with each speaker whose turns two faces on screen together take apart split into one
+    speaker per face (label + SAID_BY + the face's key, for the turns that face says).
+
+    Diarization sometimes puts two people's voices in one cluster; in a two-shot their lips tell
+    them apart turn by turn. A turn is said by a face when the face's mean logit over the turn's
+    solo frames (at least `min_frames` of them on each face measured) reaches `talk_logit` and
+    every other face's stays at least `margin` below it. Only a speaker with turns said by two or
+    more faces is split; its turns that no face says keep its label. `faces`: (key, first source
+    frame, smoothed Light-ASD scores) of every face track on screen, this one included; each face
+    track decides the same split, whichever it is, from the same faces.
+    """
+    if len(faces) < 2:
+        return turns
+    spans = {key: frame_spans(((t.start, t.end) for t in turns), start, len(s), fps) for key, start, s in faces}
+    solos = {}
+    for key, _, face_scores in faces:
+        edges = np.zeros(len(face_scores) + 1, np.int32)
+        for a, b in spans[key]:
+            edges[a] += 1
+            edges[b] -= 1
+        solos[key] = np.cumsum(edges[:-1]) == 1
+    said: list[str | None] = []
+    for i in range(len(turns)):
+        means = {}
+        for key, _, face_scores in faces:
+            a, b = spans[key][i]
+            solo = solos[key][a:b]
+            if solo.sum() >= min_frames:
+                means[key] = float(face_scores[a:b][solo].mean())
+        best = max(means, key=lambda k: (means[k], k), default=None)
+        clear = (
+            best is not None
+            and len(means) >= 2
+            and means[best] >= talk_logit
+            and all(v <= means[best] - margin for k, v in means.items() if k != best)
+        )
+        said.append(best if clear else None)
+    sayers: dict[str, set[str]] = {}
+    for t, sayer in zip(turns, said, strict=True):
+        if sayer is not None:
+            sayers.setdefault(t.speaker, set()).add(sayer)
+    split = {s for s, keys in sayers.items() if len(keys) >= 2}
+    if not split:
+        return turns
+    return [
+        Turn(t.start, t.end, f"{t.speaker}{SAID_BY}{sayer}") if t.speaker in split and sayer is not None else t
+        for t, sayer in zip(turns, said, strict=True)
+    ]

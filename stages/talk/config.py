@@ -42,6 +42,10 @@ class TalkConfig:
     # is this face's voice too, however far below its best, unless this face's lips also move in
     # the pauses (attribution.silent_for_rivals).
     merge_rival_silent_voices: bool = True
+    # With faces on screen together: a voice cluster whose turns two faces say (one face's mean
+    # logit over a turn at least asd_threshold, every other face's asd_runner_up_margin below it)
+    # is split into one speaker per face before attribution (attribution.split_between_faces).
+    split_voices_between_faces: bool = True
     # A self speaker's turn during which the face's mean Light-ASD logit (solo frames, at least
     # min_evidence_s of them) stays below this is someone else's speech: a voice cluster can hold
     # an off-screen voice too (attribution.unsaid_turns). None: whole clusters only.

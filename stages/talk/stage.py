@@ -41,10 +41,12 @@ from voxhear.stages.talk.activity import frame_activity, frame_states, padded_st
 from voxhear.stages.talk.asd import CropStream, crop_geometry, smooth, streamed_speaking_scores
 from voxhear.stages.talk.attribution import (
     NOT_THIS_FACE,
+    SAID_BY,
     Attribution,
     attribute,
     lost_voices,
     silent_for_rivals,
+    split_between_faces,
     still_runs,
     unsaid_turns,
 )
@@ -175,11 +177,17 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         keyframes: frozenset[int] = frozenset(),
     ) -> list[ClipRecord]:
         scores = self._cached_scores(row, Path(row.frames_uri).stem, arrays["box"], row.track_start_frame, fps)
-        turns = read_rttm(row.rttm_uri)
-        speakers = speakers_of(turns)
-        active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
         # Faces on screen with this one, read once: attribution and the overlap rules use them.
         rivals = list(self._co_visible(row, arrays, fps))
+        turns = read_rttm(row.rttm_uri)
+        if self.config.split_voices_between_faces and rivals:
+            # One voice cluster holding both people of a two-shot: their lips split it turn by turn.
+            faces = [(Path(row.frames_uri).stem, row.track_start_frame, scores), *rivals]
+            cfg = self.config
+            min_frames = max(1, round(cfg.min_evidence_s * fps))
+            turns = split_between_faces(turns, faces, fps, min_frames, cfg.asd_threshold, cfg.asd_runner_up_margin)
+        speakers = speakers_of(turns)
+        active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
         decision = self._decide(row, scores, active, turns, speakers, fps, rivals)
         selves = set(decision.self_speakers)
         diarized = turns
@@ -709,20 +717,25 @@ def _decoded_frames(capture: cv2.VideoCapture, first: int) -> Iterator[np.ndarra
 
 
 def _with_turn_speakers(words: list[dict], turns: list[Turn]) -> list[dict]:
-    """Words whose middle falls in a turn relabelled by `unsaid_turns` take its label, so a
-    word goes to the same party as the audio it was heard in."""
-    unsaid = [t for t in turns if t.speaker.endswith(NOT_THIS_FACE)]
-    if not unsaid:
+    """Words whose middle falls in a turn relabelled by `split_between_faces` or `unsaid_turns`
+    take its label, so a word goes to the same party as the audio it was heard in."""
+    relabelled = [t for t in turns if SAID_BY in t.speaker or t.speaker.endswith(NOT_THIS_FACE)]
+    if not relabelled:
         return words
     out = []
     for w in words:
         middle = (w["start_s"] + w["end_s"]) / 2
-        for t in unsaid:
-            if t.start <= middle < t.end and w["speaker"] + NOT_THIS_FACE == t.speaker:
+        for t in relabelled:
+            if t.start <= middle < t.end and _base_speaker(t.speaker) == w["speaker"]:
                 w = {**w, "speaker": t.speaker}
                 break
         out.append(w)
     return out
+
+
+def _base_speaker(label: str) -> str:
+    """The diarized speaker a turn label was made from (before `SAID_BY` and `NOT_THIS_FACE`)."""
+    return label.removesuffix(NOT_THIS_FACE).split(SAID_BY, 1)[0]
 
 
 def _read_words(uri: str) -> list[dict]:

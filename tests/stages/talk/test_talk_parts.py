@@ -398,3 +398,37 @@ def test_the_stage_pads_frame_states_only_when_told(tmp_path):
     padded, *_ = _talk_stage(tmp_path, state_pad_s=0.1)._frame_states(row, turns, ["A", "B"], active, {"A"}, 100, 25.0)
     assert (padded[25:27] == STATE_TALK).all() and (plain[25:27] == STATE_SILENCE).all()  # after A's end
     assert (padded[47:50] == STATE_LISTEN).all() and (plain[47:50] == STATE_SILENCE).all()  # before B's start
+
+
+def test_a_voice_cluster_holding_both_people_of_a_two_shot_is_split_by_their_lips():
+    """split_between_faces: a cluster A whose first turn face 0 says and third turn face 1 says is
+    split in two; its turn neither face clearly says keeps A; B, said by one face only, is left."""
+    from voxhear.stages.talk.attribution import SAID_BY, split_between_faces
+
+    fps = 25.0
+    turns = [Turn(0, 2, "A"), Turn(2, 4, "B"), Turn(4, 6, "A"), Turn(6, 8, "A")]
+    talks = {0: [(0, 50), (50, 100)], 1: [(100, 150)]}  # face: frames where its lips move
+    faces = []
+    for key in (0, 1):
+        scores = np.full(200, -1.0)
+        for a, b in talks[key]:
+            scores[a:b] = 3.0
+        faces.append((f"v-face{key}-0", 0, scores))
+    faces[0][2][150:200] = faces[1][2][150:200] = 1.0  # 6-8 s: both half open, nobody clearly
+    out = split_between_faces(turns, faces, fps, min_frames=10, talk_logit=1.5, margin=1.0)
+    assert [t.speaker for t in out] == [f"A{SAID_BY}v-face0-0", "B", f"A{SAID_BY}v-face1-0", "A"]
+    # Every face of the shot decides the same split, whichever it is.
+    assert split_between_faces(turns, faces[::-1], fps, 10, 1.5, 1.0) == out
+    # Alone on screen, or with the other face's lips too close to call, nothing is split.
+    assert split_between_faces(turns, faces[:1], fps, 10, 1.5, 1.0) == turns
+    assert split_between_faces(turns, faces, fps, 10, 1.5, 5.0) == turns
+
+
+def test_words_follow_a_voice_split_between_faces():
+    from voxhear.stages.talk.attribution import SAID_BY
+    from voxhear.stages.talk.stage import _with_turn_speakers
+
+    turns = [Turn(0.0, 2.0, f"A{SAID_BY}f0"), Turn(3.0, 5.0, f"A{SAID_BY}f1" + NOT_THIS_FACE), Turn(6, 7, "A")]
+    words = [{"word": w, "start_s": s, "end_s": s + 0.4, "speaker": "A"} for w, s in (("x", 0.5), ("y", 3.5), ("z", 6.1))]
+    out = _with_turn_speakers(words, turns)
+    assert [w["speaker"] for w in out] == [f"A{SAID_BY}f0", f"A{SAID_BY}f1" + NOT_THIS_FACE, "A"]
