@@ -54,6 +54,23 @@ def _lagged(spectra: np.ndarray, taps: int) -> np.ndarray:
     return np.stack([spectra[taps - 1 - k : taps - 1 - k + count] for k in range(taps)], axis=1)
 
 
+class Unlimited:
+    """A separator's speech before its attenuation limit: DeepFilterNet's limit mixes `limit` of
+    the input back into its output (limited = (1 - limit) * speech + limit * mix), which is undone
+    exactly, so that the residue is fitted to what the separator itself took out and the mix the
+    limit keeps is not read as residue (it would take the recording's background into the speech)."""
+
+    def __init__(self, limited: Signal, mix: Signal, limit: float) -> None:
+        self.limited, self.mix, self.limit, self.length = limited, mix, limit, limited.length
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        limited = self.limited.read(start, stop).astype(np.float64)
+        if not self.limit:
+            return limited.astype(np.float32)
+        speech = (limited - self.limit * self.mix.read(start, stop)) / (1 - self.limit)
+        return speech.astype(np.float32)
+
+
 def fit_residue_gains(speech: Signal, mix: Signal, rate: int, taps: int, ridge: float) -> np.ndarray:
     """Per bin, the `taps` complex gains (bins, taps) that best predict the background's STFT (mix
     minus speech) from the speech's current and earlier frames, by ridge-regularized least squares
@@ -77,7 +94,9 @@ def fit_residue_gains(speech: Signal, mix: Signal, rate: int, taps: int, ridge: 
 
 
 class ResidueReturned:
-    """`speech` plus the background's part that `gains` predict from it, read in spans."""
+    """`speech` plus the background's part that `gains` predict from it, read in spans; with an
+    `Unlimited` speech, its limited speech plus the residue's share that the limit left in the
+    background (1 - limit of it)."""
 
     def __init__(self, speech: Signal, rate: int, gains: np.ndarray) -> None:
         self.speech, self.gains, self.length = speech, gains, speech.length
@@ -96,7 +115,11 @@ class ResidueReturned:
         for i, piece in enumerate(pieces):
             residue[i * hop : i * hop + size] += piece
         offset = start - first * hop
-        out = self.speech.read(start, stop).astype(np.float64) + residue[offset : offset + stop - start]
+        residue = residue[offset : offset + stop - start]
+        if isinstance(self.speech, Unlimited):
+            out = self.speech.limited.read(start, stop).astype(np.float64) + (1 - self.speech.limit) * residue
+        else:
+            out = self.speech.read(start, stop).astype(np.float64) + residue
         # Zeros outside the signal, like every Signal (the echo of its last frames runs past its end).
         out[: max(0, min(stop, 0) - start)] = 0
         out[max(0, self.length - start) :] = 0

@@ -145,11 +145,14 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
         """The stems with the separator's residue moved from the background back to the speech
         (stages/audio/residue.py), from the separator's written speech: one pass to fit, one to
         apply (the separator made its speech front to back once and is not run again)."""
-        from voxhear.stages.audio.residue import ResidueReturned, fit_residue_gains
+        from voxhear.stages.audio.residue import ResidueReturned, Unlimited, fit_residue_gains
         from voxhear.stages.audio.separation import FileSignal, write_exact_stems
 
         cfg = self.config
-        separated = FileSignal(separated_path)
+        # DeepFilterNet's attenuation limit kept some of the mix in its speech: the residue is
+        # fitted to the speech without it (Unlimited), and the limit's share of the mix stays.
+        limit = 0.0 if cfg.backend == "demucs" or cfg.atten_lim_db >= 100 else 10 ** (-cfg.atten_lim_db / 20)
+        separated = Unlimited(FileSignal(separated_path), mix, limit)
         gains = fit_residue_gains(separated, mix, mix.rate, cfg.residue_taps, cfg.residue_ridge)
         returned = ResidueReturned(separated, mix.rate, gains)
         write_exact_stems(mix, returned, mix.rate, speech_path, background_path, piece)

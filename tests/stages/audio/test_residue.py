@@ -86,3 +86,33 @@ def test_read_in_spans_it_is_the_same_signal():
         np.testing.assert_array_equal(spans, whole)
     # Reads past either end are zeros there (the residue is padded like the signal).
     assert not returned.read(-500, 0).any() and not returned.read(len(dry), len(dry) + 300).any()
+
+
+@needs_media
+def test_a_separator_limit_is_undone_before_the_fit_so_the_music_it_keeps_stays_where_it_is():
+    """DeepFilterNet's attenuation limit keeps a share of the mix in its speech. Fitted to that
+    speech, the residue would also take the music the limit kept (the speech now predicts it);
+    fitted to the speech without the limit (`Unlimited`), it takes the echo only, and the limit's
+    share of the mix stays in the speech as the separator gave it."""
+    from voxhear.stages.audio.residue import Unlimited
+
+    dry, echo = _speech_and_room()
+    music = load_speech("../background/Kevin_MacLeod_-_Vibe_Ace.hq.ogg")[RATE * 5 : RATE * 5 + len(dry)]
+    music = music * 10 ** (-10 / 20) * np.sqrt(np.mean(dry**2) / np.mean(music**2))
+    mix = dry + echo + music
+    limit = 10 ** (-12 / 20)
+    limited = (1 - limit) * dry + limit * mix  # the separator's output with its limit
+    unlimited = Unlimited(_Array(limited), _Array(mix), limit)
+    np.testing.assert_allclose(unlimited.read(0, len(dry)), dry, atol=1e-5)
+    gains = fit_residue_gains(unlimited, _Array(mix), RATE, TAPS, RIDGE)
+    speech = ResidueReturned(unlimited, RATE, gains).read(0, len(dry)).astype(np.float64)
+    # The speech is the limited speech plus the share of the echo the limit had left out ...
+    expected = limited + (1 - limit) * echo
+    assert _energy_db(speech - expected) < _energy_db(echo) - 6
+    # ... and the background keeps (1 - limit) of the music, as the limit alone gives it.
+    background = mix - speech
+    assert _energy_db(background - (1 - limit) * music) < _energy_db(music) - 6
+    # Fitted to the limited speech instead, more of the music would go to the speech.
+    naive = ResidueReturned(_Array(limited), RATE, fit_residue_gains(_Array(limited), _Array(mix), RATE, TAPS, RIDGE))
+    naive_background = mix - naive.read(0, len(dry)).astype(np.float64)
+    assert _energy_db(naive_background - (1 - limit) * music) > _energy_db(background - (1 - limit) * music) + 1
