@@ -158,11 +158,7 @@ def unsaid_turns(
     """
     n = len(scores)
     spans = frame_spans(((t.start, t.end) for t in turns), start_frame, n, fps)
-    edges = np.zeros(n + 1, np.int32)
-    for a, b in spans:
-        edges[a] += 1
-        edges[b] -= 1
-    covered = np.cumsum(edges[:n])
+    covered = _turns_per_frame(spans, n)
     out = []
     for t, (a, b) in zip(turns, spans, strict=True):
         if t.speaker in self_speakers and b > a:
@@ -171,6 +167,15 @@ def unsaid_turns(
                 t = Turn(t.start, t.end, t.speaker + NOT_THIS_FACE)
         out.append(t)
     return out
+
+
+def _turns_per_frame(spans: list[tuple[int, int]], n: int) -> np.ndarray:
+    """How many of the frame `spans` ([a, b) of a track of `n` frames) cover each frame."""
+    edges = np.zeros(n + 1, np.int32)
+    for a, b in spans:
+        edges[a] += 1
+        edges[b] -= 1
+    return np.cumsum(edges[:n])
 
 
 def still_runs(
@@ -236,13 +241,7 @@ def split_between_faces(
     if len(faces) < 2:
         return turns
     spans = {key: frame_spans(((t.start, t.end) for t in turns), start, len(s), fps) for key, start, s in faces}
-    solos = {}
-    for key, _, face_scores in faces:
-        edges = np.zeros(len(face_scores) + 1, np.int32)
-        for a, b in spans[key]:
-            edges[a] += 1
-            edges[b] -= 1
-        solos[key] = np.cumsum(edges[:-1]) == 1
+    solos = {key: _turns_per_frame(spans[key], len(face_scores)) == 1 for key, _, face_scores in faces}
     said: list[str | None] = []
     for i in range(len(turns)):
         means = {}

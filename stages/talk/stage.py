@@ -55,7 +55,7 @@ from voxhear.stages.talk.frame_arrays import FrameArrays
 from voxhear.stages.talk.light_asd import light_asd_onnx, load_light_asd
 from voxhear.stages.talk.overlap import OVERLAP_SELF, heard_overlap_turns, overlap_turns, rival_overlap_turns
 from voxhear.stages.talk.tracks import background_leak_db, read_int24, split_tracks, write_int24
-from voxhear.stages.talk.windows import clip_windows, keyframe_windows, overlap_split_windows
+from voxhear.stages.talk.windows import clip_windows, keyframe_windows, overlap_share, overlap_split_windows
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +176,14 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         fps: float,
         keyframes: frozenset[int] = frozenset(),
     ) -> list[ClipRecord]:
+        cfg = self.config
         scores = self._cached_scores(row, Path(row.frames_uri).stem, arrays["box"], row.track_start_frame, fps)
         # Faces on screen with this one, read once: attribution and the overlap rules use them.
         rivals = list(self._co_visible(row, arrays, fps))
         turns = read_rttm(row.rttm_uri)
-        if self.config.split_voices_between_faces and rivals:
+        if cfg.split_voices_between_faces and rivals:
             # One voice cluster holding both people of a two-shot: their lips split it turn by turn.
             faces = [(Path(row.frames_uri).stem, row.track_start_frame, scores), *rivals]
-            cfg = self.config
             min_frames = max(1, round(cfg.min_evidence_s * fps))
             turns = split_between_faces(turns, faces, fps, min_frames, cfg.asd_threshold, cfg.asd_runner_up_margin)
         speakers = speakers_of(turns)
@@ -204,7 +204,6 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             speakers = speakers_of(turns)
             active = frame_activity(turns, speakers, row.track_start_frame, n, fps)
         states, self_active, other_active = self._frame_states(row, turns, speakers, active, selves, n, fps)
-        cfg = self.config
         if cfg.overlap_split_s is not None:
             # The windows the overlap filter would reject, cut around their overlapped stretches.
             windows = overlap_split_windows(
@@ -462,7 +461,8 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         clip.both_s, clip.silence_s = seconds[STATE_BOTH], seconds[STATE_SILENCE]
         speech = clip.talk_s + clip.listen_s + clip.both_s
         clip.speech_share = speech / max(len(states) / fps, 1e-9)
-        clip.overlap_share = clip.both_s / speech if speech else 0.0
+        # The share the windows were cut by (windows.overlap_split_windows), so the two agree.
+        clip.overlap_share = overlap_share(states)
 
     def _write_frames(
         self,
