@@ -17,6 +17,9 @@ a diarization change is scored through the talk stage too (and by the eval's DER
 Runs made before the diarization stage looked for overlap in the mix (`diarization.mix_overlap`)
 get the mix's overlap regions found here, into OUT/work/SOURCE/overlap.rttm.
 
+`--rediarize` diarizes again with the run's own diarization config (to score a change in the
+diarization code on an older run).
+
 `--truth-turns` replaces every source's diarized turns by the truth's (TRUTH/VIDEO/turns.rttm):
 what the talk stage reaches with a perfect diarization, i.e. how much of the error is the turns'.
 """
@@ -120,7 +123,14 @@ def truth_turns(run_dir: Path, out: Path, truth_dir: Path) -> dict[str, str]:
     return renamed
 
 
-def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str], use_truth_turns: bool = False) -> dict:
+def bench(
+    run_dir: Path,
+    truth_dir: Path,
+    out: Path,
+    overrides: list[str],
+    use_truth_turns: bool = False,
+    force_rediarize: bool = False,
+) -> dict:
     from voxhear.benchmarks.evaluation.cli import evaluate_run
     from voxhear.stages.talk.stage import TalkStage
 
@@ -131,7 +141,7 @@ def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str], use_t
     renamed = {}
     if use_truth_turns:
         renamed = truth_turns(run_dir, out, truth_dir)
-    elif config.diarization != load_config(run_dir / "config.yaml").diarization:
+    elif force_rediarize or config.diarization != load_config(run_dir / "config.yaml").diarization:
         renamed = rediarize(run_dir, out, config)
     else:
         shutil.copy(run_dir / "manifests" / "sources.parquet", out / "manifests" / "sources.parquet")
@@ -175,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("overrides", nargs="*", help="config overrides such as talk.asd_threshold=1.5")
     parser.add_argument("--truth-turns", action="store_true", help="use the truth's speaker turns (oracle diarization)")
+    parser.add_argument(
+        "--rediarize", action="store_true", help="diarize again even with the run's diarization config (new code)"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(bench(args.run, args.truth, args.out, list(args.overrides), args.truth_turns), indent=1))
+    summary = bench(args.run, args.truth, args.out, list(args.overrides), args.truth_turns, args.rediarize)
+    print(json.dumps(summary, indent=1))
     return 0
 
 

@@ -96,6 +96,10 @@ class DiarizationConfig:
     # segmentation 38-57% (README, "Real people"). Written to overlap.rttm; the talk stage gives
     # each region to the party its turns lack there (talk.heard_overlap_logit).
     mix_overlap: bool = True
+    # Each overlap region heard in the mix where the turns hold one speaker gets a turn of the
+    # speaker of the nearest other turn, at most this many seconds away, so that turns.rttm is
+    # overlap-aware (diarization.with_overlap_turns). None: overlap.rttm only.
+    overlap_neighbour_s: float | None = setting(2.0, ge=0)
     # Turns shorter than this are dropped; sources with less speech than min_speech_s are filtered.
     min_turn_s: float = setting(0.1, ge=0)
     min_speech_s: float = setting(0.5, ge=0)

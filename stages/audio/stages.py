@@ -246,16 +246,22 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
                 f"diarization found {row.speech_s:.2f} s of speech "
                 f"(< diarization.min_speech_s={self.config.min_speech_s}) in the {self.config.input}",
             )
+        if self.config.mix_overlap and row.audio_uri:
+            regions = self.hear_overlap(row)
+            if self.config.overlap_neighbour_s is not None:
+                from voxhear.stages.audio.diarization import with_overlap_turns
+
+                turns = with_overlap_turns(turns, regions, self.config.overlap_neighbour_s)
+                row.speech_s = round(speech_seconds(turns), 3)
         path = self.context.source_work_dir(row.source_id) / "turns.rttm"
         atomic_write_text(path, rttm_text(row.source_id, turns))
         row.rttm_uri = str(path)
-        if self.config.mix_overlap and row.audio_uri:
-            self.hear_overlap(row)
         return [row]
 
-    def hear_overlap(self, row: SourceRecord) -> None:
+    def hear_overlap(self, row: SourceRecord) -> list[tuple[float, float]]:
         """Write where the row's mix holds two or more voices at once to the source's
-        overlap.rttm and point `row.overlap_uri` at it (`diarization.mix_overlap`)."""
+        overlap.rttm, point `row.overlap_uri` at it (`diarization.mix_overlap`) and return the
+        regions ([start, end) seconds)."""
         from voxhear.stages.audio.diarization import OVERLAP_SPEAKER, Turn, rttm_text
 
         if self.diarizer is None:
@@ -265,6 +271,7 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         path = self.context.source_work_dir(row.source_id) / "overlap.rttm"
         atomic_write_text(path, rttm_text(row.source_id, [Turn(a, b, OVERLAP_SPEAKER) for a, b in regions]))
         row.overlap_uri = str(path)
+        return regions
 
 
 class AsrStage(Stage[SourceRecord, SourceRecord]):

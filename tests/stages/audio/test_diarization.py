@@ -177,6 +177,49 @@ def test_the_stage_writes_the_overlap_heard_in_the_mix_whatever_it_diarizes(tmp_
             assert out.overlap_uri == "" and heard_in == ["mix.wav"]
 
 
+def test_heard_overlap_goes_to_the_speaker_of_the_nearest_other_turn():
+    from voxhear.stages.audio.diarization import with_overlap_turns
+
+    turns = [Turn(0.0, 3.0, "A"), Turn(3.2, 6.0, "B"), Turn(6.0, 8.0, "A"), Turn(12.0, 13.0, "C")]
+    regions = [
+        (2.6, 3.1),  # inside A's turn, B's starts 0.1 s later: B took the turn early
+        (4.0, 4.5),  # inside B's turn: the nearest other turns are A's (1.0 s and 1.5 s away)
+        (6.5, 7.0),  # inside A's: B's turn ended 0.5 s before
+        (9.0, 9.5),  # nobody diarized there: nobody to take a turn from
+        (12.2, 12.6),  # inside C's, every other turn more than 2 s away
+        (5.9, 6.1),  # A and B already both talk there (B until 6.0, A from 6.0): two speakers
+    ]
+    out = with_overlap_turns(turns, regions, max_gap_s=2.0)
+    added = sorted(set(out) - set(turns), key=lambda t: t.start)
+    assert added == [Turn(2.6, 3.1, "B"), Turn(4.0, 4.5, "A"), Turn(6.5, 7.0, "B")]
+    assert with_overlap_turns(turns, [], 2.0) == turns
+    # A tighter reach leaves the region inside B's turn alone (A's turns are 1.0 s away).
+    tight = with_overlap_turns(turns, regions, max_gap_s=0.5)
+    assert not any(t.speaker == "A" and t.start == 4.0 for t in tight)
+    # Speech time grows only by the part of a region outside every turn (3.0-3.1 s).
+    assert speech_seconds(out) == pytest.approx(speech_seconds(turns) + 0.1)
+
+
+def test_the_stage_writes_the_heard_overlap_into_the_turns_when_asked(tmp_path):
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(
+        diarize_file=lambda path, voices_path=None: ([Turn(0.0, 2.0, "SPEAKER_00"), Turn(2.2, 4.0, "SPEAKER_01")], 4.0),
+        overlap_file=lambda path, min_s=0.1: [(1.5, 2.1)],
+    )
+    found = {}
+    for reach in (2.0, None):
+        stage = DiarizationStage(
+            DiarizationConfig(overlap_neighbour_s=reach), RunContext(tmp_path / str(reach), model_store=None)
+        )
+        stage.diarizer = fake  # type: ignore[assignment]
+        row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri="mix.wav", speech_uri="speech.flac")
+        found[reach] = sorted((t.start, t.end, t.speaker) for t in read_rttm(stage.process(row)[0].rttm_uri))
+    assert found[None] == [(0.0, 2.0, "SPEAKER_00"), (2.2, 4.0, "SPEAKER_01")]
+    # SPEAKER_01 took the turn 0.7 s early, over SPEAKER_00's last half second.
+    assert found[2.0] == [(0.0, 2.0, "SPEAKER_00"), (1.5, 2.1, "SPEAKER_01"), (2.2, 4.0, "SPEAKER_01")]
+
+
 def test_turn_pieces_mask_what_a_whole_recording_mask_would():
     """Refinement embeds each turn's own samples minus overlaps; slicing must not change them."""
     import torch
