@@ -27,6 +27,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from voxhear.benchmarks.evaluation.audio import _read, _sources, active_counts, read_rttm
 from voxhear.benchmarks.evaluation.data import RunView, TruthSet
@@ -43,6 +44,10 @@ def frame_db(audio: np.ndarray, rate: int, n: int) -> np.ndarray:
     power = np.mean(np.square(audio[: m * hop].reshape(m, hop)), axis=1)
     out[:m] = 10.0 * np.log10(power + 1e-20)
     return out
+
+
+def _stem_db(path: Path, n: int) -> np.ndarray:
+    return frame_db(_read(path), sf.info(str(path)).samplerate, n)
 
 
 def missed_parts(
@@ -66,11 +71,11 @@ def missed_parts(
         own = np.full(n, -200.0)
         for speaker in {t[2] for t in reference}:
             active = active_counts([t for t in reference if t[2] == speaker], mids) > 0
-            level = stems_db.get(speaker)
-            if level is not None:
-                own = np.where(active, np.maximum(own, level[:n]), own)
+            # A speaker without a stem cannot be judged drowned: counted as audible.
+            level = stems_db.get(speaker, np.full(n, np.inf))
+            own = np.where(active, np.maximum(own, level[:n]), own)
         snr = own - background_db[:n]
-    drowned = solo & (snr < snr_db)
+    drowned = solo & (snr < -snr_db)
     seconds = {
         "reference_s": float(n_ref.sum() * HOP_S),
         "missed_s": float(missed.sum() * HOP_S),
@@ -115,9 +120,8 @@ def evaluate(run_dir: Path, truth_dir: Path, snr_db: float = 0.0) -> dict:
         stems_db = background_db = None
         n = int(round(float(meta["duration_s"]) / HOP_S))
         if background.is_file():
-            rate = int(meta["sample_rate"])
-            background_db = frame_db(_read(background), rate, n)
-            stems_db = {p.stem: frame_db(_read(p), rate, n) for p in stems.glob("*.flac") if p.stem != "background"}
+            background_db = _stem_db(background, n)
+            stems_db = {p.stem: _stem_db(p, n) for p in stems.glob("*.flac") if p.stem != "background"}
         part = missed_parts(
             read_rttm(truth.path(video, "turns.rttm")),
             read_rttm(rttm),
@@ -137,7 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("run", type=Path, help="a finished voxhear run")
     parser.add_argument("truth", type=Path, help="the voxhear synth folder of its inputs")
-    parser.add_argument("--snr-db", type=float, default=0.0, help="own stem below the background by more: drowned")
+    parser.add_argument(
+        "--snr-db", type=float, default=0.0, help="own stem more than this many dB below the background: drowned"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     result = evaluate(args.run, args.truth, args.snr_db)

@@ -102,6 +102,8 @@ def hear_overlap(out: Path, config) -> dict[str, str]:
         row = SourceRecord.from_row(source)
         if not row.overlap_uri and row.rttm_uri and row.audio_uri:
             stage.hear_overlap(row)
+        # Every source's regions, found now or by the diarization: a rediarized source has new ones.
+        if row.overlap_uri:
             found[row.source_id] = row.overlap_uri
     return found
 
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         "--rediarize", action="store_true", help="diarize again even with the run's diarization config (new code)"
     )
     args = parser.parse_args(argv)
+    if args.truth_turns and args.rediarize:
+        parser.error("--truth-turns replaces the turns; --rediarize would diarize for nothing")
     summary = bench(args.run, args.truth, args.out, list(args.overrides), args.truth_turns, args.rediarize)
     print(json.dumps(summary, indent=1))
     return 0

@@ -98,7 +98,7 @@ class DiarizationConfig:
     mix_overlap: bool = True
     # Each overlap region heard in the mix where the turns hold one speaker gets a turn of the
     # speaker of the nearest other turn, at most this many seconds away, so that turns.rttm is
-    # overlap-aware (diarization.with_overlap_turns). None: overlap.rttm only.
+    # overlap-aware (diarization.with_overlap_turns). None: overlap.rttm only. Needs mix_overlap.
     overlap_neighbour_s: float | None = setting(2.0, ge=0)
     # Turns shorter than this are dropped; sources with less speech than min_speech_s are filtered.
     min_turn_s: float = setting(0.1, ge=0)

@@ -388,35 +388,6 @@ OVERLAP_SPEAKER = "overlap"
 # chunks' segmentations).
 OVERLAP_WINDOW_S = 300.0
 
-
-def with_overlap_turns(turns: list[Turn], regions: list[tuple[float, float]], max_gap_s: float) -> list[Turn]:
-    """`turns` plus, for each heard overlap region where exactly one speaker has a turn, a turn
-    over the region for the speaker of the nearest other turn (at most `max_gap_s` from it).
-
-    The second voice of an overlap is most often the speaker of the turn just before or after:
-    a turn taken early, a backchannel to the speaker who is talking or has just spoken. Regions
-    with no diarized speaker (nobody to take a turn from) or with two already are left alone,
-    as is a region with no other speaker near it.
-    """
-    added: list[Turn] = []
-    for start, end in regions:
-        active = {t.speaker for t in turns if t.start < end and start < t.end}
-        if len(active) != 1:
-            continue
-        nearest: tuple[float, str] | None = None
-        for t in turns:
-            if t.speaker in active:
-                continue
-            gap = max(0.0, t.start - end, start - t.end)
-            if gap <= max_gap_s and (nearest is None or gap < nearest[0]):
-                nearest = (gap, t.speaker)
-        if nearest is not None:
-            added.append(Turn(round(start, 3), round(end, 3), nearest[1]))
-    if not added:
-        return list(turns)
-    return _merge_touching([*turns, *added])
-
-
 # Each window boundary moves to the quietest 100 ms within this many seconds of where it falls,
 # so that a cut rarely splits a word (a split turn is joined again only if both halves link).
 CUT_SEARCH_S = 5.0
@@ -619,6 +590,34 @@ def _merge_touching(turns: list[Turn], gap: float = 1e-3) -> list[Turn]:
         else:
             out.append(t)
     return sorted(out, key=lambda t: (t.start, t.end, t.speaker))
+
+
+def with_overlap_turns(turns: list[Turn], regions: list[tuple[float, float]], max_gap_s: float) -> list[Turn]:
+    """`turns` plus, for each heard overlap region where exactly one speaker has a turn, a turn
+    over the region for the speaker of the nearest other turn (at most `max_gap_s` from it).
+
+    The second voice of an overlap is most often the speaker of the turn just before or after:
+    a turn taken early, a backchannel to the speaker who is talking or has just spoken. Regions
+    with no diarized speaker (nobody to take a turn from) or with two already are left alone,
+    as is a region with no other speaker near it.
+    """
+    added: list[Turn] = []
+    for start, end in regions:
+        active = {t.speaker for t in turns if t.start < end and start < t.end}
+        if len(active) != 1:
+            continue
+        nearest: tuple[float, str] | None = None
+        for t in turns:
+            if t.speaker in active:
+                continue
+            gap = max(0.0, t.start - end, start - t.end)
+            if gap <= max_gap_s and (nearest is None or gap < nearest[0]):
+                nearest = (gap, t.speaker)
+        if nearest is not None:
+            added.append(Turn(round(start, 3), round(end, 3), nearest[1]))
+    if not added:
+        return list(turns)
+    return _merge_touching([*turns, *added])
 
 
 def _NoPlda():

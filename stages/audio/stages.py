@@ -214,7 +214,7 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         )
 
     def process(self, row: SourceRecord) -> list[SourceRecord]:
-        from voxhear.stages.audio.diarization import rttm_text, speech_seconds
+        from voxhear.stages.audio.diarization import rttm_text, speech_seconds, with_overlap_turns
 
         if self.diarizer is None:
             self.setup()
@@ -249,8 +249,6 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         if self.config.mix_overlap and row.audio_uri:
             regions = self.hear_overlap(row)
             if self.config.overlap_neighbour_s is not None:
-                from voxhear.stages.audio.diarization import with_overlap_turns
-
                 turns = with_overlap_turns(turns, regions, self.config.overlap_neighbour_s)
                 row.speech_s = round(speech_seconds(turns), 3)
         path = self.context.source_work_dir(row.source_id) / "turns.rttm"

@@ -74,7 +74,8 @@ class TalkConfig:
     # another's and its Light-ASD logit is at least this (else the second voice may be a third
     # person's). None: off. 0 is Light-ASD's own boundary; on the realistic tuning set 1.5, 0.5,
     # 0, -0.5 and -10 gave both-state F1 0.48, 0.52, 0.53, 0.54, 0.56 and attribution 0.761,
-    # 0.765, 0.767, 0.768, 0.762 (README, "Real people").
+    # 0.765, 0.767, 0.768, 0.762 (README, "Real people"). Regions the diarization already gave
+    # a second speaker (diarization.overlap_neighbour_s) hold both parties and are not judged here.
     heard_overlap_logit: float | None = 0.0
     # Evidence needs at least this much of a speaker's solo speech inside the track.
     min_evidence_s: float = setting(0.4, gt=0)

@@ -63,3 +63,14 @@ def test_frame_db_measures_each_10ms_frame():
     level = frame_db(tone, RATE, 3)
     assert level[0] == pytest.approx(-20.0, abs=1e-6)
     assert level[1] < -150 and level[2] == -200.0  # silence, then past the end
+
+
+def test_the_snr_bound_counts_speech_that_far_below_the_background_as_drowned():
+    n = int(1.0 / HOP_S)
+    stems, background = {"A": _level(n, [(0.0, 1.0, -34.0)])}, _level(n, [(0.0, 1.0, -30.0)])
+    reference = [(0.0, 1.0, "A")]
+    assert missed_parts(reference, [], 1.0, stems, background, snr_db=0.0)["drowned_s"] == pytest.approx(1.0)
+    assert missed_parts(reference, [], 1.0, stems, background, snr_db=6.0)["drowned_s"] == 0.0  # only 4 dB below
+    # A speaker with no stem of its own cannot be judged: audible, not drowned.
+    parts = missed_parts([(0.0, 1.0, "B")], [], 1.0, stems, background)
+    assert parts["audible_s"] == pytest.approx(1.0) and parts["drowned_s"] == 0.0

@@ -207,17 +207,30 @@ def test_the_stage_writes_the_heard_overlap_into_the_turns_when_asked(tmp_path):
         diarize_file=lambda path, voices_path=None: ([Turn(0.0, 2.0, "SPEAKER_00"), Turn(2.2, 4.0, "SPEAKER_01")], 4.0),
         overlap_file=lambda path, min_s=0.1: [(1.5, 2.1)],
     )
-    found = {}
+    found, speech = {}, {}
     for reach in (2.0, None):
         stage = DiarizationStage(
             DiarizationConfig(overlap_neighbour_s=reach), RunContext(tmp_path / str(reach), model_store=None)
         )
         stage.diarizer = fake  # type: ignore[assignment]
         row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri="mix.wav", speech_uri="speech.flac")
-        found[reach] = sorted((t.start, t.end, t.speaker) for t in read_rttm(stage.process(row)[0].rttm_uri))
+        out = stage.process(row)[0]
+        found[reach] = sorted((t.start, t.end, t.speaker) for t in read_rttm(out.rttm_uri))
+        speech[reach] = out.speech_s
     assert found[None] == [(0.0, 2.0, "SPEAKER_00"), (2.2, 4.0, "SPEAKER_01")]
     # SPEAKER_01 took the turn 0.7 s early, over SPEAKER_00's last half second.
     assert found[2.0] == [(0.0, 2.0, "SPEAKER_00"), (1.5, 2.1, "SPEAKER_01"), (2.2, 4.0, "SPEAKER_01")]
+    # The row's speech time is that of the turns written: 2.0-2.1 s is speech now.
+    assert speech == {None: 3.8, 2.0: 3.9}
+
+
+def test_an_overlap_turn_that_touches_the_speakers_own_turn_joins_it():
+    from voxhear.stages.audio.diarization import with_overlap_turns
+
+    turns = [Turn(0.0, 2.0, "A"), Turn(2.0, 4.0, "B")]
+    # B heard from 1.6 s, running into its own turn at 2.0: one turn 1.6-4.0.
+    out = with_overlap_turns(turns, [(1.6, 2.0)], max_gap_s=2.0)
+    assert out == [Turn(0.0, 2.0, "A"), Turn(1.6, 4.0, "B")]
 
 
 def test_turn_pieces_mask_what_a_whole_recording_mask_would():
