@@ -63,7 +63,7 @@ def bench(run_dir: Path, truth_dir: Path, out: Path, overrides: list[str]) -> di
         cpu_s += _cpu_s() - started
         for i, [row] in zip(batch, outputs):
             rows[i] = row
-            audio_s += SpeechFile(row.separated_uri or row.speech_uri or row.audio_uri).duration
+            audio_s += SpeechFile(row.separator_speech_uri or row.audio_uri).duration
     pq.write_table(SourceRecord.to_table(rows), out / "manifests" / "sources.parquet")
     truth = TruthSet.open(truth_dir)
     result = WordErrorMetric(EvalSettings()).evaluate(RunView.open(out, truth), truth).to_json()

@@ -175,6 +175,12 @@ class SourceRecord(Record):
     asr_word_timing: str = ""
     audio_rtf: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def separator_speech_uri(self) -> str:
+        """The speech diarization and ASR read: the separator's own (`separated_uri`), or
+        `speech_uri` for rows written before there was a separate file ("" without separation)."""
+        return self.separated_uri or self.speech_uri
+
 
 @dataclass(slots=True)
 class ShotRecord(SourceRecord):

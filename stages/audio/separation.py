@@ -238,19 +238,24 @@ def speech_signal(backend: SeparationBackend, source: Signal, source_rate: int, 
 
 
 def write_exact_stems(
-    mix: Signal, speech: Signal, rate: int, speech_path: Path, background_path: Path, piece: int
+    mix: Signal, speech: Signal, rate: int, speech_path: Path, background_path: Path | None, piece: int
 ) -> None:
     """`split_exact` of the mix and the speech over [0, mix.length), `piece` samples at a time,
-    written as 24-bit FLAC stems as it goes (each file atomically)."""
+    written as 24-bit FLAC stems as it goes (each file atomically; no background file when
+    `background_path` is None)."""
     with contextlib.ExitStack() as stack:
-        files = []
+        files: list[sf.SoundFile | None] = []
         for path in (speech_path, background_path):
+            if path is None:
+                files.append(None)
+                continue
             tmp = stack.enter_context(atomic_path(path))
             files.append(stack.enter_context(sf.SoundFile(tmp, "w", rate, 1, subtype="PCM_24", format="FLAC")))
         for start in range(0, mix.length, piece):
             stop = min(mix.length, start + piece)
             for handle, values in zip(files, split_exact(mix.read(start, stop), speech.read(start, stop))):
-                handle.write(values.astype(np.int32) << 8)
+                if handle is not None:
+                    handle.write(values.astype(np.int32) << 8)
 
 
 class DeepFilterNetBackend:

@@ -127,7 +127,8 @@ class SeparationStage(Stage[SourceRecord, SourceRecord]):
             # The separator's own speech stays for diarization (SourceRecord.separated_uri); the
             # stems get its residue back.
             separated_path = work / "separated.flac"
-            write_exact_stems(mix, speech, mix.rate, separated_path, background_path, piece)
+            # No background yet: the stems are split again, from the speech with its residue.
+            write_exact_stems(mix, speech, mix.rate, separated_path, None, piece)
             self._return_residue(mix, separated_path, speech_path, background_path, piece)
             row.separated_uri = str(separated_path)
         else:
@@ -224,7 +225,7 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
         # The separator's own speech, without the residue the stems get back: the room that
         # residue holds splits one voice into several speakers (a real recording went from one
         # diarized speaker to three).
-        separated = row.separated_uri or row.speech_uri
+        separated = row.separator_speech_uri
         if self.config.input == "both" and separated:
             turns, seconds = diarizer.diarize_file(row.audio_uri, voices_path=separated)
         else:
@@ -325,7 +326,7 @@ class AsrStage(Stage[SourceRecord, SourceRecord]):
         # Read a piece at a time (16 kHz, resampled per piece otherwise): memory does not grow with the input.
         # The separator's own speech, as diarization reads it: the residue the stems get back
         # raised GRID's WER 0.198 -> 0.241 (README, "Real people").
-        speeches = [SpeechFile(row.separated_uri or row.speech_uri or row.audio_uri) for row in rows]
+        speeches = [SpeechFile(row.separator_speech_uri or row.audio_uri) for row in rows]
         turns = [read_rttm(row.rttm_uri) if row.rttm_uri else [] for row in rows]
         results = transcriber.transcribe_many(list(zip(speeches, turns)))
         # The batch's time is shared out by audio length (each row's real-time factor is the batch's).

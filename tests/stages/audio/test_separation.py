@@ -69,6 +69,21 @@ def test_split_is_exact_for_any_estimate():
             assert -2 ** 23 <= stem.min() and stem.max() < 2 ** 23
 
 
+def test_stems_written_without_a_background_file_hold_the_same_speech(tmp_path):
+    """`write_exact_stems` with no background path (the separation stage's first pass, whose
+    background is split again later) writes the speech stem alone, the same samples."""
+    from voxhear.stages.audio.separation import FileSignal, write_exact_stems
+
+    rng = np.random.default_rng(1)
+    mix = FileSignal(write_wav16(tmp_path / "mix.wav", 0.3 * rng.uniform(-1, 1, 3 * RATE)))
+    speech = FileSignal(write_wav16(tmp_path / "speech.wav", 0.2 * rng.uniform(-1, 1, 3 * RATE)))
+    write_exact_stems(mix, speech, RATE, tmp_path / "s1.flac", tmp_path / "b1.flac", piece=RATE // 3)
+    write_exact_stems(mix, speech, RATE, tmp_path / "s2.flac", None, piece=RATE // 3)
+    assert sorted(p.name for p in tmp_path.glob("*.flac")) == ["b1.flac", "s1.flac", "s2.flac"]
+    with_background, alone = (sf.read(tmp_path / name, dtype="int32")[0] for name in ("s1.flac", "s2.flac"))
+    assert np.array_equal(with_background, alone)
+
+
 def _row(tmp_path, audio: np.ndarray) -> SourceRecord:
     path = write_wav16(tmp_path / "in" / "audio16k.wav", audio)
     return SourceRecord(source_uri="x.mp4", source_id="src", audio_uri=str(path), duration_s=len(audio) / RATE)
