@@ -55,7 +55,7 @@ def test_talk_bench_rediarizes_the_runs_audio_into_its_own_folder(tmp_path):
     import pyarrow.parquet as pq
 
     from tests.stages.audio.conftest import arctic, load_speech, write_wav16
-    from voxhear.benchmarks.talk_bench import rediarize
+    from voxhear.benchmarks.talk_bench import hear_overlap, rediarize
     from voxhear.pipeline.config import load_config
     from voxhear.pipeline.records import SourceRecord
     from voxhear.stages.audio.diarization import read_rttm
@@ -74,7 +74,8 @@ def test_talk_bench_rediarizes_the_runs_audio_into_its_own_folder(tmp_path):
     out = tmp_path / "out"
     (out / "manifests").mkdir(parents=True)
 
-    renamed = rediarize(tmp_path / "run", out, load_config(None, ["inputs=[/tmp]", "diarization.input=mix"]))
+    config = load_config(None, ["inputs=[/tmp]", "diarization.input=mix"])
+    renamed = rediarize(tmp_path / "run", out, config)
     assert list(renamed) == [str(stale)]
     new = renamed[str(stale)]
     assert new == str(out / "work" / "s0" / "turns.rttm")
@@ -82,6 +83,17 @@ def test_talk_bench_rediarizes_the_runs_audio_into_its_own_folder(tmp_path):
     assert stale.read_text() == old_turns  # the run's own turns are left as they were
     [written] = pq.read_table(out / "manifests" / "sources.parquet").to_pylist()
     assert written["rttm_uri"] == new
+    # The talk stage then gets the overlap regions the new diarization found, not the run's.
+    assert hear_overlap(out, config) == {"s0": str(out / "work" / "s0" / "overlap.rttm")}
+
+
+def test_talk_bench_refuses_truth_turns_with_rediarize(tmp_path, capsys):
+    from voxhear.benchmarks.talk_bench import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path), str(tmp_path), str(tmp_path / "out"), "--truth-turns", "--rediarize"])
+    assert stopped.value.code == 2
+    assert "--rediarize would diarize for nothing" in capsys.readouterr().err
 
 
 def test_talk_bench_truth_turns_replace_each_sources_turns_by_the_truths(tmp_path):
