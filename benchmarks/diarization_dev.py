@@ -81,12 +81,10 @@ def evaluate(set_dir: Path, inputs: list[str], overrides: list[str], work: Path)
         if set(inputs) - {"mix"}:
             row = separation.process(row)[0]
         for name in inputs:
-            diarized = SourceRecord(
-                source_uri=str(audio),
-                source_id=f"{truth.name}-{name}",
-                audio_uri=str(audio),
-                speech_uri=row.speech_uri if name != "mix" else "",
-            )
+            # The row as the separation stage left it (the separator's own speech in
+            # `separated_uri`, which diarization reads, and the stems), or for "mix" without it.
+            separated = {} if name != "mix" else {"speech_uri": "", "separated_uri": ""}
+            diarized = dataclasses.replace(row, source_id=f"{truth.name}-{name}", **separated)
             diarized = stages[name].process(diarized)[0]
             for collar in COLLARS:
                 stats[name, collar][truth.name] = der_parts(reference, Path(diarized.rttm_uri), duration, collar)

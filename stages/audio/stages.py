@@ -207,6 +207,7 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
             max_speakers=cfg.max_speakers or None,
             refine_iterations=cfg.refine_iterations,
             refine_min_s=cfg.refine_min_s,
+            resegment_window_s=cfg.resegment_window_s,
             merge_threshold=cfg.merge_threshold,
             window_s=cfg.window_s,
             link_threshold=cfg.link_threshold,

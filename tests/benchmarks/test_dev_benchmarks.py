@@ -46,6 +46,46 @@ def test_diarization_dev_refuses_an_unknown_input_before_reading_anything(tmp_pa
     assert "--input takes mix, speech and both" in capsys.readouterr().err
 
 
+def test_diarization_dev_diarizes_what_the_pipeline_diarizes(tmp_path, monkeypatch):
+    """The "speech" input reads the separator's own speech (`separated_uri`), as the pipeline's
+    diarization does, not the stems' speech with the residue back; "mix" reads neither."""
+    import numpy as np
+    import soundfile as sf
+
+    from voxhear.benchmarks import diarization_dev
+
+    truth = tmp_path / "set" / "truth" / "rec-0"
+    truth.mkdir(parents=True)
+    _rttm(truth / "turns.rttm", [(0.5, 1.5, "A")])
+    (tmp_path / "set" / "audio").mkdir()
+    sf.write(tmp_path / "set" / "audio" / "rec-0.flac", np.zeros(32000, np.float32), 16000)
+    seen = {}
+
+    class Separation:
+        def __init__(self, config, context):
+            pass
+
+        def process(self, row):
+            row.speech_uri, row.separated_uri = "stems-speech.flac", "separated.flac"
+            return [row]
+
+    class Diarization:
+        def __init__(self, config, context):
+            self.input = config.input
+
+        def process(self, row):
+            seen[self.input] = (row.speech_uri, row.separated_uri, row.separator_speech_uri)
+            row.rttm_uri = str(_rttm(tmp_path / f"{self.input}.rttm", [(0.5, 1.5, "x")]))
+            return [row]
+
+    monkeypatch.setattr(diarization_dev, "SeparationStage", Separation)
+    monkeypatch.setattr(diarization_dev, "DiarizationStage", Diarization)
+    report = diarization_dev.evaluate(tmp_path / "set", ["mix", "speech"], [], tmp_path / "work")
+    assert seen["speech"][2] == "separated.flac"
+    assert seen["mix"] == ("", "", "")
+    assert report["speech, collar 0.0"]["pooled"]["der"] == pytest.approx(0.0)
+
+
 @needs_store
 @needs_media
 def test_talk_bench_rediarizes_the_runs_audio_into_its_own_folder(tmp_path):

@@ -421,3 +421,62 @@ def test_the_speech_gate_bound_is_checked():
     assert load_config(None, ["diarization.speech_gate_db=-30"]).diarization.speech_gate_db == -30.0
     with pytest.raises(ConfigError, match="speech_gate_db"):
         load_config(None, ["diarization.speech_gate_db=5"])
+
+
+def test_a_turn_that_holds_two_voices_is_cut_where_the_voice_changes(store):
+    """pyannote's mistake on dense talk: one turn over two people who follow each other after a
+    short pause. Whole-turn refinement can only move the turn whole; the sliding windows cut it."""
+    import torch
+
+    torch.set_num_threads(1)
+    aew, axb = [p.name for p in arctic("aew")], [p.name for p in arctic("axb")]
+    audio, truth = compose([("aew", aew[0]), ("axb", axb[0]), ("aew", aew[1]), ("axb", axb[2])], gap_s=0.3)
+    waveform = torch.from_numpy(audio)
+    # Turns 1-2 of each speaker are right; the last two recordings are one turn of aew.
+    found = [Turn(truth[0].start, truth[0].end, "A"), Turn(truth[1].start, truth[1].end, "B"),
+             Turn(truth[2].start, truth[3].end, "A")]
+    whole = Diarizer(store).refine(waveform, RATE, found)
+    assert [t.speaker for t in whole] == ["A", "B", "A"]
+    cut = Diarizer(store, resegment_window_s=2.0).refine(waveform, RATE, found)
+    assert [t.speaker for t in cut] == ["A", "B", "A", "B"]
+    assert abs(cut[3].start - truth[3].start) < 0.75
+    assert der(truth, cut) < 0.05 < der(truth, whole) - 0.05
+
+
+def test_window_kmeans_keeps_the_turns_speakers_and_moves_windows_between_them():
+    from voxhear.stages.audio.diarization import seeded_window_kmeans
+
+    rng = np.random.default_rng(1)
+    people = {name: rng.standard_normal(32) for name in "AB"}
+
+    def voice(person):
+        v = people[person] + 0.3 * rng.standard_normal(32)
+        return v / np.linalg.norm(v)
+
+    truth = ["A"] * 6 + ["B"] * 6
+    vectors = np.stack([voice(p) for p in truth])
+    # The turn labels put two of B's windows under A (one turn spanning both people).
+    seeds = ["A"] * 8 + ["B"] * 4
+    assert seeded_window_kmeans(vectors, seeds, rounds=3) == truth
+    assert seeded_window_kmeans(vectors, seeds, rounds=0) == seeds
+    # One speaker stays one speaker: the windows do not invent a second.
+    assert seeded_window_kmeans(vectors, ["A"] * 12, rounds=3) == ["A"] * 12
+
+
+def test_a_turn_is_cut_only_between_runs_of_a_window_or_more():
+    from voxhear.stages.audio.diarization import cut_at_speaker_changes, window_starts
+
+    turn = Turn(10.0, 20.0, "A")
+    starts, span = window_starts(turn.start, turn.end, 2.0)
+    assert span == 2.0 and list(starts) == [10.0 + k for k in range(9)]
+    # Windows 0-3 A, a stray B (4), A (5), then B (6-8): one cut, halfway between the centres of
+    # windows 5 and 6 (the stray window alone is too short a run and joins the one before it).
+    said = {0: "A", 1: "A", 2: "A", 3: "A", 4: "B", 5: "A", 6: "B", 7: "B", 8: "B"}
+    assert cut_at_speaker_changes(turn, starts, said, 2.0) == [Turn(10.0, 16.5, "A"), Turn(16.5, 20.0, "B")]
+    # A window without an embedding takes its nearest neighbour's speaker; one speaker, no cut.
+    assert cut_at_speaker_changes(turn, starts, {0: "B", 8: "B"}, 2.0) == [Turn(10.0, 20.0, "B")]
+    # A turn shorter than two windows is one window: relabelled whole, never cut.
+    short = Turn(3.0, 6.5, "A")
+    starts, span = window_starts(short.start, short.end, 2.0)
+    assert list(starts) == [3.0] and span == 3.5
+    assert cut_at_speaker_changes(short, starts, {0: "B"}, 2.0) == [Turn(3.0, 6.5, "B")]
