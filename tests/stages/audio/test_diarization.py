@@ -39,6 +39,18 @@ def der(reference: list[Turn], hypothesis: list[Turn]) -> float:
     return DiarizationErrorRate(collar=0.25)(annotation(reference), annotation(hypothesis))
 
 
+def noisy_voices(names: str, dim: int, seed: int):
+    """person -> a unit "embedding" near that person's random centre (a new one each call)."""
+    rng = np.random.default_rng(seed)
+    people = {name: rng.standard_normal(dim) for name in names}
+
+    def voice(person: str) -> np.ndarray:
+        v = people[person] + 0.3 * rng.standard_normal(dim)
+        return v / np.linalg.norm(v)
+
+    return voice
+
+
 @pytest.fixture(scope="module")
 def diarizer(store):
     import torch
@@ -279,12 +291,7 @@ def test_window_cuts_fall_in_the_quietest_moment_near_each_boundary():
 def test_window_speakers_join_by_embedding_but_never_within_one_window():
     from voxhear.stages.audio.diarization import link_window_speakers
 
-    rng = np.random.default_rng(0)
-    people = {name: rng.standard_normal(16) for name in "ABC"}
-
-    def voice(person):
-        v = people[person] + 0.3 * rng.standard_normal(16)
-        return v / np.linalg.norm(v)
+    voice = noisy_voices("ABC", 16, seed=0)
 
     # window 0: A and B; window 1: A and C; window 2: B alone; window 0 also has "X", close to A.
     plan = [("0:s0", "A"), ("0:s1", "B"), ("1:s0", "C"), ("1:s1", "A"), ("2:s0", "B"), ("0:s2", "A")]
@@ -446,12 +453,7 @@ def test_a_turn_that_holds_two_voices_is_cut_where_the_voice_changes(store):
 def test_window_kmeans_keeps_the_turns_speakers_and_moves_windows_between_them():
     from voxhear.stages.audio.diarization import seeded_window_kmeans
 
-    rng = np.random.default_rng(1)
-    people = {name: rng.standard_normal(32) for name in "AB"}
-
-    def voice(person):
-        v = people[person] + 0.3 * rng.standard_normal(32)
-        return v / np.linalg.norm(v)
+    voice = noisy_voices("AB", 32, seed=1)
 
     truth = ["A"] * 6 + ["B"] * 6
     vectors = np.stack([voice(p) for p in truth])
