@@ -274,14 +274,26 @@ class Diarizer:
             vectors = self._turn_vectors(embedded, rate, turns)
         return turns, vectors
 
-    def _turn_vectors(self, waveform: torch.Tensor, rate: int, turns: list[Turn]) -> dict[int, np.ndarray]:
-        """Turn index -> unit CAM++ embedding of the turn without the parts other turns overlap."""
+    def _turn_vectors(
+        self,
+        waveform: torch.Tensor,
+        rate: int,
+        turns: list[Turn],
+        known: dict[tuple[float, float], np.ndarray] | None = None,
+    ) -> dict[int, np.ndarray]:
+        """Turn index -> unit CAM++ embedding of the turn without the parts other turns overlap;
+        a turn whose span is in `known` (span -> embedding, from the same recording and the
+        same turns' union) keeps that embedding instead of being embedded again."""
         if rate != SAMPLE_RATE:
             raise ValueError(f"refinement expects {SAMPLE_RATE} Hz audio, got {rate}")
         if self.embed is None:
             raise ValueError("refinement needs the CAM++ embedding (pipeline 'campplus')")
         vectors: dict[int, np.ndarray] = {}
         for i, piece, keep in _turn_pieces(waveform, rate, turns, self.refine_min_s):
+            span = (turns[i].start, turns[i].end)
+            if known is not None and span in known:
+                vectors[i] = known[span]
+                continue
             with torch.inference_mode():
                 e = self.embed(piece[None, None, :].to(self.device), weights=keep[None].float().to(self.device))[0]
             if torch.isfinite(e).all():
@@ -306,10 +318,13 @@ class Diarizer:
         vectors = self._turn_vectors(waveform, rate, turns)
         labels = self._kmeans(turns, vectors)
         if self.resegment_window_s > 0 and len(set(labels.values())) > 1:
+            # Cutting a turn leaves the time the turns cover, so an uncut turn's overlap mask,
+            # and its embedding, stay as they were: only the cut pieces are embedded again.
+            known = {(turns[i].start, turns[i].end): v for i, v in vectors.items()}
             turns = self._resegment(
                 waveform, rate, [Turn(t.start, t.end, labels.get(i, t.speaker)) for i, t in enumerate(turns)]
             )
-            vectors = self._turn_vectors(waveform, rate, turns)
+            vectors = self._turn_vectors(waveform, rate, turns, known)
             labels = self._kmeans(turns, vectors)
         refined = [Turn(t.start, t.end, labels.get(i, t.speaker)) for i, t in enumerate(turns)]
         if self.merge_threshold > 0:
@@ -327,22 +342,16 @@ class Diarizer:
     def _kmeans(self, turns: list[Turn], vectors: dict[int, np.ndarray]) -> dict[int, str]:
         """Turn index -> speaker after k-means rounds over whole-turn embeddings (centroids
         weighted by turn length), starting from the turns' own speakers."""
-        labels = {i: turns[i].speaker for i in vectors}
-        speakers = sorted({t.speaker for t in turns})
-        for _ in range(self.refine_iterations):
-            centroids = {}
-            for s in speakers:
-                members = [vectors[i] * (turns[i].end - turns[i].start) for i in vectors if labels[i] == s]
-                if members:
-                    c = np.sum(members, axis=0)
-                    centroids[s] = c / (np.linalg.norm(c) or 1.0)
-            if len(centroids) < 2:
-                break
-            new = {i: max(centroids, key=lambda s: float(vectors[i] @ centroids[s])) for i in vectors}
-            if new == labels:
-                break
-            labels = new
-        return labels
+        if not vectors:
+            return {}
+        index = list(vectors)
+        said = seeded_kmeans(
+            np.stack([vectors[i] for i in index]),
+            [turns[i].speaker for i in index],
+            self.refine_iterations,
+            weights=np.array([turns[i].end - turns[i].start for i in index]),
+        )
+        return dict(zip(index, said, strict=True))
 
     def _resegment(self, waveform: torch.Tensor, rate: int, turns: list[Turn]) -> list[Turn]:
         """Turns cut where the speaker of their sliding windows changes (design doc item 31).
@@ -352,7 +361,7 @@ class Diarizer:
         refinement can only move such a turn whole. Each turn's solo speech (no other turn over
         it) is embedded in windows of `resegment_window_s` (hop: half a window; a turn shorter
         than two windows is one window), the windows of the whole input go through k-means
-        rounds that start from their turns' speakers (`seeded_window_kmeans`: the speakers and
+        rounds that start from their turns' speakers (`seeded_kmeans`: the speakers and
         their count stay pyannote's), and each turn is cut between runs of one speaker
         (`cut_at_speaker_changes`).
         """
@@ -381,9 +390,7 @@ class Diarizer:
                     owners.append((i, k))
         if len(vectors) < 2:
             return turns
-        said = seeded_window_kmeans(
-            np.stack(vectors), [turns[i].speaker for i, _ in owners], self.refine_iterations or 3
-        )
+        said = seeded_kmeans(np.stack(vectors), [turns[i].speaker for i, _ in owners], self.refine_iterations or 3)
         by_turn: dict[int, dict[int, str]] = {}
         for (i, k), speaker in zip(owners, said, strict=True):
             by_turn.setdefault(i, {})[k] = speaker
@@ -433,23 +440,26 @@ def cut_at_speaker_changes(turn: Turn, starts: np.ndarray, said: dict[int, str],
     if len(kept) > 1 and short(kept[0]):
         kept[1][1] = kept[0][1]
         kept.pop(0)
-    if len(kept) == 1 or len(starts) == 1:
+    if len(kept) == 1:
         return [Turn(turn.start, turn.end, kept[0][0])]
     edges = [turn.start] + [round(float(starts[r[1]]) + hop / 2, 3) for r in kept[1:]] + [turn.end]
     return [Turn(edges[k], edges[k + 1], kept[k][0]) for k in range(len(kept))]
 
 
-def seeded_window_kmeans(vectors: np.ndarray, seeds: list[str], rounds: int) -> list[str]:
-    """Speaker of each window (unit vectors) after k-means rounds that start from `seeds` (the
-    speaker of the turn each window lies in): the speakers and their count stay the turns'
-    ones, only which windows they hold changes. A threshold over the windows themselves decides
-    the count badly: their distances depend on the recording (reverberant composed videos split
-    into 9-13 speakers where clean ones did not; design doc item 31)."""
+def seeded_kmeans(vectors: np.ndarray, seeds: list[str], rounds: int, weights: np.ndarray | None = None) -> list[str]:
+    """Speaker of each unit vector (a whole turn's, or a window's) after k-means rounds that
+    start from `seeds` (the speaker of its turn), centroids weighted by `weights` (turn lengths;
+    None: equal): the speakers and at most their count stay the turns' ones, only which vectors
+    they hold changes. For windows, a threshold over the windows themselves decides the count
+    badly: their distances depend on the recording (reverberant composed videos split into up to
+    13 speakers where clean ones did not; design doc item 31)."""
     labels = list(seeds)
+    weighted = vectors if weights is None else vectors * weights[:, None]
     for _ in range(rounds):
         names = sorted(set(labels))
-        centroids = np.stack([vectors[[label == s for label in labels]].sum(axis=0) for s in names])
-        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        centroids = np.stack([weighted[[label == s for label in labels]].sum(axis=0) for s in names])
+        norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+        centroids /= np.where(norms == 0, 1.0, norms)
         new = [names[int(np.argmax(centroids @ v))] for v in vectors]
         if new == labels:
             break

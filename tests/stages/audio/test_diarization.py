@@ -451,7 +451,7 @@ def test_a_turn_that_holds_two_voices_is_cut_where_the_voice_changes(store):
 
 
 def test_window_kmeans_keeps_the_turns_speakers_and_moves_windows_between_them():
-    from voxhear.stages.audio.diarization import seeded_window_kmeans
+    from voxhear.stages.audio.diarization import seeded_kmeans
 
     voice = noisy_voices("AB", 32, seed=1)
 
@@ -459,10 +459,10 @@ def test_window_kmeans_keeps_the_turns_speakers_and_moves_windows_between_them()
     vectors = np.stack([voice(p) for p in truth])
     # The turn labels put two of B's windows under A (one turn spanning both people).
     seeds = ["A"] * 8 + ["B"] * 4
-    assert seeded_window_kmeans(vectors, seeds, rounds=3) == truth
-    assert seeded_window_kmeans(vectors, seeds, rounds=0) == seeds
+    assert seeded_kmeans(vectors, seeds, rounds=3) == truth
+    assert seeded_kmeans(vectors, seeds, rounds=0) == seeds
     # One speaker stays one speaker: the windows do not invent a second.
-    assert seeded_window_kmeans(vectors, ["A"] * 12, rounds=3) == ["A"] * 12
+    assert seeded_kmeans(vectors, ["A"] * 12, rounds=3) == ["A"] * 12
 
 
 def test_a_turn_is_cut_only_between_runs_of_a_window_or_more():
