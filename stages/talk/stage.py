@@ -55,6 +55,7 @@ from voxhear.stages.talk.frame_arrays import FrameArrays
 from voxhear.stages.talk.light_asd import light_asd_onnx, load_light_asd
 from voxhear.stages.talk.overlap import OVERLAP_SELF, heard_overlap_turns, overlap_turns, rival_overlap_turns
 from voxhear.stages.talk.tracks import background_leak_db, read_int24, split_tracks, write_int24
+from voxhear.stages.talk.voice_split import VoiceSplitSettings, self_part
 from voxhear.stages.talk.windows import clip_windows, keyframe_windows, overlap_share, overlap_split_windows
 
 log = logging.getLogger(__name__)
@@ -192,8 +193,8 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         selves = set(decision.self_speakers)
         diarized = turns
         turns = self._lip_checked_turns(row, turns, selves, scores, fps)
-        # The tracks follow the diarized turns: in overlap the stage cannot split two voices, and
-        # the lips' overlap turns would move the other party's speech into the self track.
+        # The tracks follow the diarized turns: the lips' overlap turns would move the other
+        # party's speech into the self track (the voice split learns only diarized speakers' voices).
         audio_turns, audio_selves = turns, selves
         extra = self._overlap_turns(row, turns, selves, scores, n, fps, rivals)
         if extra:
@@ -513,10 +514,13 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         own = [t for t in turns if t.speaker in self_speakers]
         others = [t for t in turns if t.speaker not in self_speakers]
         self_mask = sample_mask(own, start, count, rate, cfg.turn_pad_s, cfg.mask_ramp_s)
-        # Overlapped speech stays in self (it is the on-screen person talking); the frames are
-        # marked `both` and the clip's overlap_share says how much there is.
-        other_mask = sample_mask(others, start, count, rate, cfg.turn_pad_s, cfg.mask_ramp_s) * (1 - self_mask)
-        tracks = split_tracks(mix, speech, self_mask, other_mask)
+        # Where both parties' masks are open (overlap, and the pads where turns meet) the speech is
+        # split between them by their voices' spectra (talk.voice_split_bases); without the split,
+        # or where it cannot learn a voice, it stays in self. The frames are `both` either way.
+        others_mask = sample_mask(others, start, count, rate, cfg.turn_pad_s, cfg.mask_ramp_s)
+        other_mask = others_mask * (1 - self_mask)
+        moved = self._other_voice_in_overlap(row, turns, self_speakers, start, count, self_mask * others_mask)
+        tracks = split_tracks(mix, speech, self_mask, other_mask, moved)
         for name, values in tracks.items():
             path = out_dir / f"{clip.key}.{name}.flac"
             write_int24(path, values, rate)
@@ -529,6 +533,33 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         frame_of_sample = (np.arange(count) / per_frame).astype(int).clip(0, len(speaking) - 1)
         talking = speaking[frame_of_sample]
         clip.background_leak_db = background_leak_db(tracks["background"], mix, talking)
+
+    def _other_voice_in_overlap(
+        self,
+        row: FaceTrackRecord,
+        turns: list[Turn],
+        self_speakers: set[str],
+        start: int,
+        count: int,
+        overlap: np.ndarray,
+    ) -> np.ndarray | None:
+        """Float samples of the clip's speech that are the other party's voice where both parties'
+        masks are open (`overlap`, their product), split off by the voices' own spectra
+        (voice_split.py); None when the split is off, there is no overlap, or a party has too
+        little solo speech nearby to tell its voice."""
+        cfg = self.config
+        if cfg.voice_split_bases is None or not overlap.any():
+            return None
+        rate = 16000
+        context = round(cfg.voice_split_context_s * rate)
+        first = max(0, start - context)
+        speech = read_int24(row.speech_uri, first, start + count + context).astype(np.float64)
+        settings = VoiceSplitSettings(bases=cfg.voice_split_bases, context_s=cfg.voice_split_context_s)
+        own = self_part(speech, first, turns, self_speakers, rate, cfg.turn_pad_s, settings)
+        if own is None:
+            return None
+        window = slice(start - first, start - first + count)
+        return overlap * (speech[window] - own[window])
 
     def _write_words(self, clip: ClipRecord, words: list[dict], self_speakers: set[str], out_dir: Path) -> None:
         inside = []

@@ -29,11 +29,21 @@ def read_int24(path: str | Path, start: int, stop: int) -> np.ndarray:
 
 
 def split_tracks(
-    mix: np.ndarray, speech: np.ndarray, self_mask: np.ndarray, other_mask: np.ndarray
+    mix: np.ndarray,
+    speech: np.ndarray,
+    self_mask: np.ndarray,
+    other_mask: np.ndarray,
+    moved: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Integer self/other/background tracks with self + other + background == mix."""
-    self_track = np.rint(speech * self_mask).astype(np.int64)
-    other_track = np.rint(speech * other_mask).astype(np.int64)
+    """Integer self/other/background tracks with self + other + background == mix.
+
+    `moved` (optional, float samples): speech under the self mask that is the other party's,
+    the other voice of an overlap (voice_split.py); it goes from the self track to the other."""
+    self_speech, other_speech = speech * self_mask, speech * other_mask
+    if moved is not None:
+        self_speech, other_speech = self_speech - moved, other_speech + moved
+    self_track = np.rint(self_speech).astype(np.int64)
+    other_track = np.rint(other_speech).astype(np.int64)
     background = mix - self_track - other_track
     peak = int(np.abs(background).max(initial=0))
     if peak >= LIMIT:
