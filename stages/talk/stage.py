@@ -55,7 +55,7 @@ from voxhear.stages.talk.frame_arrays import FrameArrays
 from voxhear.stages.talk.light_asd import light_asd_onnx, load_light_asd
 from voxhear.stages.talk.overlap import OVERLAP_SELF, heard_overlap_turns, overlap_turns, rival_overlap_turns
 from voxhear.stages.talk.tracks import background_leak_db, read_int24, split_tracks, write_int24
-from voxhear.stages.talk.voice_split import VoiceSplitSettings, self_part
+from voxhear.stages.talk.voice_split import VoiceSplitSettings, self_part, voiced_overlap_turns
 from voxhear.stages.talk.windows import clip_windows, keyframe_windows, overlap_share, overlap_split_windows
 
 log = logging.getLogger(__name__)
@@ -193,10 +193,15 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         selves = set(decision.self_speakers)
         diarized = turns
         turns = self._lip_checked_turns(row, turns, selves, scores, fps)
-        # The tracks follow the diarized turns: the lips' overlap turns would move the other
-        # party's speech into the self track (the voice split learns only diarized speakers' voices).
+        # The tracks follow the diarized turns: a whole overlap turn from the lips would move the
+        # other party's speech into the self track. Those turns reach the tracks only through the
+        # voice split (`voiced`, below), which gives each party its own voice's share.
         audio_turns, audio_selves = turns, selves
         extra = self._overlap_turns(row, turns, selves, scores, n, fps, rivals)
+        voiced: list[Turn] = []
+        if extra and cfg.voice_split_bases is not None and cfg.voice_split_added_overlap:
+            # The tracks may follow these too, but only through the voice split (never whole).
+            voiced = voiced_overlap_turns(extra, turns, selves, decision.self_speaker, OVERLAP_SELF)
         if extra:
             turns = sorted([*turns, *extra], key=lambda t: (t.start, t.end, t.speaker))
             if any(t.speaker == OVERLAP_SELF for t in extra):
@@ -233,7 +238,9 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
             clip.embedding_spread = spread
             self._label(clip, states[a:b], fps)
             self._write_frames(clip, arrays, scores, states, a, b, out_dir)
-            self._write_audio(clip, row, audio_turns, audio_selves, self_active[a:b] | other_active[a:b], fps, out_dir)
+            self._write_audio(
+                clip, row, audio_turns, audio_selves, self_active[a:b] | other_active[a:b], fps, out_dir, voiced
+            )
             self._write_words(clip, words, selves, out_dir)
             self._measure_face(clip, arrays, a, b)
             self._filter(clip)
@@ -504,23 +511,20 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         speaking: np.ndarray,
         fps: float,
         out_dir: Path,
+        voiced: list[Turn] | None = None,
     ) -> None:
-        cfg = self.config
+        """The clip's mix / self / other / background tracks. `voiced`: overlap turns beyond the
+        diarized `turns` (voice_split.voiced_overlap_turns) that open both parties' masks, used only
+        where the voice split can act; without a split the masks follow `turns` alone."""
         rate = 16000
         start = round(clip.clip_start_frame * rate / fps)
         count = round((clip.clip_end_frame - clip.clip_start_frame) * rate / fps)
         mix = read_int24(row.audio_uri, start, start + count)
         speech = read_int24(row.speech_uri, start, start + count)
-        own = [t for t in turns if t.speaker in self_speakers]
-        others = [t for t in turns if t.speaker not in self_speakers]
-        self_mask = sample_mask(own, start, count, rate, cfg.turn_pad_s, cfg.mask_ramp_s)
-        # Where both parties' masks are open (overlap, and the pads where turns meet) the speech is
-        # split between them by their voices' spectra (talk.voice_split_bases); without the split,
-        # or where it cannot learn a voice, it stays in self. The frames are `both` either way.
-        others_mask = sample_mask(others, start, count, rate, cfg.turn_pad_s, cfg.mask_ramp_s)
-        other_mask = others_mask * (1 - self_mask)
-        moved = self._other_voice_in_overlap(row, turns, self_speakers, start, count, self_mask * others_mask)
-        tracks = split_tracks(mix, speech, self_mask, other_mask, moved)
+        tracks, split = self._tracks(row, mix, speech, turns, voiced or [], self_speakers, start, count)
+        if voiced and not split:
+            # The added overlap only ever opens both masks for the split, never moves speech whole.
+            tracks, _ = self._tracks(row, mix, speech, turns, [], self_speakers, start, count)
         for name, values in tracks.items():
             path = out_dir / f"{clip.key}.{name}.flac"
             write_int24(path, values, rate)
@@ -534,6 +538,32 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         talking = speaking[frame_of_sample]
         clip.background_leak_db = background_leak_db(tracks["background"], mix, talking)
 
+    def _tracks(
+        self,
+        row: FaceTrackRecord,
+        mix: np.ndarray,
+        speech: np.ndarray,
+        turns: list[Turn],
+        added: list[Turn],
+        self_speakers: set[str],
+        start: int,
+        count: int,
+    ) -> tuple[dict[str, np.ndarray], bool]:
+        """split_tracks under the masks of `turns` + `added`, and whether the voice split acted."""
+        cfg = self.config
+        rate = 16000
+        every = [*turns, *added]
+        own = [t for t in every if t.speaker in self_speakers]
+        others = [t for t in every if t.speaker not in self_speakers]
+        self_mask = sample_mask(own, start, count, rate, cfg.turn_pad_s, cfg.mask_ramp_s)
+        # Where both parties' masks are open (overlap, and the pads where turns meet) the speech is
+        # split between them by their voices' spectra (talk.voice_split_bases); without the split,
+        # or where it cannot learn a voice, it stays in self. The frames are `both` either way.
+        others_mask = sample_mask(others, start, count, rate, cfg.turn_pad_s, cfg.mask_ramp_s)
+        other_mask = others_mask * (1 - self_mask)
+        moved = self._other_voice_in_overlap(row, turns, self_speakers, start, count, self_mask * others_mask, added)
+        return split_tracks(mix, speech, self_mask, other_mask, moved), moved is not None
+
     def _other_voice_in_overlap(
         self,
         row: FaceTrackRecord,
@@ -542,6 +572,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         start: int,
         count: int,
         overlap: np.ndarray,
+        added: list[Turn] | None = None,
     ) -> np.ndarray | None:
         """Float samples of the clip's speech that are the other party's voice where both parties'
         masks are open (`overlap`, their product), split off by the voices' own spectra
@@ -555,7 +586,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         first = max(0, start - context)
         speech = read_int24(row.speech_uri, first, start + count + context).astype(np.float64)
         settings = VoiceSplitSettings(bases=cfg.voice_split_bases, context_s=cfg.voice_split_context_s)
-        own = self_part(speech, first, turns, self_speakers, rate, cfg.turn_pad_s, settings)
+        own = self_part(speech, first, turns, self_speakers, rate, cfg.turn_pad_s, settings, added)
         if own is None:
             return None
         window = slice(start - first, start - first + count)

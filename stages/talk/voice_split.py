@@ -101,6 +101,32 @@ def _frame_activity(turns: list[Turn], speakers: list[str], start: int, n_frames
     return active
 
 
+def voiced_overlap_turns(
+    added: list[Turn],
+    turns: list[Turn],
+    self_speakers: set[str],
+    self_speaker: str,
+    self_label: str,
+    reach_s: float = 5.0,
+) -> list[Turn]:
+    """The overlap turns the talk stage adds to the states (the lips, the mix: overlap.py) given a
+    speaker whose voice the split knows: this face's (`self_label` turns) become `self_speaker`'s;
+    the other party's become those of the other speaker whose turn is nearest in time (within
+    `reach_s`; else left out), most often the one the overlap interrupts or answers."""
+    others = [t for t in turns if t.speaker not in self_speakers]
+    out = []
+    for t in added:
+        if t.speaker == self_label:
+            if self_speaker:
+                out.append(Turn(t.start, t.end, self_speaker))
+        elif others:
+            gaps = [max(o.start - t.end, t.start - o.end, 0.0) for o in others]
+            nearest = int(np.argmin(gaps))
+            if gaps[nearest] <= reach_s:
+                out.append(Turn(t.start, t.end, others[nearest].speaker))
+    return out
+
+
 def self_part(
     speech: np.ndarray,
     start: int,
@@ -109,16 +135,23 @@ def self_part(
     rate: int,
     pad_s: float,
     settings: VoiceSplitSettings,
+    added: list[Turn] | None = None,
 ) -> np.ndarray | None:
     """The self party's part of `speech` (float samples from source sample `start`) where its turns
     and another party's overlap; elsewhere the speech itself. None where nothing can be split (no
     overlap between the parties, or a party with too little solo speech nearby to learn from).
 
+    `added`: overlap turns beyond the diarized `turns` (`voiced_overlap_turns`), split like
+    diarized overlap. Where a party has no dictionary, the speech goes to the party whose
+    diarized turn it is (self where both have one), as without the split.
+
     The caller uses it only where both parties' masks are open; the other party's part there is
     `speech - self_part`."""
     n = len(speech)
     end = start + n
-    near = [t for t in turns if t.end + pad_s > start / rate and t.start - pad_s < end / rate]
+    base = [t for t in turns if t.end + pad_s > start / rate and t.start - pad_s < end / rate]
+    extra = [t for t in added or [] if t.end + pad_s > start / rate and t.start - pad_s < end / rate]
+    near = base + extra
     speakers = sorted({t.speaker for t in near})
     if not any(s in self_speakers for s in speakers) or all(s in self_speakers for s in speakers):
         return None
@@ -143,7 +176,11 @@ def self_part(
         if len(columns) > cap:
             columns = columns[np.linspace(0, len(columns) - 1, cap).astype(int)]
         bases[speaker] = learn_bases(magnitude[:, columns], settings.bases, settings.iterations)
+    # Where a group cannot be split, the speech stays with self where self has a diarized turn
+    # (as without the split) and goes to the other party in the overlap only `added` gave self.
+    diarized_self = _frame_activity(base, speakers, start, n_frames, rate, pad_s)[is_self].any(0)
     mask = np.ones_like(magnitude)
+    mask[:, both & ~diarized_self] = 0.0
     groups: dict[tuple[int, ...], list[int]] = {}
     for f in np.flatnonzero(both):
         groups.setdefault(tuple(int(i) for i in np.flatnonzero(padded[:, f])), []).append(int(f))
@@ -151,7 +188,7 @@ def self_part(
     for group, frames in groups.items():
         present = [i for i in group if speakers[i] in bases]
         if not any(is_self[i] for i in present) or all(is_self[i] for i in present):
-            continue  # a party without a dictionary: its overlap stays with self, as without the split
+            continue  # a party without a dictionary: the fallback above
         w = np.concatenate([bases[speakers[i]] for i in present], axis=1)
         h = fit_activations(magnitude[:, frames], w, settings.iterations)
         k = settings.bases

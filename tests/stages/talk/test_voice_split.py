@@ -117,3 +117,56 @@ def test_the_stage_moves_the_other_voice_only_where_both_masks_are_open_and_only
     assert si_sdr(part[overlap.start - start :], b[: count - (overlap.start - start)]) > 2.5
     # Without context the clip holds no solo speech of A: nothing to learn A's voice from.
     assert moved(voice_split_context_s=0.0) is None
+
+
+def test_added_overlap_turns_take_the_faces_speaker_or_the_nearest_other_speaker():
+    from voxhear.stages.talk.overlap import OVERLAP_OTHER, OVERLAP_SELF
+    from voxhear.stages.talk.voice_split import voiced_overlap_turns
+
+    turns = [Turn(0.0, 2.0, "A"), Turn(2.0, 4.0, "B"), Turn(10.0, 12.0, "C")]
+    added = [
+        Turn(3.0, 3.5, OVERLAP_SELF),
+        Turn(1.0, 1.5, OVERLAP_OTHER),
+        Turn(11.0, 11.5, OVERLAP_OTHER),
+        Turn(30.0, 31.0, OVERLAP_OTHER),
+    ]
+    voiced = voiced_overlap_turns(added, turns, {"A"}, "A", OVERLAP_SELF)
+    # This face's added turn is its speaker's; the others' go to the nearest other speaker in time,
+    # and one with nobody within 5 s is left out.
+    assert [(t.start, t.speaker) for t in voiced] == [(3.0, "A"), (1.0, "B"), (11.0, "C")]
+    assert voiced_overlap_turns(added[:1], turns, {"A"}, "", OVERLAP_SELF) == []  # no own speaker: nothing
+
+
+@needs_media
+def test_added_overlap_is_split_too_and_never_moves_speech_whole(tmp_path):
+    import soundfile as sf
+
+    from voxhear.pipeline.models import ModelStore
+    from voxhear.pipeline.records import FaceTrackRecord
+    from voxhear.pipeline.stage import RunContext
+    from voxhear.stages.talk.config import TalkConfig
+    from voxhear.stages.talk.stage import TalkStage
+
+    speech, turns, overlap, a, _ = conversation()
+    diarized = [t for t in turns if not (t.speaker == "A" and t.start > 0)]  # the overlap heard as B's alone
+    added = [Turn(overlap.start / RATE, overlap.stop / RATE, "A")]  # the lips say A talks too
+    own = self_part(speech, 0, diarized, {"A"}, RATE, 0.0, SETTINGS, added)
+    assert own is not None and si_sdr(own[overlap], a) > si_sdr(speech[overlap], a) + 2.5
+
+    # Through the stage: with A's solo speech the added turn opens both masks and A's voice moves
+    # into the self track; without it (no dictionary for A) the split cannot act, and the tracks
+    # are made from the diarized turns alone: B keeps the whole overlap, self gets none of it.
+    path = tmp_path / "speech.flac"
+    sf.write(path, (np.round(speech).astype(np.int64) << 8).astype(np.int32), RATE, subtype="PCM_24")
+    row = FaceTrackRecord(source_uri="v.mp4", source_id="v", speech_uri=str(path))
+    stage = TalkStage(TalkConfig(), RunContext(run_dir=tmp_path, model_store=ModelStore()))
+    mix = np.round(speech).astype(np.int64)
+    ints = mix.copy()
+    tracks, split = stage._tracks(row, mix, ints, diarized, added, {"A"}, 0, len(mix))
+    inner = slice(overlap.start + RATE // 5, overlap.stop)  # past the pads and ramps of B's turn start
+    assert split and si_sdr(tracks["self"][inner].astype(float), a[inner.start - overlap.start :]) > 2.5
+    only_b = [t for t in diarized if t.speaker == "B"]
+    tracks, split = stage._tracks(row, mix, ints, only_b, added, {"A"}, 0, len(mix))
+    assert not split
+    tracks, _ = stage._tracks(row, mix, ints, only_b, [], {"A"}, 0, len(mix))
+    assert not tracks["self"].any() and np.array_equal(tracks["other"][inner], ints[inner])
