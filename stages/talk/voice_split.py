@@ -114,13 +114,16 @@ def voiced_overlap_turns(
     the other party's become those of the other speaker whose turn is nearest in time (within
     `reach_s`; else left out), most often the one the overlap interrupts or answers."""
     others = [t for t in turns if t.speaker not in self_speakers]
+    # As arrays: a long source has thousands of turns, and this runs per track.
+    starts = np.array([o.start for o in others])
+    ends = np.array([o.end for o in others])
     out = []
     for t in added:
         if t.speaker == self_label:
             if self_speaker:
                 out.append(Turn(t.start, t.end, self_speaker))
         elif others:
-            gaps = [max(o.start - t.end, t.start - o.end, 0.0) for o in others]
+            gaps = np.maximum(np.maximum(starts - t.end, t.start - ends), 0.0)
             nearest = int(np.argmin(gaps))
             if gaps[nearest] <= reach_s:
                 out.append(Turn(t.start, t.end, others[nearest].speaker))
