@@ -198,10 +198,7 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         # voice split (`voiced`, below), which gives each party its own voice's share.
         audio_turns, audio_selves = turns, selves
         extra = self._overlap_turns(row, turns, selves, scores, n, fps, rivals)
-        voiced: list[Turn] = []
-        if extra and cfg.voice_split_bases is not None and cfg.voice_split_added_overlap:
-            # The tracks may follow these too, but only through the voice split (never whole).
-            voiced = voiced_overlap_turns(extra, turns, selves, decision.self_speaker, OVERLAP_SELF)
+        voiced = self._voiced_overlap(extra, turns, selves, decision.self_speaker)
         if extra:
             turns = sorted([*turns, *extra], key=lambda t: (t.start, t.end, t.speaker))
             if any(t.speaker == OVERLAP_SELF for t in extra):
@@ -537,6 +534,15 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
         frame_of_sample = (np.arange(count) / per_frame).astype(int).clip(0, len(speaking) - 1)
         talking = speaking[frame_of_sample]
         clip.background_leak_db = background_leak_db(tracks["background"], mix, talking)
+
+    def _voiced_overlap(self, extra: list[Turn], turns: list[Turn], selves: set[str], self_speaker: str) -> list[Turn]:
+        """The overlap turns the lips and the mix added (`extra`) as turns of speakers whose voices
+        the split knows (voice_split.voiced_overlap_turns), when the split and
+        talk.voice_split_added_overlap are on. The tracks take them only through the split."""
+        cfg = self.config
+        if not extra or cfg.voice_split_bases is None or not cfg.voice_split_added_overlap:
+            return []
+        return voiced_overlap_turns(extra, turns, selves, self_speaker, OVERLAP_SELF)
 
     def _tracks(
         self,

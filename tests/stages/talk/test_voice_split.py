@@ -170,3 +170,22 @@ def test_added_overlap_is_split_too_and_never_moves_speech_whole(tmp_path):
     assert not split
     tracks, _ = stage._tracks(row, mix, ints, only_b, [], {"A"}, 0, len(mix))
     assert not tracks["self"].any() and np.array_equal(tracks["other"][inner], ints[inner])
+
+
+def test_the_stage_gives_the_tracks_the_added_overlap_only_when_both_settings_are_on(tmp_path):
+    from voxhear.pipeline.models import ModelStore
+    from voxhear.pipeline.stage import RunContext
+    from voxhear.stages.talk.config import TalkConfig
+    from voxhear.stages.talk.overlap import OVERLAP_OTHER, OVERLAP_SELF
+    from voxhear.stages.talk.stage import TalkStage
+
+    turns = [Turn(0.0, 2.0, "A"), Turn(2.0, 4.0, "B")]
+    extra = [Turn(3.0, 3.5, OVERLAP_SELF), Turn(1.0, 1.5, OVERLAP_OTHER)]
+
+    def voiced(**settings):
+        stage = TalkStage(TalkConfig(**settings), RunContext(run_dir=tmp_path, model_store=ModelStore()))
+        return [(t.start, t.speaker) for t in stage._voiced_overlap(extra, turns, {"A"}, "A")]
+
+    assert voiced() == [(3.0, "A"), (1.0, "B")]
+    assert voiced(voice_split_added_overlap=False) == []
+    assert voiced(voice_split_bases=None) == []
