@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from threadpoolctl import threadpool_limits
 
 from voxhear.pipeline.inputs import local_path
 from voxhear.pipeline.io import atomic_path
@@ -142,6 +143,13 @@ class TalkStage(Stage[FaceTrackRecord, ClipRecord]):
     # ------------------------------------------------------------------------------------------
 
     def process(self, row: FaceTrackRecord) -> list[ClipRecord]:
+        # numpy's BLAS (the voice split's matrix products) held to the worker's threads, as torch
+        # and onnxruntime are: on 2 cores its own threads more than doubled the split's CPU time
+        # and made the stage slower, not faster (README, "Long inputs").
+        with threadpool_limits(limits=self.config.threads, user_api="blas"):
+            return self._track_clips(row)
+
+    def _track_clips(self, row: FaceTrackRecord) -> list[ClipRecord]:
         cfg = self.config
         fps = row.norm_fps or 25.0
         n = row.track_end_frame - row.track_start_frame

@@ -189,7 +189,7 @@ def test_tracks_add_up_to_the_mix_exactly_after_a_flac_round_trip(tmp_path):
         back[name] = read_int24(tmp_path / f"{name}.flac", 0, n)
         assert np.array_equal(back[name], values)
     assert np.array_equal(back["self"] + back["other"] + back["background"], back["mix"])
-    assert not back["self"][int(0.6 * n):].any() and not back["other"][: int(0.3 * n)].any()
+    assert not back["self"][int(0.6 * n) :].any() and not back["other"][: int(0.3 * n)].any()
 
 
 def test_a_background_that_would_clip_is_an_error_not_a_wrapped_sample():
@@ -198,9 +198,16 @@ def test_a_background_that_would_clip_is_an_error_not_a_wrapped_sample():
         split_tracks(mix, -mix, np.ones(10), np.zeros(10))
 
 
-@pytest.mark.parametrize("frames,expected", [
-    (40, []), (50, [(0, 50)]), (500, [(0, 500)]), (501, [(0, 250), (250, 501)]), (1200, [(0, 400), (400, 800), (800, 1200)]),
-])
+@pytest.mark.parametrize(
+    "frames,expected",
+    [
+        (40, []),
+        (50, [(0, 50)]),
+        (500, [(0, 500)]),
+        (501, [(0, 250), (250, 501)]),
+        (1200, [(0, 400), (400, 800), (800, 1200)]),
+    ],
+)
 def test_clip_windows_stay_within_the_length_range(frames, expected):
     assert clip_windows(frames, 25.0, 2.0, 20.0) == expected
 
@@ -222,16 +229,27 @@ def test_the_other_faces_of_the_shot_are_found_and_their_asd_computed_once(tmp_p
         return path
 
     own = track("v-face0-00000400", 10, 50)
-    track("v-face1-00001200", 30, 70)    # same shot, on screen with face0
-    track("v-face2-00002200", 55, 75)    # same shot, after face0 has gone
+    track("v-face1-00001200", 30, 70)  # same shot, on screen with face0
+    track("v-face2-00002200", 55, 75)  # same shot, after face0 has gone
     track("v-face0-00004000", 100, 120)  # the next shot: a different shot's rows, never linked
 
     def record(key: str, first: int, last: int) -> FaceTrackRecord:
-        return FaceTrackRecord(source_uri="v.mp4", source_id="v", frames_uri=str(faces / f"{key}.npz"),
-                               start_frame=0, end_frame=80, track_start_frame=first, track_end_frame=last + 1)
+        return FaceTrackRecord(
+            source_uri="v.mp4",
+            source_id="v",
+            frames_uri=str(faces / f"{key}.npz"),
+            start_frame=0,
+            end_frame=80,
+            track_start_frame=first,
+            track_end_frame=last + 1,
+        )
 
-    shot_rows = [record("v-face0-00000400", 10, 50), record("v-face1-00001200", 30, 70),
-                 record("v-face2-00002200", 55, 75), FaceTrackRecord(source_uri="v.mp4", source_id="v")]
+    shot_rows = [
+        record("v-face0-00000400", 10, 50),
+        record("v-face1-00001200", 30, 70),
+        record("v-face2-00002200", 55, 75),
+        FaceTrackRecord(source_uri="v.mp4", source_id="v"),
+    ]
     _link_co_visible(shot_rows)  # what the face stage does once all tracks of the shot are written
     row = shot_rows[0]
     assert row.co_visible_frames_uris == [str(faces / "v-face1-00001200.npz")]
@@ -328,12 +346,16 @@ def test_still_lips_inside_a_self_turn_cut_that_part_out_for_someone_else():
     scores[100:] = -1.0
     out = still_runs(turns, {"A"}, scores, 0, 25.0, min_frames=12, below=0.0)
     assert [(t.start, t.end, t.speaker) for t in out] == [
-        (0.0, 1.6, "A"), (1.6, 2.4, "A" + NOT_THIS_FACE), (2.4, 4.0, "A"), (4.0, 5.0, "B")
+        (0.0, 1.6, "A"),
+        (1.6, 2.4, "A" + NOT_THIS_FACE),
+        (2.4, 4.0, "A"),
+        (4.0, 5.0, "B"),
     ]
     # A run reaching the turn's end takes the end; talking lips throughout leave the turns alone.
     scores[60:100] = -1.0
     assert [(t.start, t.end, t.speaker) for t in still_runs(turns, {"A"}, scores, 0, 25.0, 12, 0.0)][1:3] == [
-        (1.6, 4.0, "A" + NOT_THIS_FACE), (4.0, 5.0, "B")
+        (1.6, 4.0, "A" + NOT_THIS_FACE),
+        (4.0, 5.0, "B"),
     ]
     assert still_runs(turns, {"A"}, np.full(125, 3.0, np.float32), 0, 25.0, 12, 0.0) == turns
 
@@ -357,7 +379,9 @@ def test_the_stage_checks_self_turns_against_the_lips_as_configured(tmp_path):
     scores[40:60] = -1.0  # still lips at 1.6-2.4 s inside A's turn
     cut = _talk_stage(tmp_path)._lip_checked_turns(row, turns, {"A"}, scores, 25.0)
     assert [(t.start, t.end, t.speaker) for t in cut][:3] == [
-        (0.0, 1.6, "A"), (1.6, 2.4, "A" + NOT_THIS_FACE), (2.4, 4.0, "A")
+        (0.0, 1.6, "A"),
+        (1.6, 2.4, "A" + NOT_THIS_FACE),
+        (2.4, 4.0, "A"),
     ]
     assert _talk_stage(tmp_path, still_run_logit=None)._lip_checked_turns(row, turns, {"A"}, scores, 25.0) is turns
     talking = np.full(125, 3.0, np.float32)
@@ -375,8 +399,13 @@ def test_the_stage_merges_a_voice_the_face_beside_it_is_silent_for_only_when_tol
     active = frame_activity(turns, speakers, 0, 150, 25.0)
     own = _scores(active[0], 4.3, -0.5) + _scores(active[2], 3.0, 0.0)
     beside = ("v-face1-0", 0, _scores(active[1], 4.0, -0.5))
-    row = FaceTrackRecord(source_uri="v.mp4", source_id="v", track_start_frame=0, track_end_frame=150,
-                          frames_uri=str(tmp_path / "v-face0-0.npz"))
+    row = FaceTrackRecord(
+        source_uri="v.mp4",
+        source_id="v",
+        track_start_frame=0,
+        track_end_frame=150,
+        frames_uri=str(tmp_path / "v-face0-0.npz"),
+    )
     decided = _talk_stage(tmp_path)._decide(row, own, active, turns, speakers, 25.0, [beside])
     assert decided.self_speakers == ("S0", "S2")
     off_stage = _talk_stage(tmp_path, merge_rival_silent_voices=False)
@@ -392,7 +421,9 @@ def test_the_stage_pads_frame_states_only_when_told(tmp_path):
     row = FaceTrackRecord(source_uri="v.mp4", source_id="v", track_start_frame=0, track_end_frame=100)
     turns = [Turn(0.0, 1.0, "A"), Turn(2.0, 3.0, "B")]
     active = frame_activity(turns, ["A", "B"], 0, 100, 25.0)
-    plain, self_active, other_active = _talk_stage(tmp_path)._frame_states(row, turns, ["A", "B"], active, {"A"}, 100, 25.0)
+    plain, self_active, other_active = _talk_stage(tmp_path)._frame_states(
+        row, turns, ["A", "B"], active, {"A"}, 100, 25.0
+    )
     assert (plain == frame_states(active[0], active[1])).all()
     assert (self_active == active[0]).all() and (other_active == active[1]).all()
     padded, *_ = _talk_stage(tmp_path, state_pad_s=0.1)._frame_states(row, turns, ["A", "B"], active, {"A"}, 100, 25.0)
@@ -429,6 +460,28 @@ def test_words_follow_a_voice_split_between_faces():
     from voxhear.stages.talk.stage import _with_turn_speakers
 
     turns = [Turn(0.0, 2.0, f"A{SAID_BY}f0"), Turn(3.0, 5.0, f"A{SAID_BY}f1" + NOT_THIS_FACE), Turn(6, 7, "A")]
-    words = [{"word": w, "start_s": s, "end_s": s + 0.4, "speaker": "A"} for w, s in (("x", 0.5), ("y", 3.5), ("z", 6.1))]
+    words = [
+        {"word": w, "start_s": s, "end_s": s + 0.4, "speaker": "A"} for w, s in (("x", 0.5), ("y", 3.5), ("z", 6.1))
+    ]
     out = _with_turn_speakers(words, turns)
     assert [w["speaker"] for w in out] == [f"A{SAID_BY}f0", f"A{SAID_BY}f1" + NOT_THIS_FACE, "A"]
+
+
+def test_the_stage_holds_numpys_blas_to_its_threads(tmp_path, monkeypatch):
+    """TalkStage.process runs a track with numpy's BLAS held to `talk.threads` (the voice split's
+    matrix products), and leaves the process's own setting as it found it."""
+    from threadpoolctl import threadpool_info
+
+    from voxhear.pipeline.records import FaceTrackRecord
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    np.ones((64, 64)) @ np.ones((64, 64))  # BLAS loaded
+    before = blas_threads()
+    seen = []
+    stage = _talk_stage(tmp_path, threads=1)
+    monkeypatch.setattr(stage, "_track_clips", lambda row: seen.append(blas_threads()) or [])
+    assert stage.process(FaceTrackRecord(source_uri="v.mp4", source_id="v")) == []
+    assert seen == [{1}]
+    assert blas_threads() == before
