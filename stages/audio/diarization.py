@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -112,6 +113,8 @@ class Diarizer:
         merge_threshold: float = 0.0,
         window_s: float = 0.0,
         link_threshold: float = 0.4,
+        overlap_step: float = 0.1,
+        overlap_min_count: float = 1.2,
         device: str | None = None,
         embedding_backend: str = "onnx",
         threads: int | None = None,
@@ -127,6 +130,8 @@ class Diarizer:
         self.resegment_window_s = resegment_window_s
         self.merge_threshold = merge_threshold
         self.window_s, self.link_threshold = window_s, link_threshold
+        self.overlap_step, self.overlap_min_count = overlap_step, overlap_min_count
+        self._overlap_inference: Any = None  # the segmentation at overlap_step, built on first use
         self.embed: torch.nn.Module | None = None
         if pipeline == "official":
             self.pipeline = _official_pipeline(store)
@@ -195,20 +200,56 @@ class Diarizer:
         return [(round(s, 3), round(e, 3)) for s, e in joined if e - s >= min_s]
 
     def _overlap_window(self, audio: np.ndarray, rate: int) -> list[tuple[float, float]]:
-        """Regions of one window with an instantaneous speaker count of at least 2, as pyannote's
-        diarization counts them (its chunks' binarized local speakers, aggregated per frame)."""
-        pipeline = self.pipeline
+        """Regions of one window where the mean number of local speakers over the 10 s chunks
+        that cover a frame (pyannote's binarized segmentation, chunks every `overlap_step` of
+        their length) is at least `overlap_min_count`.
+
+        pyannote's own speaker count rounds that mean; with its chunks every 5 s (the diarization's
+        step) each frame has two chunks, so one chunk hearing two voices marked overlap (mean 1.5).
+        Chunks every 1 s give each frame ten votes, and a lower bound hears more of the overlap
+        (realistic tuning set: 52% of it at a precision of 0.81, against 62% at 0.77 at 1.2 with
+        step 0.1; README, "Real people"). `overlap_step=0.5, overlap_min_count=1.5` is the count
+        pyannote's diarization uses.
+        """
+        from pyannote.audio import Inference
+
         if len(audio) < rate // 10:
             return []
+        segmentation = self._overlap_segmentation()
         waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
-        segmentations = pipeline.get_segmentations({"waveform": waveform, "sample_rate": rate})
-        count = pipeline.speaker_count(segmentations, pipeline._segmentation.model.receptive_field, warm_up=(0.0, 0.0))
+        segmentations = segmentation({"waveform": waveform, "sample_rate": rate})
+        trimmed = Inference.trim(segmentations, warm_up=(0.0, 0.0))
+        count = Inference.aggregate(
+            np.sum(trimmed, axis=-1, keepdims=True),
+            segmentation.model.receptive_field,
+            hamming=False,
+            missing=0.0,
+            skip_average=False,
+        )
         frames = count.sliding_window
-        many = np.asarray(count.data).reshape(-1) >= 2
+        many = np.asarray(count.data).reshape(-1) >= self.overlap_min_count
         duration = len(audio) / rate
         return [
             (max(0.0, frames[i].middle), min(duration, frames[j - 1].middle + frames.step)) for i, j in runs_of(many)
         ]
+
+    def _overlap_segmentation(self):
+        """pyannote's segmentation model as an inference whose 10 s chunks step by
+        `overlap_step` of their length (the diarization's own steps by `segmentation_step`)."""
+        if self._overlap_inference is None:
+            from pyannote.audio import Inference
+
+            model = self.pipeline._segmentation.model
+            duration = model.specifications.duration
+            self._overlap_inference = Inference(
+                model,
+                duration=duration,
+                step=self.overlap_step * duration,
+                skip_aggregation=True,
+                batch_size=self.pipeline._segmentation.batch_size,
+                device=self.device,
+            )
+        return self._overlap_inference
 
     def _diarize(self, read: Callable[[int, int], Piece], n: int, rate: int) -> list[Turn]:
         """Whole input in one pyannote call when it is short; else windows joined by speaker.

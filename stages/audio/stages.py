@@ -211,6 +211,8 @@ class DiarizationStage(Stage[SourceRecord, SourceRecord]):
             merge_threshold=cfg.merge_threshold,
             window_s=cfg.window_s,
             link_threshold=cfg.link_threshold,
+            overlap_step=cfg.overlap_step,
+            overlap_min_count=cfg.overlap_min_count,
             embedding_backend=cfg.embedding_backend,
             threads=cfg.threads,
         )

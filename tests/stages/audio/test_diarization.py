@@ -101,7 +101,7 @@ def test_rttm_round_trip(tmp_path):
 
 
 def test_music_only_is_filtered_as_no_speech(tmp_path, store):
-    music = load_speech("../background/Kevin_MacLeod_-_Vibe_Ace.hq.ogg")[RATE * 10:RATE * 22]
+    music = load_speech("../background/Kevin_MacLeod_-_Vibe_Ace.hq.ogg")[RATE * 10 : RATE * 22]
     path = write_wav16(tmp_path / "audio16k.wav", 0.3 * music)
     context = RunContext(run_dir=tmp_path / "run", model_store=store)
     row = SourceRecord(source_uri="music.mp4", source_id="music", audio_uri=str(path), duration_s=12.0)
@@ -126,8 +126,14 @@ def test_speakers_whose_turn_centroids_are_close_are_merged():
         return u / np.linalg.norm(u)
 
     # Turns 0-3: one person split into A and B; turns 4-5: somebody else (C).
-    vectors = {0: near(person, 0.3), 1: near(person, 0.3), 2: near(person, 0.3), 3: near(person, 0.3),
-               4: near(other, 0.3), 5: near(other, 0.3)}
+    vectors = {
+        0: near(person, 0.3),
+        1: near(person, 0.3),
+        2: near(person, 0.3),
+        3: near(person, 0.3),
+        4: near(other, 0.3),
+        5: near(other, 0.3),
+    }
     labels = {0: "A", 1: "A", 2: "B", 3: "B", 4: "C", 5: "C"}
     durations = dict.fromkeys(vectors, 2.0)
     renamed = merge_close_speakers(vectors, labels, durations, threshold=0.4)
@@ -153,17 +159,25 @@ def test_diarization_input_chooses_the_mix_or_the_separated_speech(tmp_path):
         return [Turn(0.0, 1.0, "SPEAKER_00")], 1.0
 
     for choice, expected in (("speech", "speech.flac"), ("mix", "mix.wav"), ("both", ("mix.wav", "speech.flac"))):
-        stage = DiarizationStage(DiarizationConfig(input=choice, mix_overlap=False), RunContext(tmp_path, model_store=None))
+        stage = DiarizationStage(
+            DiarizationConfig(input=choice, mix_overlap=False), RunContext(tmp_path, model_store=None)
+        )
         stage.diarizer = SimpleNamespace(diarize_file=fake_diarize_file)  # type: ignore[assignment]
         row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri="mix.wav", speech_uri="speech.flac")
         stage.process(row)
         assert read[-1] == expected
         # With the separator's residue returned to the stems, its own speech is what is diarized.
-        row = SourceRecord(source_uri="v.mp4", source_id="v", audio_uri="mix.wav", speech_uri="speech.flac",
-                           separated_uri="separated.flac")
+        row = SourceRecord(
+            source_uri="v.mp4",
+            source_id="v",
+            audio_uri="mix.wav",
+            speech_uri="speech.flac",
+            separated_uri="separated.flac",
+        )
         stage.process(row)
-        assert read[-1] == (expected.replace("speech", "separated") if isinstance(expected, str)
-                            else (expected[0], "separated.flac"))
+        assert read[-1] == (
+            expected.replace("speech", "separated") if isinstance(expected, str) else (expected[0], "separated.flac")
+        )
 
 
 def test_the_stage_writes_the_overlap_heard_in_the_mix_whatever_it_diarizes(tmp_path):
@@ -175,8 +189,9 @@ def test_the_stage_writes_the_overlap_heard_in_the_mix_whatever_it_diarizes(tmp_
         heard_in.append(path)
         return [(1.0, 1.5)]
 
-    fake = SimpleNamespace(diarize_file=lambda path, voices_path=None: ([Turn(0.0, 2.0, "SPEAKER_00")], 2.0),
-                           overlap_file=overlap_file)
+    fake = SimpleNamespace(
+        diarize_file=lambda path, voices_path=None: ([Turn(0.0, 2.0, "SPEAKER_00")], 2.0), overlap_file=overlap_file
+    )
     for mix_overlap in (True, False):
         stage = DiarizationStage(DiarizationConfig(mix_overlap=mix_overlap), RunContext(tmp_path, model_store=None))
         stage.diarizer = fake  # type: ignore[assignment]
@@ -354,6 +369,37 @@ def test_overlap_is_heard_where_two_real_voices_talk_at_once(diarizer, tmp_path,
     assert all(shared_from - 0.3 <= s and e <= shared_to + 0.3 for s, e in windowed)
 
 
+def test_the_overlap_bound_decides_how_much_overlap_is_heard(diarizer, store, tmp_path):
+    """`diarization.overlap_step` / `overlap_min_count`: on two recorded voices, the second starting
+    inside the first, chunks every second with a bound of 1.2 hear at least as much of the shared
+    time as pyannote's own count (chunks every 5 s, rounded mean), and a bound of 1.9 (nearly every
+    chunk hears two voices) no more; all of it stays in the shared time."""
+    import torch
+
+    first, second = load_speech(arctic("aew")[0].name), load_speech(arctic("axb")[1].name)
+    start = int(1.0 * RATE) + len(first) // 2
+    mix = np.zeros(start + len(second) + RATE, np.float32)
+    mix[RATE : RATE + len(first)] += first
+    mix[start : start + len(second)] += second
+    path = write_wav16(tmp_path / "two.wav", mix)
+    shared_from, shared_to = start / RATE, (RATE + len(first)) / RATE
+    torch.set_num_threads(1)
+    pyannote_count = Diarizer(store, overlap_step=0.5, overlap_min_count=1.5)
+    assert diarizer._overlap_segmentation().step == 1.0 and pyannote_count._overlap_segmentation().step == 5.0
+    heard = {
+        bound: sum(e - s for s, e in regions)
+        for bound, regions in (
+            ("default", diarizer.overlap_file(path)),
+            ("pyannote", pyannote_count.overlap_file(path)),
+            ("strict", Diarizer(store, overlap_min_count=1.9).overlap_file(path)),
+        )
+        if all(shared_from - 0.3 <= s and e <= shared_to + 0.3 for s, e in regions)
+    }
+    assert set(heard) == {"default", "pyannote", "strict"}, "overlap heard outside the shared time"
+    assert heard["default"] >= heard["pyannote"] > 0
+    assert heard["default"] >= heard["strict"]
+
+
 def _speech_over_music(tmp_path):
     """Real speech (CMU Arctic) for its own length, then 4 s of real music alone; music at -20 dB
     under the speech all along. The separated speech here is the clean recording itself, over a
@@ -370,8 +416,12 @@ def _speech_over_music(tmp_path):
     voice = np.concatenate([speech, np.zeros(4 * RATE, np.float32)]) + floor
     bed = music[:n] * (np.sqrt(np.mean(speech**2)) / np.sqrt(np.mean(music[:n] ** 2))) * 10 ** (-20 / 20)
     bed[len(speech) :] *= 10  # the music alone comes up to the speech's level
-    return (write_wav16(tmp_path / "speech.wav", voice), write_wav16(tmp_path / "mix.wav", voice - floor + bed),
-            len(speech) / RATE, n / RATE)
+    return (
+        write_wav16(tmp_path / "speech.wav", voice),
+        write_wav16(tmp_path / "mix.wav", voice - floor + bed),
+        len(speech) / RATE,
+        n / RATE,
+    )
 
 
 @needs_media
@@ -411,8 +461,12 @@ def test_the_stage_gates_only_turns_found_in_the_mix(tmp_path):
 
     speech_path, mix_path, speech_s, total_s = _speech_over_music(tmp_path)
     whole = [Turn(0.0, total_s, "SPEAKER_00")]
-    for choice, gate, gated in (("mix", -30.0, True), ("both", -30.0, True), ("speech", -30.0, False),
-                                ("mix", None, False)):
+    for choice, gate, gated in (
+        ("mix", -30.0, True),
+        ("both", -30.0, True),
+        ("speech", -30.0, False),
+        ("mix", None, False),
+    ):
         config = DiarizationConfig(input=choice, speech_gate_db=gate, mix_overlap=False)
         stage = DiarizationStage(config, RunContext(tmp_path / choice, model_store=None))
         stage.diarizer = SimpleNamespace(diarize_file=lambda path, voices_path=None: (whole, total_s))  # type: ignore[assignment]
@@ -440,8 +494,11 @@ def test_a_turn_that_holds_two_voices_is_cut_where_the_voice_changes(store):
     audio, truth = compose([("aew", aew[0]), ("axb", axb[0]), ("aew", aew[1]), ("axb", axb[2])], gap_s=0.3)
     waveform = torch.from_numpy(audio)
     # Turns 1-2 of each speaker are right; the last two recordings are one turn of aew.
-    found = [Turn(truth[0].start, truth[0].end, "A"), Turn(truth[1].start, truth[1].end, "B"),
-             Turn(truth[2].start, truth[3].end, "A")]
+    found = [
+        Turn(truth[0].start, truth[0].end, "A"),
+        Turn(truth[1].start, truth[1].end, "B"),
+        Turn(truth[2].start, truth[3].end, "A"),
+    ]
     whole = Diarizer(store).refine(waveform, RATE, found)
     assert [t.speaker for t in whole] == ["A", "B", "A"]
     cut = Diarizer(store, resegment_window_s=2.0).refine(waveform, RATE, found)
