@@ -95,7 +95,7 @@ class DiarizationConfig:
     min_speakers: int = setting(0, ge=0)
     max_speakers: int = setting(0, ge=0)
     # Also find where two or more voices talk at once in the mix (pyannote's segmentation and
-    # speaker count only, about 0.01 CPU s per audio s), whatever `input` is: on the separated
+    # speaker count only, about 0.045 CPU s per audio s), whatever `input` is: on the separated
     # speech diarization finds 16-28% of the overlapped time of the realistic sets, the mix's
     # segmentation 38-57% (README, "Real people"). Written to overlap.rttm; the talk stage gives
     # each region to the party its turns lack there (talk.heard_overlap_logit).
