@@ -181,9 +181,10 @@ class Diarizer:
 
     def overlap_file(self, path: str | Path, min_s: float = 0.1) -> list[tuple[float, float]]:
         """[start, end) seconds where pyannote's segmentation hears two or more voices at once in
-        an audio file (channels averaged), regions shorter than `min_s` dropped. Segmentation
-        only, no embeddings; read `OVERLAP_WINDOW_S` at a time, so memory does not grow with the
-        file's length (a window's edges lose nothing a 10 s chunk at the seam would give)."""
+        an audio file (channels averaged: `_overlap_window`), regions shorter than `min_s`
+        dropped. Segmentation only, no embeddings; read `OVERLAP_WINDOW_S` at a time, so memory
+        does not grow with the file's length. Frames within 10 s of a window's edge (as of the
+        file's) are covered by fewer chunks than the rest, so there the bound counts fewer votes."""
         regions: list[tuple[float, float]] = []
         with sf.SoundFile(str(path)) as handle:
             read, rate, n = _file_reader(handle), handle.samplerate, handle.frames
@@ -204,12 +205,14 @@ class Diarizer:
         that cover a frame (pyannote's binarized segmentation, chunks every `overlap_step` of
         their length) is at least `overlap_min_count`.
 
-        pyannote's own speaker count rounds that mean; with its chunks every 5 s (the diarization's
-        step) each frame has two chunks, so one chunk hearing two voices marked overlap (mean 1.5).
-        Chunks every 1 s give each frame ten votes, and a lower bound hears more of the overlap
-        (realistic tuning set: 52% of it at a precision of 0.81, against 62% at 0.77 at 1.2 with
-        step 0.1; README, "Real people"). `overlap_step=0.5, overlap_min_count=1.5` is the count
-        pyannote's diarization uses.
+        pyannote's own speaker count rounds that mean; with its chunks every 5 s (our diarization's
+        default step) each frame has two chunks, so one chunk hearing two voices marked overlap
+        (mean 1.5). Chunks every 1 s give a frame ten votes (fewer within 10 s of the window's
+        edges), and a lower bound hears more of the overlap (realistic tuning set: 52% of it at a
+        precision of 0.81, against 62% at 0.77 at 1.2 with step 0.1; README, "Real people").
+        `overlap_step=0.5, overlap_min_count=1.5` is the count the campplus diarization rounds at
+        its default `segmentation_step` (tested). The pass no longer follows `segmentation_step`
+        or the pipeline's own step (the official pipeline's is 0.1, so its overlap was 0.1 / 1.5).
         """
         from pyannote.audio import Inference
 
@@ -233,7 +236,7 @@ class Diarizer:
             (max(0.0, frames[i].middle), min(duration, frames[j - 1].middle + frames.step)) for i, j in runs_of(many)
         ]
 
-    def _overlap_segmentation(self):
+    def _overlap_segmentation(self) -> Any:
         """pyannote's segmentation model as an inference whose 10 s chunks step by
         `overlap_step` of their length (the diarization's own steps by `segmentation_step`)."""
         if self._overlap_inference is None:

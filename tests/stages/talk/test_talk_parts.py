@@ -470,7 +470,7 @@ def test_words_follow_a_voice_split_between_faces():
 def test_the_stage_holds_numpys_blas_to_its_threads(tmp_path, monkeypatch):
     """TalkStage.process runs a track with numpy's BLAS held to `talk.threads` (the voice split's
     matrix products), and leaves the process's own setting as it found it."""
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     from voxhear.pipeline.records import FaceTrackRecord
 
@@ -478,10 +478,12 @@ def test_the_stage_holds_numpys_blas_to_its_threads(tmp_path, monkeypatch):
         return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
 
     np.ones((64, 64)) @ np.ones((64, 64))  # BLAS loaded
-    before = blas_threads()
     seen = []
     stage = _talk_stage(tmp_path, threads=1)
     monkeypatch.setattr(stage, "_track_clips", lambda row: seen.append(blas_threads()) or [])
-    assert stage.process(FaceTrackRecord(source_uri="v.mp4", source_id="v")) == []
+    # Two threads outside, whatever the machine or its environment gives, so there is something to hold.
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert stage.process(FaceTrackRecord(source_uri="v.mp4", source_id="v")) == []
+        assert blas_threads() == before == {2}
     assert seen == [{1}]
-    assert blas_threads() == before
