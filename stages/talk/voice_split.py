@@ -152,9 +152,12 @@ def self_part(
     `speech - self_part`."""
     n = len(speech)
     end = start + n
-    base = [t for t in turns if t.end + pad_s > start / rate and t.start - pad_s < end / rate]
-    extra = [t for t in added or [] if t.end + pad_s > start / rate and t.start - pad_s < end / rate]
-    near = base + extra
+
+    def in_window(spans: list[Turn]) -> list[Turn]:
+        return [t for t in spans if t.end + pad_s > start / rate and t.start - pad_s < end / rate]
+
+    base = in_window(turns)
+    near = base + in_window(added or [])
     speakers = sorted({t.speaker for t in near})
     if not any(s in self_speakers for s in speakers) or all(s in self_speakers for s in speakers):
         return None
